@@ -1,0 +1,1 @@
+"""What a user runs: one shared initializer, batching, training CLI, reports."""

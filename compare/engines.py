@@ -1,0 +1,124 @@
+"""One training-step interface over both implementations.
+
+``ManualEngine`` drives ``manual`` (hand-written gradients, hand-written AdaGrad);
+``TorchEngine`` drives ``torchref`` (autograd, ``torch.optim.Adagrad``). Both take the
+same NumPy parameter dict and the same integer batches, clip element-wise after
+backward and before the update, and carry the hidden state from chunk to chunk.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+import manual
+import torchref
+
+IMPLEMENTATIONS = ("manual", "torch")
+NUMPY_DTYPES = {"float32": np.float32, "float64": np.float64}
+TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass
+class StepStats:
+    """What one training step reports."""
+
+    loss: float  # mean cross-entropy of the batch, nats per character, before the update
+    grad_norm: float  # global L2 norm of all five gradients, before clipping
+    clipped: int  # how many gradient entries the clip changed
+
+
+class ManualEngine:
+    name = "manual"
+
+    def __init__(self, params: dict, lr: float, clip: float, dtype: str = "float32"):
+        self.dtype = NUMPY_DTYPES[dtype]
+        self.params = {name: np.array(value, dtype=self.dtype) for name, value in params.items()}
+        self.optimizer = manual.Adagrad(self.params, lr=lr)
+        self.clip = clip
+        self.hidden = None
+
+    def reset_hidden(self, batch_size: int) -> None:
+        self.hidden = np.zeros((batch_size, self.params["W"].shape[0]), dtype=self.dtype)
+
+    def train_step(self, inputs: np.ndarray, targets: np.ndarray) -> StepStats:
+        loss, cache = manual.forward(self.params, inputs, targets, self.hidden)
+        grads = manual.backward(cache)
+        grad_norm = float(np.sqrt(sum(np.sum(g * g, dtype=np.float64) for g in grads.values())))
+        clipped = 0
+        if self.clip > 0:
+            clipped = sum(int(np.count_nonzero(np.abs(g) > self.clip)) for g in grads.values())
+            for grad in grads.values():
+                np.clip(grad, -self.clip, self.clip, out=grad)
+        self.optimizer.step(grads)
+        self.hidden = cache.h_last
+        return StepStats(float(loss), grad_norm, clipped)
+
+    def eval_loss(self, inputs: np.ndarray, targets: np.ndarray, h0: np.ndarray):
+        """Loss without an update. h0 (B, H) float64. Returns (loss, h_T float64)."""
+        loss, cache = manual.forward(self.params, inputs, targets, h0.astype(self.dtype))
+        return float(loss), cache.h_last.astype(np.float64)
+
+    def step_logits(self, tokens: np.ndarray, h: np.ndarray):
+        """tokens (B,), h (B, H) float64 -> (logits (B, V) float64, h float64)."""
+        logits, h_next = manual.step(self.params, tokens, h.astype(self.dtype))
+        return logits.astype(np.float64), h_next.astype(np.float64)
+
+    def numpy_params(self) -> dict:
+        return {name: value.astype(np.float64) for name, value in self.params.items()}
+
+
+class TorchEngine:
+    name = "torch"
+
+    def __init__(self, params: dict, lr: float, clip: float, dtype: str = "float32", device: str = "cpu"):
+        self.device = torch.device(device)
+        self.model = torchref.CharRNN(params, dtype=TORCH_DTYPES[dtype], device=self.device)
+        self.optimizer = torch.optim.Adagrad(self.model.parameters(), lr=lr)
+        self.clip = clip
+        self.hidden = None
+
+    def _tensor(self, array: np.ndarray, dtype=None) -> torch.Tensor:
+        return torch.as_tensor(array, dtype=dtype, device=self.device)
+
+    def reset_hidden(self, batch_size: int) -> None:
+        self.hidden = torch.zeros(batch_size, self.model.hidden_size, dtype=self.model.W.dtype, device=self.device)
+
+    def train_step(self, inputs: np.ndarray, targets: np.ndarray) -> StepStats:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, h_last = self.model.loss(self._tensor(inputs, torch.long), self._tensor(targets, torch.long), self.hidden)
+        loss.backward()
+        grads = [p.grad for p in self.model.parameters()]
+        grad_norm = float(torch.nn.utils.get_total_norm(grads))
+        clipped = 0
+        if self.clip > 0:
+            clipped = sum(int((g.abs() > self.clip).sum()) for g in grads)
+            torch.nn.utils.clip_grad_value_(self.model.parameters(), self.clip)
+        self.optimizer.step()
+        self.hidden = h_last.detach()  # truncated BPTT: keep the value, drop the graph
+        return StepStats(float(loss.detach()), grad_norm, clipped)
+
+    @torch.no_grad()
+    def eval_loss(self, inputs: np.ndarray, targets: np.ndarray, h0: np.ndarray):
+        h0_tensor = self._tensor(h0, self.model.W.dtype)
+        loss, h_last = self.model.loss(self._tensor(inputs, torch.long), self._tensor(targets, torch.long), h0_tensor)
+        return float(loss), h_last.double().cpu().numpy()
+
+    @torch.no_grad()
+    def step_logits(self, tokens: np.ndarray, h: np.ndarray):
+        inputs = self._tensor(np.asarray(tokens).reshape(-1, 1), torch.long)  # (B,) -> (B, 1)
+        logits, h_next = self.model(inputs, self._tensor(h, self.model.W.dtype))
+        return logits[:, 0].double().cpu().numpy(), h_next.double().cpu().numpy()
+
+    def numpy_params(self) -> dict:
+        return self.model.numpy_params()
+
+
+def make_engine(impl: str, params: dict, lr: float, clip: float, dtype: str):
+    """A fresh engine for ``impl`` ('manual' or 'torch') starting from copies of ``params``."""
+    if impl == "manual":
+        return ManualEngine(params, lr, clip, dtype)
+    if impl == "torch":
+        return TorchEngine(params, lr, clip, dtype)
+    raise ValueError(f"unknown implementation {impl!r}; choose from {IMPLEMENTATIONS}")
