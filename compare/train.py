@@ -35,8 +35,8 @@ class TrainConfig:
     batch_size: int = 1
     lr: float = 0.1
     clip: float = 5.0
-    epochs: int = 1
-    max_steps: int | None = 15000
+    epochs: int = 5
+    max_steps: int | None = None
     seed: int = 42
     dtype: str = "float32"
     threads: int | None = None
@@ -251,8 +251,9 @@ def train(config: TrainConfig) -> dict:
             for engine in engines:
                 sample = sample_text(engine, vocab, config.sample_length, seed=config.seed + step)
                 logger.text(engine.name, "sample", sample, step)
-        progress.set_postfix(epoch=epoch, smooth_loss=f"{smooth[impls[0]]:.3f}",
-                             chars_per_sec=f"{step * chars_per_step / max(seconds[impls[0]], 1e-12):.0f}")
+        if step % config.log_every == 0:
+            progress.set_postfix(epoch=epoch, smooth_loss=f"{smooth[impls[0]]:.3f}", refresh=False,
+                                 chars_per_sec=f"{step * chars_per_step / max(seconds[impls[0]], 1e-12):.0f}")
 
     summary = {"run_dir": str(run_dir), "steps": total_steps, "impls": {}}
     for engine in engines:
@@ -262,7 +263,7 @@ def train(config: TrainConfig) -> dict:
             "val_loss": val_loss[name],
             "val_bits_per_char": val_loss[name] / math.log(2),
             "chars_per_sec": total_steps * chars_per_step / max(seconds[name], 1e-12),
-            "sample": sample_text(engine, vocab, config.sample_length, temperature=0.8, seed=config.seed),
+            "sample": sample_text(engine, vocab, 500, temperature=0.8, seed=config.seed),
         }
         logger.hparams(name, config, {"hparam/train_loss_smooth": smooth[name], "hparam/val_loss": val_loss[name]})
     logger.close()
