@@ -1,0 +1,88 @@
+"""The training CLI end to end: event files read back with TensorBoard's own reader."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+SCALAR_TAGS = {"loss/train", "loss/smooth", "loss/val", "speed/chars_per_sec", "grad/global_norm"}
+STEPS = 30
+
+
+def run_train(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "compare.train", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def load_events(run_dir: Path) -> EventAccumulator:
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "tiny.txt"
+    path.write_text("the cat sat on the mat. the dog sat on the log.\n" * 60)
+    return path
+
+
+@pytest.mark.parametrize("impl", ["manual", "torch", "both"])
+def test_train_cli_writes_the_documented_tags(tmp_path, corpus, impl):
+    result = run_train("--impl", impl, "--data", str(corpus), "--max-steps", str(STEPS), "--batch-size", "2",
+                       "--seq-length", "8", "--hidden-size", "16", "--log-every", "10", "--eval-every", "15",
+                       "--sample-every", "15", "--logdir", str(tmp_path), "--run-name", "cli", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "run directory" in result.stdout
+
+    impls = ["manual", "torch"] if impl == "both" else [impl]
+    for name in impls:
+        events = load_events(tmp_path / "cli" / name)
+        tags = events.Tags()
+        assert SCALAR_TAGS <= set(tags["scalars"])
+        assert [e.step for e in events.Scalars("loss/train")] == [10, 20, 30]
+        assert [e.step for e in events.Scalars("loss/val")] == [15, 30]
+        assert all(e.value > 0 for e in events.Scalars("loss/val"))
+        assert any(tag.startswith("sample") for tag in tags["tensors"])  # add_text is stored as a tensor
+        assert "hparam/val_loss" in tags["scalars"]  # written by add_hparams with the final losses
+
+    if impl == "both":
+        drift = load_events(tmp_path / "cli" / "diff")
+        assert {"diff/loss", "diff/max_abs_param"} <= set(drift.Tags()["scalars"])
+        losses = drift.Scalars("diff/loss")
+        assert [e.step for e in losses] == list(range(1, STEPS + 1))
+        # float32 training: the implementations differ by rounding, not by a different model.
+        assert max(e.value for e in drift.Scalars("diff/max_abs_param")) < 1e-3
+    else:
+        assert not (tmp_path / "cli" / "diff").exists()
+
+
+def test_float64_drift_is_rounding_only(tmp_path, corpus):
+    result = run_train("--impl", "both", "--dtype", "float64", "--data", str(corpus), "--max-steps", "20",
+                       "--batch-size", "2", "--seq-length", "8", "--hidden-size", "8", "--logdir", str(tmp_path),
+                       "--run-name", "f64", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    drift = load_events(tmp_path / "f64" / "diff")
+    assert max(e.value for e in drift.Scalars("diff/max_abs_param")) < 1e-12
+    assert max(e.value for e in drift.Scalars("diff/loss")) < 1e-12
+
+
+@pytest.mark.parametrize("flag, value", [("--hidden-size", "0"), ("--lr", "-1"), ("--batch-size", "-2"),
+                                         ("--val-frac", "1.5"), ("--clip", "-1")])
+def test_bad_hyperparameters_exit_2_with_one_line(tmp_path, flag, value):
+    result = run_train(flag, value, "--logdir", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 2
+    assert flag in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_documents_every_flag(tmp_path):
+    result = run_train("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for flag in ("--impl", "--data", "--hidden-size", "--seq-length", "--batch-size", "--lr", "--clip", "--epochs",
+                 "--max-steps", "--seed", "--dtype", "--val-frac", "--log-every", "--eval-every", "--sample-every",
+                 "--logdir", "--run-name", "--threads"):
+        assert flag in result.stdout

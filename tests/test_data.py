@@ -1,0 +1,76 @@
+"""Corpus, vocabulary and batching: the part both implementations share."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compare.data import StreamBatches, Vocab, builtin_corpus, split_train_val, token_dtype
+from compare.init import init_params
+
+
+def test_builtin_corpus_is_stable_and_large():
+    text = builtin_corpus()
+    assert text == builtin_corpus()
+    assert len(text) > 400_000
+
+
+def test_vocab_is_sorted_and_round_trips():
+    text = "banana bread, 3 ÄÖ ü —"
+    vocab = Vocab.from_text(text)
+    assert list(vocab.chars) == sorted(set(text))
+    ids = vocab.encode(text)
+    assert ids.dtype == np.uint8
+    assert vocab.decode(ids) == text
+
+
+def test_unknown_characters_are_named():
+    with pytest.raises(ValueError, match="'xz'"):
+        Vocab.from_text("abc").encode("axbz")
+
+
+def test_token_dtype_is_the_smallest_that_fits():
+    assert token_dtype(256) == np.uint8
+    assert token_dtype(257) == np.uint16
+    assert token_dtype(70_000) == np.uint32
+
+
+def test_wide_vocabularies_encode():
+    text = "".join(chr(0x4E00 + i) for i in range(300))  # 300 CJK characters
+    ids = Vocab.from_text(text).encode(text)
+    assert ids.dtype == np.uint16
+    assert np.array_equal(ids, np.arange(300))
+
+
+def test_validation_is_the_end_of_the_text():
+    train, val = split_train_val(np.arange(100), 0.05)
+    assert np.array_equal(val, np.arange(95, 100))
+    assert np.array_equal(train, np.arange(95))
+
+
+def test_stream_batches_are_contiguous_streams_shifted_by_one():
+    tokens = np.arange(103)
+    batches = StreamBatches(tokens, batch_size=4, seq_length=5)
+    # (103 - 1) // 4 = 25 characters per stream, 5 chunks of 5.
+    assert len(batches) == 5
+    first_inputs, first_targets = batches.get_batch(0)
+    second_inputs, _ = batches.get_batch(1)
+    assert first_inputs.shape == (4, 5)
+    assert np.array_equal(first_inputs[:, 0], [0, 25, 50, 75])  # row s starts stream s
+    assert np.array_equal(first_targets, first_inputs + 1)
+    assert np.array_equal(second_inputs[:, 0], first_inputs[:, -1] + 1)  # chunk k+1 continues row s
+
+
+def test_too_little_text_is_a_clear_error():
+    with pytest.raises(ValueError, match="too few"):
+        StreamBatches(np.arange(10), batch_size=4, seq_length=5)
+
+
+def test_init_params_shapes_and_determinism():
+    params = init_params(vocab_size=11, hidden_size=7, seed=1)
+    assert {name: value.shape for name, value in params.items()} == {
+        "U": (7, 11), "W": (7, 7), "V": (11, 7), "b": (7,), "c": (11,)}
+    assert all(value.dtype == np.float64 for value in params.values())
+    assert not params["b"].any() and not params["c"].any()
+    assert 0.008 < params["U"].std() < 0.012  # N(0, 0.01^2)
+    again = init_params(vocab_size=11, hidden_size=7, seed=1)
+    assert all(np.array_equal(params[name], again[name]) for name in params)
