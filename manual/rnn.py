@@ -63,7 +63,7 @@ def forward(params: dict, inputs: np.ndarray, targets: np.ndarray, h0: np.ndarra
     targets_tb = np.ascontiguousarray(targets.T)  # (B, T) -> (T, B)
     steps, streams = inputs_tb.shape
     hidden_size = W.shape[0]
-    dtype = np.result_type(U, h0)
+    dtype = np.result_type(U, W, b, h0)
 
     input_proj = U.T[inputs_tb] + b  # (T, B, H): U x_t + b, a column lookup of U
     hidden = np.empty((steps + 1, streams, hidden_size), dtype=dtype)
