@@ -14,6 +14,7 @@ import torch
 
 import manual
 import torchref
+from compare.checkpoint import EngineState
 
 IMPLEMENTATIONS = ("manual", "torch")
 NUMPY_DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -36,6 +37,7 @@ class ManualEngine:
         self.dtype = NUMPY_DTYPES[dtype]
         self.params = {name: np.array(value, dtype=self.dtype) for name, value in params.items()}
         self.optimizer = manual.Adagrad(self.params, lr=lr)
+        self.updates = 0  # AdaGrad steps taken; torch's optimizer counts them as 'step'
         self.clip = clip
         self.hidden = None
 
@@ -45,6 +47,11 @@ class ManualEngine:
     def train_step(self, inputs: np.ndarray, targets: np.ndarray) -> StepStats:
         loss, cache = manual.forward(self.params, inputs, targets, self.hidden)
         grads = manual.backward(cache)
+        self.hidden = cache.h_last
+        return self.clip_and_update(loss, grads)
+
+    def clip_and_update(self, loss, grads: dict) -> StepStats:
+        """Measure and clip ``grads`` in place, then take one AdaGrad step."""
         grad_norm = float(np.sqrt(sum(np.sum(g * g, dtype=np.float64) for g in grads.values())))
         clipped = 0
         if self.clip > 0:
@@ -52,7 +59,7 @@ class ManualEngine:
             for grad in grads.values():
                 np.clip(grad, -self.clip, self.clip, out=grad)
         self.optimizer.step(grads)
-        self.hidden = cache.h_last
+        self.updates += 1
         return StepStats(float(loss), grad_norm, clipped)
 
     def eval_loss(self, inputs: np.ndarray, targets: np.ndarray, h0: np.ndarray):
@@ -67,6 +74,20 @@ class ManualEngine:
 
     def numpy_params(self) -> dict:
         return {name: value.astype(np.float64) for name, value in self.params.items()}
+
+    def export_state(self) -> EngineState:
+        """float64 copies of everything training continues from (see compare.checkpoint)."""
+        accumulators = {name: value.astype(np.float64) for name, value in self.optimizer.accumulators.items()}
+        hidden = None if self.hidden is None else self.hidden.astype(np.float64)
+        return EngineState(self.numpy_params(), accumulators, self.updates, hidden)
+
+    def load_state(self, state: EngineState) -> None:
+        """Continue from ``state``, whichever implementation exported it."""
+        for name in self.params:
+            self.params[name][...] = state.params[name]  # in place: the optimizer holds this same dict
+            self.optimizer.accumulators[name][...] = state.accumulators[name]
+        self.updates = state.updates
+        self.hidden = None if state.hidden is None else np.array(state.hidden, dtype=self.dtype)
 
 
 class TorchEngine:
@@ -113,6 +134,27 @@ class TorchEngine:
 
     def numpy_params(self) -> dict:
         return self.model.numpy_params()
+
+    def export_state(self) -> EngineState:
+        """float64 copies of everything training continues from (see compare.checkpoint)."""
+        named = dict(self.model.named_parameters())
+        accumulators = {name: self.optimizer.state[param]["sum"].double().cpu().numpy().copy()
+                        for name, param in named.items()}
+        updates = int(self.optimizer.state[named["U"]]["step"])  # the same count for every parameter
+        hidden = None if self.hidden is None else self.hidden.double().cpu().numpy().copy()
+        return EngineState(self.model.numpy_params(), accumulators, updates, hidden)
+
+    @torch.no_grad()
+    def load_state(self, state: EngineState) -> None:
+        """Continue from ``state``, whichever implementation exported it."""
+        for name, param in self.model.named_parameters():
+            param.copy_(self._tensor(state.params[name]))  # copy_ casts to the model's dtype
+            self.optimizer.state[param]["sum"].copy_(self._tensor(state.accumulators[name]))
+            self.optimizer.state[param]["step"].fill_(state.updates)
+        if state.hidden is None:
+            self.hidden = None
+        else:
+            self.hidden = self._tensor(state.hidden, self.model.W.dtype).clone()  # never share the caller's array
 
 
 def make_engine(impl: str, params: dict, lr: float, clip: float, dtype: str):

@@ -3,121 +3,32 @@
     python -m compare.train --impl manual     # hand-written BPTT + AdaGrad (NumPy)
     python -m compare.train --impl torch      # autograd + torch.optim.Adagrad
     python -m compare.train --impl both       # one init, one data order, drift logged
+    python -m compare.train --resume runs/<run> --epochs 10   # continue a run exactly
     tensorboard --logdir runs
 
 Each implementation logs to ``<logdir>/<run-name>/<impl>`` with the same tags, so
 TensorBoard overlays the two curves; ``--impl both`` also logs the drift between
-them to ``<logdir>/<run-name>/diff``.
+them to ``<logdir>/<run-name>/diff``. Each implementation's directory also gets the
+checkpoints ``latest.npz`` and ``best.npz`` (see compare.checkpoint). Ctrl-C or
+SIGTERM finishes the current step, saves ``latest.npz`` and exits with 130 or 143.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
+import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from compare.checkpoint import (BEST, LATEST, Checkpoint, CheckpointError, RunProgress, find_checkpoint,
+                                load_checkpoint, save_checkpoint, text_digest)
 from compare.data import StreamBatches, Vocab, load_text, split_train_val
 from compare.init import init_params
-
-
-@dataclass
-class TrainConfig:
-    impl: str = "manual"
-    data: str | None = None  # None: the built-in corpus (pydoc_data.topics)
-    val_frac: float = 0.05
-    hidden_size: int = 100
-    seq_length: int = 25
-    batch_size: int = 1
-    lr: float = 0.1
-    clip: float = 5.0
-    epochs: int = 5
-    max_steps: int | None = None
-    seed: int = 42
-    dtype: str = "float32"
-    threads: int | None = None
-    logdir: str = "runs"
-    run_name: str | None = None
-    log_every: int = 100
-    eval_every: int = 2000
-    sample_every: int = 5000
-    sample_length: int = 200
-
-
-def parse_args(argv=None) -> TrainConfig:
-    defaults = TrainConfig()
-    parser = argparse.ArgumentParser(
-        prog="python -m compare.train",
-        description="Train the character RNN by hand-written BPTT (manual), by autograd (torch), or both in lockstep.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    impl = parser.add_argument_group("implementation")
-    impl.add_argument("--impl", choices=["manual", "torch", "both"], default=defaults.impl,
-                      help="which implementation trains; 'both' runs them side by side on the same batches")
-    impl.add_argument("--dtype", choices=["float32", "float64"], default=defaults.dtype,
-                      help="floating-point type of parameters and activations in both implementations")
-    impl.add_argument("--threads", type=int, default=defaults.threads,
-                      help="threads for NumPy's BLAS and for torch (default: leave the libraries' choice)")
-    data = parser.add_argument_group("data")
-    data.add_argument("--data", default=defaults.data,
-                      help="UTF-8 text file to train on (default: the built-in corpus, CPython's pydoc topics)")
-    data.add_argument("--val-frac", type=float, default=defaults.val_frac,
-                      help="fraction of the text, taken from its end, held out for validation")
-    model = parser.add_argument_group("model")
-    model.add_argument("--hidden-size", type=int, default=defaults.hidden_size, help="H, the size of the hidden state")
-    optim = parser.add_argument_group("optimization")
-    optim.add_argument("--seq-length", type=int, default=defaults.seq_length,
-                       help="T, characters per chunk: how far back truncated BPTT reaches")
-    optim.add_argument("--batch-size", type=int, default=defaults.batch_size,
-                       help="B, parallel streams the text is split into")
-    optim.add_argument("--lr", type=float, default=defaults.lr, help="AdaGrad learning rate")
-    optim.add_argument("--clip", type=float, default=defaults.clip,
-                       help="clip every gradient entry to [-clip, clip] before the update; 0 turns clipping off")
-    optim.add_argument("--epochs", type=int, default=defaults.epochs, help="passes over the training text")
-    optim.add_argument("--max-steps", type=int, default=defaults.max_steps,
-                       help="stop after this many steps even if epochs remain; 0 means no limit")
-    optim.add_argument("--seed", type=int, default=defaults.seed, help="seed of the weight initializer and of sampling")
-    logging = parser.add_argument_group("logging")
-    logging.add_argument("--logdir", default=defaults.logdir, help="TensorBoard log root")
-    logging.add_argument("--run-name", default=defaults.run_name,
-                         help="run directory under --logdir (default: a time stamp and the settings)")
-    logging.add_argument("--log-every", type=int, default=defaults.log_every, help="steps between scalar logs")
-    logging.add_argument("--eval-every", type=int, default=defaults.eval_every, help="steps between validation losses")
-    logging.add_argument("--sample-every", type=int, default=defaults.sample_every,
-                         help="steps between text samples written to TensorBoard")
-    logging.add_argument("--sample-length", type=int, default=defaults.sample_length,
-                         help="characters in each text sample")
-    args = parser.parse_args(argv)
-    config = TrainConfig(**vars(args))
-    if config.max_steps == 0:
-        config.max_steps = None
-    problem = config_problem(config)
-    if problem:
-        parser.error(problem)  # one line on stderr, exit code 2
-    return config
-
-
-def config_problem(config: TrainConfig) -> str | None:
-    """A one-line description of the first invalid setting, or None."""
-    positive = ("hidden_size", "seq_length", "batch_size", "epochs", "log_every", "eval_every", "sample_every")
-    for name in positive:
-        if getattr(config, name) <= 0:
-            return f"--{name.replace('_', '-')} must be positive, got {getattr(config, name)}"
-    if not config.lr > 0:
-        return f"--lr must be positive, got {config.lr}"
-    if not config.clip >= 0:
-        return f"--clip must be >= 0 (0 turns clipping off), got {config.clip}"
-    if config.max_steps is not None and config.max_steps < 0:
-        return f"--max-steps must be >= 0, got {config.max_steps}"
-    if not 0 < config.val_frac < 1:
-        return f"--val-frac must be in (0, 1), got {config.val_frac}"
-    if config.threads is not None and config.threads <= 0:
-        return f"--threads must be positive, got {config.threads}"
-    return None
+from compare.train_config import TrainConfig, config_conflicts, parse_args
 
 
 def set_threads(threads: int | None) -> None:
@@ -155,13 +66,20 @@ def max_param_diff(first: dict, second: dict) -> float:
     return max(float(np.max(np.abs(first[name] - second[name]))) for name in first)
 
 
+def planned_steps(config: TrainConfig, steps_per_epoch: int) -> int:
+    total = config.epochs * steps_per_epoch
+    return total if config.max_steps is None else min(total, config.max_steps)
+
+
 class Logger:
     """One SummaryWriter per implementation (same tags), plus one for the drift with --impl both."""
 
-    def __init__(self, run_dir: Path, names):
+    def __init__(self, run_dir: Path, names, purge_step: int | None = None):
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writers = {name: SummaryWriter(log_dir=str(run_dir / name)) for name in names}
+        # purge_step: TensorBoard hides this run's older events from that step on, so a
+        # resumed run does not show the steps after its checkpoint twice.
+        self.writers = {name: SummaryWriter(log_dir=str(run_dir / name), purge_step=purge_step) for name in names}
 
     def scalar(self, name: str, tag: str, value: float, step: int) -> None:
         self.writers[name].add_scalar(tag, value, step)
@@ -180,98 +98,219 @@ class Logger:
             writer.close()
 
 
-def train(config: TrainConfig) -> dict:
-    """Run training as configured. Returns a summary dict (final losses, speed, run directory)."""
-    import torch
-    from tqdm import tqdm
+@dataclass
+class StopRequest:
+    """Set by the CLI's signal handler; the training loop checks it after every step."""
 
-    from compare.engines import make_engine
-    from compare.sampling import sample_text
+    signal_number: int | None = None
 
-    set_threads(config.threads)
-    torch.manual_seed(config.seed)
-    text = load_text(config.data)
-    vocab = Vocab.from_text(text)
-    train_tokens, val_tokens = split_train_val(vocab.encode(text), config.val_frac)
-    batches = StreamBatches(train_tokens, config.batch_size, config.seq_length)
-    val_batches = validation_batches(val_tokens, config.batch_size, config.seq_length)
+    @property
+    def requested(self) -> bool:
+        return self.signal_number is not None
 
-    impls = ["manual", "torch"] if config.impl == "both" else [config.impl]
-    params = init_params(len(vocab), config.hidden_size, config.seed)
-    engines = [make_engine(name, params, config.lr, config.clip, config.dtype) for name in impls]
-
-    run_dir = Path(config.logdir) / (config.run_name or default_run_name(config))
-    logger = Logger(run_dir, impls + (["diff"] if config.impl == "both" else []))
-    for name in impls:
-        (run_dir / name / "config.json").write_text(json.dumps({"config": asdict(config), "vocab": vocab.chars}, indent=1))
-
-    total_steps = config.epochs * len(batches)
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
-    chars_per_step = config.batch_size * config.seq_length
-    initial_loss = math.log(len(vocab))  # the loss of a uniform prediction, and roughly of the initial weights
-    smooth = {name: initial_loss for name in impls}  # min-char-rnn starts the average at ln V
-    seconds = {name: 0.0 for name in impls}
-    val_loss = {name: float("nan") for name in impls}
-    last = {}
-
-    progress = tqdm(range(1, total_steps + 1), desc=f"train {config.impl}", unit="step", dynamic_ncols=True)
-    for step in progress:
-        epoch, index = divmod(step - 1, len(batches))
-        if index == 0:
-            for engine in engines:
-                engine.reset_hidden(config.batch_size)  # each epoch starts from h_0 = 0
-        inputs, targets = batches.get_batch(index)
-        for engine in engines:
-            start = time.perf_counter()
-            stats = engine.train_step(inputs, targets)
-            seconds[engine.name] += time.perf_counter() - start
-            last[engine.name] = stats
-            if not math.isfinite(stats.loss) or stats.loss > 3 * initial_loss:
-                raise TrainingDiverged(f"{engine.name}: loss {stats.loss:.4g} at step {step} "
-                                       f"(initial {initial_loss:.4g}); lower --lr or --clip")
-            smooth[engine.name] = 0.999 * smooth[engine.name] + 0.001 * stats.loss
-
-        if step % config.log_every == 0 or step == total_steps:
-            for name in impls:
-                logger.scalar(name, "loss/train", last[name].loss, step)
-                logger.scalar(name, "loss/smooth", smooth[name], step)
-                logger.scalar(name, "grad/global_norm", last[name].grad_norm, step)
-                logger.scalar(name, "speed/chars_per_sec", step * chars_per_step / max(seconds[name], 1e-12), step)
-        if config.impl == "both":
-            manual_engine, torch_engine = engines
-            logger.scalar("diff", "diff/loss", abs(last["manual"].loss - last["torch"].loss), step)
-            logger.scalar("diff", "diff/max_abs_param",
-                          max_param_diff(manual_engine.numpy_params(), torch_engine.numpy_params()), step)
-        if step % config.eval_every == 0 or step == total_steps:
-            for engine in engines:
-                val_loss[engine.name] = estimate_loss(engine, val_batches, config.hidden_size)
-                logger.scalar(engine.name, "loss/val", val_loss[engine.name], step)
-        if step % config.sample_every == 0 or step == total_steps:
-            for engine in engines:
-                sample = sample_text(engine, vocab, config.sample_length, seed=config.seed + step)
-                logger.text(engine.name, "sample", sample, step)
-        if step % config.log_every == 0:
-            progress.set_postfix(epoch=epoch, smooth_loss=f"{smooth[impls[0]]:.3f}", refresh=False,
-                                 chars_per_sec=f"{step * chars_per_step / max(seconds[impls[0]], 1e-12):.0f}")
-
-    summary = {"run_dir": str(run_dir), "steps": total_steps, "impls": {}}
-    for engine in engines:
-        name = engine.name
-        summary["impls"][name] = {
-            "train_loss": smooth[name],
-            "val_loss": val_loss[name],
-            "val_bits_per_char": val_loss[name] / math.log(2),
-            "chars_per_sec": total_steps * chars_per_step / max(seconds[name], 1e-12),
-            "sample": sample_text(engine, vocab, 500, temperature=0.8, seed=config.seed),
-        }
-        logger.hparams(name, config, {"hparam/train_loss_smooth": smooth[name], "hparam/val_loss": val_loss[name]})
-    logger.close()
-    return summary
+    def handle(self, signal_number, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt  # a second signal: stop at once (checkpoints on disk stay whole)
+        self.signal_number = signal_number
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN/Inf or exceeded three times its initial value."""
+
+
+@dataclass
+class Run:
+    """Everything the training loop works with."""
+
+    config: TrainConfig
+    vocab: Vocab
+    data_sha256: str
+    batches: StreamBatches
+    val_batches: StreamBatches
+    engines: list
+    progress: dict  # impl name -> RunProgress
+    losses: dict = field(default_factory=dict)  # impl name -> training loss of every step run here
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.config.logdir) / self.config.run_name
+
+    def save(self, engine, step: int, filename: str = LATEST) -> None:
+        """Write ``engine``'s checkpoint to <run_dir>/<impl>/<filename>."""
+        import torch
+
+        checkpoint = Checkpoint(impl=engine.name, step=step, vocab=self.vocab.chars, data_sha256=self.data_sha256,
+                                config=asdict(self.config), progress=self.progress[engine.name],
+                                engine=engine.export_state(), torch_rng_state=torch.get_rng_state().numpy())
+        save_checkpoint(self.run_dir / engine.name / filename, checkpoint)
+
+
+def restore(run: Run) -> int:
+    """Load each engine's checkpoint from ``run.config.resume``; returns the step they are at."""
+    import torch
+
+    checkpoints = [load_checkpoint(find_checkpoint(run.config.resume, engine.name)) for engine in run.engines]
+    for checkpoint in checkpoints:
+        if checkpoint.data_sha256 != run.data_sha256:
+            raise CheckpointError("the training text differs from the one the checkpoint was trained on")
+        conflicts = config_conflicts(checkpoint.config, asdict(run.config))
+        if conflicts:
+            raise CheckpointError(f"settings differ from the checkpoint's: {'; '.join(conflicts)}")
+    if len({checkpoint.step for checkpoint in checkpoints}) > 1:
+        raise CheckpointError(f"the implementations' checkpoints are at different steps: "
+                              f"{[checkpoint.step for checkpoint in checkpoints]}")
+    for engine, checkpoint in zip(run.engines, checkpoints):
+        engine.load_state(checkpoint.engine)
+        run.progress[engine.name] = checkpoint.progress
+    torch.set_rng_state(torch.from_numpy(checkpoints[0].torch_rng_state))
+    return checkpoints[0].step
+
+
+def timed_step(engine, inputs: np.ndarray, targets: np.ndarray, progress: RunProgress):
+    """One training step; its time and loss go into ``progress``. Returns the StepStats."""
+    start = time.perf_counter()
+    stats = engine.train_step(inputs, targets)
+    progress.seconds += time.perf_counter() - start
+    progress.smooth_loss = 0.999 * progress.smooth_loss + 0.001 * stats.loss
+    return stats
+
+
+def chars_per_sec(step: int, config: TrainConfig, progress: RunProgress) -> float:
+    return step * config.batch_size * config.seq_length / max(progress.seconds, 1e-12)
+
+
+def validate(engine, run: Run) -> bool:
+    """Measure the validation loss into the run's progress; True if it is the best so far."""
+    progress = run.progress[engine.name]
+    progress.val_loss = estimate_loss(engine, run.val_batches, run.config.hidden_size)
+    improved = progress.best_val_loss is None or progress.val_loss < progress.best_val_loss
+    if improved:
+        progress.best_val_loss = progress.val_loss
+    return improved
+
+
+def train(config: TrainConfig, stop: StopRequest | None = None) -> dict:
+    """Run training as configured, or continue it with ``config.resume``.
+
+    Stops early, after saving latest.npz, once ``stop`` is requested. Returns a summary
+    dict (final losses, speed, run directory, every step's loss).
+    """
+    import torch
+
+    from compare.engines import make_engine
+
+    stop = stop or StopRequest()
+    set_threads(config.threads)
+    torch.manual_seed(config.seed)
+    if config.run_name is None:
+        config = replace(config, run_name=default_run_name(config))
+    text = load_text(config.data)
+    vocab = Vocab.from_text(text)
+    train_tokens, val_tokens = split_train_val(vocab.encode(text), config.val_frac)
+    impls = ["manual", "torch"] if config.impl == "both" else [config.impl]
+    params = init_params(len(vocab), config.hidden_size, config.seed)
+    initial_loss = math.log(len(vocab))  # the loss of a uniform prediction, and roughly of the initial weights
+    run = Run(config, vocab, text_digest(text),
+              batches=StreamBatches(train_tokens, config.batch_size, config.seq_length),
+              val_batches=validation_batches(val_tokens, config.batch_size, config.seq_length),
+              engines=[make_engine(name, params, config.lr, config.clip, config.dtype) for name in impls],
+              progress={name: RunProgress(smooth_loss=initial_loss) for name in impls},  # min-char-rnn starts at ln V
+              losses={name: [] for name in impls})
+    start_step = restore(run) if config.resume else 0
+    total_steps = planned_steps(config, len(run.batches))
+    if start_step >= total_steps:
+        raise ValueError(f"the checkpoint is at step {start_step} of {total_steps}: raise --epochs or --max-steps")
+
+    logger = Logger(run.run_dir, impls + (["diff"] if config.impl == "both" else []),
+                    purge_step=start_step + 1 if config.resume else None)  # hide events of steps being redone
+    for name in impls:
+        settings = {"config": asdict(config), "vocab": vocab.chars}
+        (run.run_dir / name / "config.json").write_text(json.dumps(settings, indent=1))
+    try:
+        step = train_steps(run, logger, start_step, total_steps, initial_loss, stop)
+        summary = summarize(run, step)
+        if not stop.requested:
+            for name, result in summary["impls"].items():
+                logger.hparams(name, config, {"hparam/train_loss_smooth": result["train_loss"],
+                                              "hparam/val_loss": result["val_loss"]})
+    finally:
+        logger.close()  # complete event files even when training diverges or is interrupted
+    return summary
+
+
+def train_steps(run: Run, logger: Logger, start_step: int, total_steps: int, initial_loss: float,
+                stop: StopRequest) -> int:
+    """The training loop, from ``start_step + 1``; returns the last step done."""
+    from tqdm import tqdm
+
+    from compare.sampling import sample_text
+
+    config, engines, progress = run.config, run.engines, run.progress
+    last = {}
+    progress_bar = tqdm(range(start_step + 1, total_steps + 1), initial=start_step, total=total_steps,
+                 desc=f"train {config.impl}", unit="step", dynamic_ncols=True)
+    for step in progress_bar:
+        epoch, index = divmod(step - 1, len(run.batches))  # the step alone fixes the data position
+        if index == 0:
+            for engine in engines:
+                engine.reset_hidden(config.batch_size)  # each epoch starts from h_0 = 0
+        inputs, targets = run.batches.get_batch(index)
+        for engine in engines:
+            stats = last[engine.name] = timed_step(engine, inputs, targets, progress[engine.name])
+            run.losses[engine.name].append(stats.loss)
+            if not math.isfinite(stats.loss) or stats.loss > 3 * initial_loss:
+                raise TrainingDiverged(f"{engine.name}: loss {stats.loss:.4g} at step {step} "
+                                       f"(initial {initial_loss:.4g}); lower --lr or --clip")
+        final = step == total_steps
+        if step % config.log_every == 0 or final:
+            for name, stats in last.items():
+                logger.scalar(name, "loss/train", stats.loss, step)
+                logger.scalar(name, "loss/smooth", progress[name].smooth_loss, step)
+                logger.scalar(name, "grad/global_norm", stats.grad_norm, step)
+                logger.scalar(name, "speed/chars_per_sec", chars_per_sec(step, config, progress[name]), step)
+        if config.impl == "both":
+            logger.scalar("diff", "diff/loss", abs(last["manual"].loss - last["torch"].loss), step)
+            logger.scalar("diff", "diff/max_abs_param",
+                          max_param_diff(engines[0].numpy_params(), engines[1].numpy_params()), step)
+        if step % config.eval_every == 0 or final:
+            for engine in engines:
+                if validate(engine, run):
+                    run.save(engine, step, BEST)
+                logger.scalar(engine.name, "loss/val", progress[engine.name].val_loss, step)
+        if step % config.sample_every == 0 or final:
+            for engine in engines:
+                sample = sample_text(engine, run.vocab, config.sample_length, seed=config.seed + step)
+                logger.text(engine.name, "sample", sample, step)
+        if step % config.checkpoint_every == 0 or final or stop.requested:
+            for engine in engines:
+                run.save(engine, step)
+        if stop.requested:
+            break
+        if step % config.log_every == 0:
+            shown = progress[engines[0].name]
+            progress_bar.set_postfix(epoch=epoch, smooth_loss=f"{shown.smooth_loss:.3f}", refresh=False,
+                                     chars_per_sec=f"{chars_per_sec(step, config, shown):.0f}")
+    progress_bar.close()
+    return step
+
+
+def summarize(run: Run, step: int) -> dict:
+    """Final figures per implementation, and a sample at temperature 0.8."""
+    from compare.sampling import sample_text
+
+    summary = {"run_dir": str(run.run_dir), "steps": step, "impls": {}}
+    for engine in run.engines:
+        progress = run.progress[engine.name]
+        val_loss = math.nan if progress.val_loss is None else progress.val_loss
+        summary["impls"][engine.name] = {
+            "train_loss": progress.smooth_loss,
+            "val_loss": val_loss,
+            "val_bits_per_char": val_loss / math.log(2),
+            "chars_per_sec": chars_per_sec(step, run.config, progress),
+            "losses": run.losses[engine.name],
+            "sample": sample_text(engine, run.vocab, 500, temperature=0.8, seed=run.config.seed),
+        }
+    return summary
 
 
 def print_summary(summary: dict) -> None:
@@ -286,14 +325,26 @@ def print_summary(summary: dict) -> None:
 
 def main(argv=None) -> int:
     config = parse_args(argv)
+    stop = StopRequest()
+    previous_handlers = {number: signal.signal(number, stop.handle) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
-        summary = train(config)
-    except (OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        summary = train(config, stop)
+    except (OSError, ValueError) as error:  # CheckpointError is a ValueError
+        print(f"python -m compare.train: error: {error}", file=sys.stderr)
         return 2
     except TrainingDiverged as error:
         print(f"error: training diverged: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("stopped at once by a second signal; the checkpoints last saved are intact", file=sys.stderr)
+        return 130
+    finally:
+        for number, handler in previous_handlers.items():
+            signal.signal(number, handler)
+    if stop.requested:
+        print(f"stopped by {signal.Signals(stop.signal_number).name} after step {summary['steps']}; "
+              f"checkpoint saved; continue with --resume {summary['run_dir']}", file=sys.stderr)
+        return 128 + stop.signal_number
     print_summary(summary)
     return 0
 
