@@ -11,9 +11,9 @@ Layout, version 1; every entry is a plain array:
 
     header               uint8: UTF-8 JSON {format, version, impl, step, updates,
                          vocab, data_sha256, config, progress}
-    params/<name>        float64, for U W V b c
+    params/<name>        float64, for every parameter (U W V b c, U2 W2 b2 ... with layers)
     accumulators/<name>  float64: AdaGrad's running sum of squared gradients
-    hidden               float64 (B, H): the state carried into the next chunk
+    hidden               float64 (L, P, B, H): the state carried into the next chunk
     torch_rng_state      uint8: torch.get_rng_state()
 
 No NumPy generator state is stored because training keeps none: the weights are drawn
@@ -37,7 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from manual.rnn import PARAM_NAMES
+from compare.cli_errors import UsageError
+from compare.init import param_shapes
 
 FORMAT = "bptt-compare-checkpoint"
 FORMAT_VERSION = 1
@@ -46,18 +47,21 @@ BEST = "best.npz"
 IMPL_DIRS = ("manual", "torch")
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be found, read or used; the message says which and why."""
+class CheckpointError(UsageError, ValueError):
+    """A checkpoint that cannot be found, read or used; the message says which and why.
+
+    A UsageError, so the commands report it in one line with exit code 2.
+    """
 
 
 @dataclass
 class EngineState:
     """Everything an engine needs to continue training exactly, as float64 NumPy arrays."""
 
-    params: dict  # U (H, V), W (H, H), V (V, H), b (H,), c (V,)
+    params: dict  # name -> array, see compare.init.param_shapes
     accumulators: dict  # AdaGrad's sum of squared gradients: same names and shapes as params
     updates: int  # AdaGrad steps taken (torch's 'step'; with lr_decay = 0 it changes no number)
-    hidden: np.ndarray | None  # (B, H) state carried into the next chunk; None before any step
+    hidden: np.ndarray | None  # (L, P, B, H) state carried into the next chunk; None before any step
 
 
 @dataclass
@@ -100,7 +104,7 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> None:
         "progress": asdict(checkpoint.progress),
     }
     arrays = {"header": np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)}
-    for name in PARAM_NAMES:
+    for name in checkpoint.engine.params:
         arrays[f"params/{name}"] = np.asarray(checkpoint.engine.params[name], dtype=np.float64)
         arrays[f"accumulators/{name}"] = np.asarray(checkpoint.engine.accumulators[name], dtype=np.float64)
     if checkpoint.engine.hidden is not None:
@@ -147,12 +151,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path)
     arrays = read_arrays(path)
     header = read_header(arrays, path)
-    missing = [name for name in required_arrays() if name not in arrays]
+    names = list(model_shapes(header["config"], len(header["vocab"])))
+    missing = [name for name in required_arrays(names) if name not in arrays]
     if missing:
         raise CheckpointError(f"{path}: arrays missing from the checkpoint: {', '.join(missing)}")
     engine = EngineState(
-        params={name: arrays[f"params/{name}"] for name in PARAM_NAMES},
-        accumulators={name: arrays[f"accumulators/{name}"] for name in PARAM_NAMES},
+        params={name: arrays[f"params/{name}"] for name in names},
+        accumulators={name: arrays[f"accumulators/{name}"] for name in names},
         updates=int(header["updates"]),
         hidden=arrays.get("hidden"),
     )
@@ -169,41 +174,47 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 def read_arrays(path: Path) -> dict:
     """Every array in the ``.npz`` at ``path``, read into memory."""
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        raise CheckpointError(f"{path}: no such checkpoint file; give a .npz written by compare.train")
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
     except OSError as error:
         raise CheckpointError(f"{path}: cannot read it ({error.strerror or error})") from error
     except (ValueError, EOFError, zipfile.BadZipFile) as error:  # not an .npz, truncated, or holds pickles
-        raise CheckpointError(f"{path}: not a readable .npz checkpoint") from error
+        raise CheckpointError(f"{path}: not a readable .npz checkpoint (truncated, or not written by "
+                              f"compare.train); use another one, such as the run's {BEST}") from error
 
 
 def read_header(arrays: dict, path: Path) -> dict:
     try:
         header = json.loads(arrays["header"].tobytes().decode("utf-8"))
     except (KeyError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path}: no readable header; not a {FORMAT} file") from error
+        raise CheckpointError(f"{path}: no readable header; not a {FORMAT} file: "
+                              "give a .npz written by compare.train") from error
     if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a {FORMAT} file")
-    if header.get("version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format version {header.get('version')}; "
-                              f"this code reads version {FORMAT_VERSION}")
+        raise CheckpointError(f"{path}: not a {FORMAT} file: give a .npz written by compare.train")
+    version = header.get("version")
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: written by a newer bptt-compare (format version {version}; this one "
+                              f"reads version {FORMAT_VERSION}): update bptt-compare to use it")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format version {version!r}, which this code cannot read "
+                              f"(it reads version {FORMAT_VERSION})")
     return header
 
 
-def required_arrays() -> list:
-    return [f"{kind}/{name}" for kind in ("params", "accumulators") for name in PARAM_NAMES] + ["torch_rng_state"]
+def required_arrays(names) -> list:
+    return [f"{kind}/{name}" for kind in ("params", "accumulators") for name in names] + ["torch_rng_state"]
 
 
-def expected_shapes(vocab_size: int, hidden_size: int) -> dict:
-    return {"U": (hidden_size, vocab_size), "W": (hidden_size, hidden_size),
-            "V": (vocab_size, hidden_size), "b": (hidden_size,), "c": (vocab_size,)}
+def model_shapes(config: dict, vocab_size: int) -> dict:
+    """{name: shape} of the model a checkpoint's config describes (cell and layers default to the seed model)."""
+    return param_shapes(vocab_size, config["hidden_size"], config.get("cell", "rnn"), config.get("num_layers", 1))
 
 
 def check_shapes(checkpoint: Checkpoint, path: Path) -> None:
     """The arrays must fit the checkpoint's own vocabulary and hidden size."""
-    expected = expected_shapes(len(checkpoint.vocab), checkpoint.config["hidden_size"])
+    expected = model_shapes(checkpoint.config, len(checkpoint.vocab))
     stored = {"params": checkpoint.engine.params, "accumulators": checkpoint.engine.accumulators}
     for kind, arrays in stored.items():
         for name, shape in expected.items():
@@ -223,7 +234,8 @@ def find_checkpoint(path: str | Path, impl: str | None = None, names=(LATEST,)) 
     if path.is_file():
         return path
     if not path.is_dir():
-        raise CheckpointError(f"{path}: no such checkpoint file or run directory")
+        raise CheckpointError(f"{path}: no such checkpoint file or run directory; give a .npz file, "
+                              "runs/<run> or runs/<run>/<impl>")
     subdirs = sorted(IMPL_DIRS, key=lambda name: name != impl)  # impl's own directory first
     for directory in [path] + [path / name for name in subdirs]:
         for name in names:

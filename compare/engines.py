@@ -33,21 +33,27 @@ class StepStats:
 class ManualEngine:
     name = "manual"
 
-    def __init__(self, params: dict, lr: float, clip: float, dtype: str = "float32"):
+    def __init__(self, params: dict, lr: float, clip: float, dtype: str = "float32", cell: str = "rnn"):
         self.dtype = NUMPY_DTYPES[dtype]
+        self.cell = cell
         self.params = {name: np.array(value, dtype=self.dtype) for name, value in params.items()}
         self.optimizer = manual.Adagrad(self.params, lr=lr)
         self.updates = 0  # AdaGrad steps taken; torch's optimizer counts them as 'step'
         self.clip = clip
-        self.hidden = None
+        self.hidden = None  # (L, P, B, H) state carried from chunk to chunk
+
+    def zero_state(self, batch_size: int) -> np.ndarray:
+        """(L, P, B, H) float64 zeros: where every epoch, validation pass and sample starts."""
+        hidden_size = self.params["W"].shape[1]
+        return manual.zero_state(self.cell, manual.model.count_layers(self.params), batch_size, hidden_size)
 
     def reset_hidden(self, batch_size: int) -> None:
-        self.hidden = np.zeros((batch_size, self.params["W"].shape[0]), dtype=self.dtype)
+        self.hidden = self.zero_state(batch_size).astype(self.dtype)
 
     def train_step(self, inputs: np.ndarray, targets: np.ndarray) -> StepStats:
-        loss, cache = manual.forward(self.params, inputs, targets, self.hidden)
+        loss, cache = manual.forward(self.params, inputs, targets, self.hidden, self.cell)
         grads = manual.backward(cache)
-        self.hidden = cache.h_last
+        self.hidden = cache.state_last
         return self.clip_and_update(loss, grads)
 
     def clip_and_update(self, loss, grads: dict) -> StepStats:
@@ -62,15 +68,15 @@ class ManualEngine:
         self.updates += 1
         return StepStats(float(loss), grad_norm, clipped)
 
-    def eval_loss(self, inputs: np.ndarray, targets: np.ndarray, h0: np.ndarray):
-        """Loss without an update. h0 (B, H) float64. Returns (loss, h_T float64)."""
-        loss, cache = manual.forward(self.params, inputs, targets, h0.astype(self.dtype))
-        return float(loss), cache.h_last.astype(np.float64)
+    def eval_loss(self, inputs: np.ndarray, targets: np.ndarray, state: np.ndarray):
+        """Loss without an update. state (L, P, B, H) float64. Returns (loss, state_T float64)."""
+        loss, cache = manual.forward(self.params, inputs, targets, state.astype(self.dtype), self.cell)
+        return float(loss), cache.state_last.astype(np.float64)
 
-    def step_logits(self, tokens: np.ndarray, h: np.ndarray):
-        """tokens (B,), h (B, H) float64 -> (logits (B, V) float64, h float64)."""
-        logits, h_next = manual.step(self.params, tokens, h.astype(self.dtype))
-        return logits.astype(np.float64), h_next.astype(np.float64)
+    def step_logits(self, tokens: np.ndarray, state: np.ndarray):
+        """tokens (B,), state (L, P, B, H) float64 -> (logits (B, V) float64, state float64)."""
+        logits, state_next = manual.step(self.params, tokens, state.astype(self.dtype), self.cell)
+        return logits.astype(np.float64), state_next.astype(np.float64)
 
     def numpy_params(self) -> dict:
         return {name: value.astype(np.float64) for name, value in self.params.items()}
@@ -93,22 +99,28 @@ class ManualEngine:
 class TorchEngine:
     name = "torch"
 
-    def __init__(self, params: dict, lr: float, clip: float, dtype: str = "float32", device: str = "cpu"):
+    def __init__(self, params: dict, lr: float, clip: float, dtype: str = "float32", cell: str = "rnn",
+                 device: str = "cpu"):
         self.device = torch.device(device)
-        self.model = torchref.CharRNN(params, dtype=TORCH_DTYPES[dtype], device=self.device)
+        self.model = torchref.CharRNN(params, cell=cell, dtype=TORCH_DTYPES[dtype], device=self.device)
         self.optimizer = torch.optim.Adagrad(self.model.parameters(), lr=lr)
         self.clip = clip
-        self.hidden = None
+        self.hidden = None  # (L, P, B, H) state carried from chunk to chunk
 
     def _tensor(self, array: np.ndarray, dtype=None) -> torch.Tensor:
         return torch.as_tensor(array, dtype=dtype, device=self.device)
 
+    def zero_state(self, batch_size: int) -> np.ndarray:
+        """(L, P, B, H) float64 zeros: where every epoch, validation pass and sample starts."""
+        return self.model.zero_state(batch_size).double().cpu().numpy()
+
     def reset_hidden(self, batch_size: int) -> None:
-        self.hidden = torch.zeros(batch_size, self.model.hidden_size, dtype=self.model.W.dtype, device=self.device)
+        self.hidden = self.model.zero_state(batch_size)
 
     def train_step(self, inputs: np.ndarray, targets: np.ndarray) -> StepStats:
         self.optimizer.zero_grad(set_to_none=True)
-        loss, h_last = self.model.loss(self._tensor(inputs, torch.long), self._tensor(targets, torch.long), self.hidden)
+        loss, state_last = self.model.loss(self._tensor(inputs, torch.long), self._tensor(targets, torch.long),
+                                           self.hidden)
         loss.backward()
         grads = [p.grad for p in self.model.parameters()]
         grad_norm = float(torch.nn.utils.get_total_norm(grads))
@@ -117,20 +129,21 @@ class TorchEngine:
             clipped = sum(int((g.abs() > self.clip).sum()) for g in grads)
             torch.nn.utils.clip_grad_value_(self.model.parameters(), self.clip)
         self.optimizer.step()
-        self.hidden = h_last.detach()  # truncated BPTT: keep the value, drop the graph
+        self.hidden = state_last.detach()  # truncated BPTT: keep the value, drop the graph
         return StepStats(float(loss.detach()), grad_norm, clipped)
 
     @torch.no_grad()
-    def eval_loss(self, inputs: np.ndarray, targets: np.ndarray, h0: np.ndarray):
-        h0_tensor = self._tensor(h0, self.model.W.dtype)
-        loss, h_last = self.model.loss(self._tensor(inputs, torch.long), self._tensor(targets, torch.long), h0_tensor)
-        return float(loss), h_last.double().cpu().numpy()
+    def eval_loss(self, inputs: np.ndarray, targets: np.ndarray, state: np.ndarray):
+        state_tensor = self._tensor(state, self.model.W.dtype)
+        loss, state_last = self.model.loss(self._tensor(inputs, torch.long), self._tensor(targets, torch.long),
+                                           state_tensor)
+        return float(loss), state_last.double().cpu().numpy()
 
     @torch.no_grad()
-    def step_logits(self, tokens: np.ndarray, h: np.ndarray):
+    def step_logits(self, tokens: np.ndarray, state: np.ndarray):
         inputs = self._tensor(np.asarray(tokens).reshape(-1, 1), torch.long)  # (B,) -> (B, 1)
-        logits, h_next = self.model(inputs, self._tensor(h, self.model.W.dtype))
-        return logits[:, 0].double().cpu().numpy(), h_next.double().cpu().numpy()
+        logits, state_next = self.model(inputs, self._tensor(state, self.model.W.dtype))
+        return logits[:, 0].double().cpu().numpy(), state_next.double().cpu().numpy()
 
     def numpy_params(self) -> dict:
         return self.model.numpy_params()
@@ -157,10 +170,10 @@ class TorchEngine:
             self.hidden = self._tensor(state.hidden, self.model.W.dtype).clone()  # never share the caller's array
 
 
-def make_engine(impl: str, params: dict, lr: float, clip: float, dtype: str):
+def make_engine(impl: str, params: dict, lr: float, clip: float, dtype: str, cell: str = "rnn"):
     """A fresh engine for ``impl`` ('manual' or 'torch') starting from copies of ``params``."""
     if impl == "manual":
-        return ManualEngine(params, lr, clip, dtype)
+        return ManualEngine(params, lr, clip, dtype, cell)
     if impl == "torch":
-        return TorchEngine(params, lr, clip, dtype)
+        return TorchEngine(params, lr, clip, dtype, cell)
     raise ValueError(f"unknown implementation {impl!r}; choose from {IMPLEMENTATIONS}")

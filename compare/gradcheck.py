@@ -28,9 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from compare.data import StreamBatches, Vocab, load_text
+from compare.cli_errors import UsageError, add_debug_flag, run_cli
+from compare.data import StreamBatches, Vocab
 from compare.gradcheck_methods import (
-    TABLE_PARAMS,
+    table_order,
     Problem,
     TorchLoss,
     autograd_gradient,
@@ -42,6 +43,10 @@ from compare.gradcheck_methods import (
     torch_single_thread,
 )
 from compare.init import INIT_STD, init_params
+from manual import zero_state
+from compare.inputs import check_encoding, check_vocabulary, read_corpus
+
+PROG = "python -m compare.gradcheck"
 
 METHODS = {  # name -> what its column compares (printed under the table)
     "central": "manual BPTT vs centred differences (L(θ+h) − L(θ−h)) / 2h of the manual loss",
@@ -66,11 +71,15 @@ class GradcheckSettings:
     """Everything the numbers depend on; the defaults are the original's settings."""
 
     hidden_size: int = 5
+    cell: str = "rnn"  # rnn, lstm or gru
+    num_layers: int = 1
     seq_length: int = 25
     batch_size: int = 1
     seed: int = 42  # weights (init_params) and, with --sample, which entries are checked
     init_scale: float = 1.0  # U, W, V are init_params' N(0, 0.01^2) draws times this
     data: str | None = None  # None: the built-in corpus
+    encoding: str = "utf-8"  # of --data
+    errors: str = "strict"  # what decoding does with bytes the encoding cannot read
     step: float = 1e-4  # h of the centred differences
     complex_step: float = 1e-30  # h of the complex step
     eps: float = 1e-16  # floor of the relative error's denominator
@@ -88,13 +97,17 @@ class OneLineErrorParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     defaults = GradcheckSettings()
     parser = OneLineErrorParser(
-        prog="python -m compare.gradcheck",
+        prog=PROG,
         description="Relative errors between the hand-written BPTT gradients and numerical or autograd "
                     "gradients, as a Markdown table (the original write-up's Table 1).",
     )
     model = parser.add_argument_group("model and batch")
     model.add_argument("--hidden-size", type=int, default=defaults.hidden_size, metavar="H",
                        help="size of the hidden state (default: %(default)s)")
+    model.add_argument("--cell", choices=["rnn", "lstm", "gru"], default=defaults.cell,
+                       help="recurrent cell (default: %(default)s, the original's)")
+    model.add_argument("--num-layers", type=int, default=defaults.num_layers, metavar="L",
+                       help="stacked recurrent layers (default: %(default)s)")
     model.add_argument("--seq-length", type=int, default=defaults.seq_length, metavar="T",
                        help="characters in the batch (default: %(default)s)")
     model.add_argument("--batch-size", type=int, default=defaults.batch_size, metavar="B",
@@ -102,10 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--seed", type=int, default=defaults.seed,
                        help="seed of the initial weights and of the --sample draw (default: %(default)s)")
     model.add_argument("--init-scale", type=float, default=defaults.init_scale, metavar="S",
-                       help=f"multiply U, W, V (N(0, {INIT_STD}^2) from init_params) by S; biases stay zero "
+                       help=f"multiply every weight matrix (N(0, {INIT_STD}^2) from init_params) by S; biases stay "
                             "(default: %(default)s, the original's weights)")
     model.add_argument("--data", default=defaults.data, metavar="PATH",
                        help="UTF-8 text file whose first characters form the batch (default: the built-in corpus)")
+    model.add_argument("--encoding", default=defaults.encoding, help="encoding of --data (default: %(default)s)")
+    model.add_argument("--errors", choices=["strict", "replace", "ignore"], default=defaults.errors,
+                       help="bytes --encoding cannot decode: an error, U+FFFD, or dropped (default: %(default)s)")
     check = parser.add_argument_group("gradient check")
     check.add_argument("--methods", nargs="+", choices=list(METHODS), default=defaults.methods, metavar="METHOD",
                        help=f"comparisons to run, one column pair each, from: {', '.join(METHODS)} (default: all)")
@@ -121,12 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--json", metavar="PATH", help="also write the numbers to PATH as JSON")
     output.add_argument("--with-original", action="store_true",
                         help="add a column pair with the original write-up's figures")
+    add_debug_flag(parser)
     return parser
 
 
 def invalid_setting(settings: GradcheckSettings) -> str | None:
     """A one-line description of the first invalid setting, or None."""
-    for name in ("hidden_size", "seq_length", "batch_size"):
+    for name in ("hidden_size", "num_layers", "seq_length", "batch_size"):
         if getattr(settings, name) <= 0:
             return f"--{name.replace('_', '-')} must be positive, got {getattr(settings, name)}"
     for name in ("step", "complex_step", "eps", "init_scale"):
@@ -135,34 +152,34 @@ def invalid_setting(settings: GradcheckSettings) -> str | None:
             return f"--{name.replace('_', '-')} must be a positive number, got {value}"
     if settings.sample is not None and settings.sample <= 0:
         return f"--sample must be positive, got {settings.sample}"
-    if settings.data is not None and not Path(settings.data).is_file():
-        return f"--data: no such file: {settings.data}"
-    return None
+    return check_encoding(settings.encoding)
 
 
 def build_problem(settings: GradcheckSettings) -> Problem:
-    """The first batch of the corpus, the scaled initial weights and a zero h0.
+    """The first batch of the corpus, the scaled initial weights and a zero initial state.
 
     The vocabulary is built from the whole text, as training does, so V matches training.
     """
-    text = load_text(settings.data)
+    text = read_corpus(settings.data, settings.encoding, settings.errors)
     vocab = Vocab.from_text(text)
+    check_vocabulary(vocab, settings.data)
     batches = StreamBatches(vocab.encode(text), settings.batch_size, settings.seq_length)
     inputs, targets = batches.get_batch(0)  # B = 1: the first seq_length + 1 characters
-    params = init_params(len(vocab), settings.hidden_size, settings.seed)
-    for name in ("U", "W", "V"):
-        params[name] *= settings.init_scale
-    h0 = np.zeros((settings.batch_size, settings.hidden_size))
-    return Problem(params, inputs, targets, h0)
+    params = init_params(len(vocab), settings.hidden_size, settings.seed, settings.cell, settings.num_layers)
+    for name, value in params.items():
+        if value.ndim == 2:  # the weight matrices; biases keep init_params' values
+            value *= settings.init_scale
+    state0 = zero_state(settings.cell, settings.num_layers, settings.batch_size, settings.hidden_size)
+    return Problem(params, inputs, targets, state0, settings.cell)
 
 
 def choose_entries(params: dict, sample: int | None, seed: int) -> dict:
     """name -> sorted flat indices to check: all of them, or ``sample`` drawn without replacement."""
     if sample is None:
-        return {name: np.arange(params[name].size) for name in TABLE_PARAMS}
+        return {name: np.arange(params[name].size) for name in table_order(params)}
     rng = np.random.default_rng(seed)
     return {name: np.sort(rng.choice(params[name].size, size=min(sample, params[name].size), replace=False))
-            for name in TABLE_PARAMS}
+            for name in table_order(params)}
 
 
 def run_method(method: str, problem: Problem, entries: dict, settings: GradcheckSettings) -> dict:
@@ -202,12 +219,13 @@ def describe_settings(record: dict) -> str:
     """One Markdown paragraph stating what the table was computed from."""
     corpus = "the built-in corpus" if record["data"] is None else f"`{record['data']}`"
     checked = sum(record["entries_checked"].values())
+    forget_gates = " (LSTM forget gates 1)" if record["cell"] == "lstm" else ""
     which = "every entry" if record["sample"] is None else f"{record['sample']} random entries per parameter"
     return (
-        f"Settings: hidden size {record['hidden_size']}, seq_length {record['seq_length']}, "
+        f"Settings: {record['num_layers']}-layer {record['cell']}, hidden size {record['hidden_size']}, seq_length {record['seq_length']}, "
         f"batch size {record['batch_size']}, vocabulary {record['vocab_size']} characters from {corpus}, "
         f"one forward/backward pass from a zero hidden state; weights N(0, {INIT_STD}²) × {record['init_scale']:g} "
-        f"(seed {record['seed']}), biases zero; centred-difference step {record['step']:g}, "
+        f"(seed {record['seed']}), biases zero{forget_gates}; centred-difference step {record['step']:g}, "
         f"complex step {record['complex_step']:g}, eps {record['eps']:g}; {which} ({checked} in all), float64."
     )
 
@@ -224,8 +242,8 @@ def format_table(results: dict, with_original: bool = False) -> str:
     header = "| weights | " + " | ".join(f"{name} max | {name} avg" for name in columns) + " |"
     rule = "|---|" + "---:|---:|" * len(columns)
     rows = [
-        f"| {row} | " + " | ".join(" | ".join(map(format_number, cells[row])) for cells in columns.values()) + " |"
-        for row in (*TABLE_PARAMS, "All")
+        f"| {row} | " + " | ".join(" | ".join(map(format_number, cells.get(row, (None, None)))) for cells in columns.values()) + " |"
+        for row in next(iter(results.values()))
     ]
     return "\n".join([header, rule, *rows])
 
@@ -241,6 +259,11 @@ def format_report(report: dict, with_original: bool = False) -> str:
 
 
 def main(argv=None) -> int:
+    """The command line; errors end as one line on stderr, exit code 2 for bad input."""
+    return run_cli(PROG, gradcheck_command, argv)
+
+
+def gradcheck_command(argv: list) -> int:
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     json_path, with_original = args.pop("json"), args.pop("with_original")
@@ -248,14 +271,19 @@ def main(argv=None) -> int:
     invalid = invalid_setting(settings)
     if invalid:
         parser.error(invalid)  # one line on stderr, exit code 2
+    if json_path and not Path(json_path).absolute().parent.is_dir():  # say so before the work, not after
+        parser.error(f"--json {json_path}: no such directory to write it in")
     try:
         problem = build_problem(settings)
-    except (OSError, ValueError) as error:  # unreadable or undecodable --data, or too short for one batch
+    except (UsageError, ValueError) as error:  # unusable --data, or too short for one batch
         parser.error(str(error))
     report = check_problem(problem, settings)
     print(format_report(report, with_original))
     if json_path:
-        Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
+        try:
+            Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
+        except OSError as error:
+            raise UsageError(f"--json {json_path}: cannot write it ({error.strerror or error})") from None
     return 0
 
 

@@ -1,6 +1,6 @@
 """The pieces of the gradient check: losses, gradient estimates, relative errors.
 
-Four ways to get dL/dtheta for one entry theta of U, W, V, b or c:
+Four ways to get dL/dtheta for one entry theta of any parameter (U, W, V, b, c, U2, ...):
 
     manual          hand-written BPTT (``manual.backward``)
     autograd        PyTorch autograd through ``torchref.CharRNN``
@@ -24,17 +24,24 @@ import torch
 import manual
 import torchref
 
-TABLE_PARAMS = ("b", "c", "U", "W", "V")  # the original Table 1's row order
+TABLE_PARAMS = ("b", "c", "U", "W", "V")  # the original Table 1's row order; deeper layers follow
+
+
+def table_order(names) -> list:
+    """Table 1's rows first (b, c, U, W, V), then each deeper layer's b, U, W (b2, U2, W2, ...)."""
+    extra = sorted((name for name in names if name not in TABLE_PARAMS), key=lambda name: (int(name[1:]), name))
+    return [name for name in TABLE_PARAMS if name in names] + extra
 
 
 @dataclass
 class Problem:
-    """One forward/backward pass: the same parameters, batch and h0 for every method."""
+    """One forward/backward pass: the same parameters, batch and initial state for every method."""
 
-    params: dict  # float64 U (H, V), W (H, H), V (V, H), b (H,), c (V,)
+    params: dict  # float64, see compare.init.param_shapes
     inputs: np.ndarray  # (B, T) int token ids
     targets: np.ndarray  # (B, T) int token ids, inputs shifted by one
-    h0: np.ndarray  # (B, H) initial hidden state (zero in the original)
+    state0: np.ndarray  # (L, P, B, H) initial state (zero in the original)
+    cell: str = "rnn"
 
 
 def relative_error(analytic: np.ndarray, numerical: np.ndarray, eps: float) -> np.ndarray:
@@ -81,7 +88,7 @@ def manual_loss_function(problem: Problem) -> Callable[[dict], complex]:
     """params -> loss of ``manual.forward``; complex params give a complex loss."""
 
     def loss_of(params: dict):
-        loss, _ = manual.forward(params, problem.inputs, problem.targets, problem.h0)
+        loss, _ = manual.forward(params, problem.inputs, problem.targets, problem.state0, problem.cell)
         return loss
 
     return loss_of
@@ -91,17 +98,17 @@ class TorchLoss:
     """The float64 torch model's loss on the problem's batch, and its autograd gradient."""
 
     def __init__(self, problem: Problem):
-        self.model = torchref.CharRNN(problem.params, dtype=torch.float64)
+        self.model = torchref.CharRNN(problem.params, cell=problem.cell, dtype=torch.float64)
         self.params = problem.params
         self.inputs = torch.from_numpy(problem.inputs).long()
         self.targets = torch.from_numpy(problem.targets).long()
-        self.h0 = torch.from_numpy(problem.h0).double()
+        self.state0 = torch.from_numpy(problem.state0).double()
 
     def __call__(self, params: dict) -> float:
         """Loss at ``params`` (copied into the model, which is one module reused for speed)."""
         with torch.no_grad():
             self.load(params)
-            loss, _ = self.model.loss(self.inputs, self.targets, self.h0)
+            loss, _ = self.model.loss(self.inputs, self.targets, self.state0)
         return float(loss)
 
     def gradient(self) -> dict:
@@ -109,20 +116,20 @@ class TorchLoss:
         with torch.no_grad():
             self.load(self.params)
         self.model.zero_grad(set_to_none=True)
-        loss, _ = self.model.loss(self.inputs, self.targets, self.h0)
+        loss, _ = self.model.loss(self.inputs, self.targets, self.state0)
         loss.backward()
-        return {name: getattr(self.model, name).grad.numpy().copy() for name in TABLE_PARAMS}
+        return {name: param.grad.numpy().copy() for name, param in self.model.named_parameters()}
 
     def load(self, params: dict) -> None:
-        for name in TABLE_PARAMS:
-            getattr(self.model, name).copy_(torch.from_numpy(params[name]))
+        for name, param in self.model.named_parameters():
+            param.copy_(torch.from_numpy(params[name]))
 
 
 # ----- gradient estimates at the checked entries -----------------------------------------
 
 def manual_gradient(problem: Problem, entries: dict) -> dict:
     """Hand-written BPTT gradients at the checked entries."""
-    _, cache = manual.forward(problem.params, problem.inputs, problem.targets, problem.h0)
+    _, cache = manual.forward(problem.params, problem.inputs, problem.targets, problem.state0, problem.cell)
     return at_entries(manual.backward(cache), entries)
 
 
@@ -166,13 +173,13 @@ def summarize(errors: dict) -> dict:
     original); avg is the mean over every checked entry pooled, so large matrices weigh
     more than small vectors (the original left this cell empty).
     """
-    summary = {name: {"max": float(np.max(errors[name])), "avg": float(np.mean(errors[name]))}
-               for name in TABLE_PARAMS}
-    pooled = np.concatenate([errors[name] for name in TABLE_PARAMS])
+    names = table_order(errors)
+    summary = {name: {"max": float(np.max(errors[name])), "avg": float(np.mean(errors[name]))} for name in names}
+    pooled = np.concatenate([errors[name] for name in names])
     summary["All"] = {"max": float(np.max(pooled)), "avg": float(np.mean(pooled))}
     return summary
 
 
 def compare_gradients(analytic: dict, numerical: dict, eps: float) -> dict:
     """Relative errors of two gradient estimates, summarized per parameter."""
-    return summarize({name: relative_error(analytic[name], numerical[name], eps) for name in TABLE_PARAMS})
+    return summarize({name: relative_error(analytic[name], numerical[name], eps) for name in analytic})

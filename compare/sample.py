@@ -12,9 +12,12 @@ import argparse
 import sys
 from dataclasses import dataclass
 
-from compare.checkpoint import BEST, LATEST, find_checkpoint, load_checkpoint
+from compare.checkpoint import BEST, LATEST, Checkpoint, find_checkpoint, load_checkpoint
+from compare.cli_errors import UsageError, add_debug_flag, run_cli
 from compare.data import Vocab
-from compare.sampling import sample_text
+from compare.sampling import MAX_SAMPLE_LENGTH, sample_text
+
+PROG = "python -m compare.sample"
 
 
 @dataclass
@@ -37,7 +40,7 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 def parse_args(argv=None) -> SampleConfig:
     parser = OneLineErrorParser(
-        prog="python -m compare.sample",
+        prog=PROG,
         description="Generate text one character at a time from a training checkpoint.",
     )
     model = parser.add_argument_group("model")
@@ -60,9 +63,10 @@ def parse_args(argv=None) -> SampleConfig:
                                  "(default: a newline)")
     generation.add_argument("--seed", type=int, default=SampleConfig.seed,
                             help="seed of the random draws (default: %(default)s)")
+    add_debug_flag(parser)
     config = SampleConfig(**vars(parser.parse_args(argv)))
-    if config.length < 0:
-        parser.error(f"--length must be >= 0, got {config.length}")
+    if not 1 <= config.length <= MAX_SAMPLE_LENGTH:
+        parser.error(f"--length must be between 1 and {MAX_SAMPLE_LENGTH:,} characters, got {config.length:,}")
     if not config.temperature >= 0:  # also catches nan
         parser.error(f"--temperature must be >= 0 (0 means always the most likely character), got {config.temperature}")
     if config.top_k is not None and config.top_k < 1:
@@ -70,33 +74,45 @@ def parse_args(argv=None) -> SampleConfig:
     return config
 
 
-def generate_from_checkpoint(config: SampleConfig) -> str:
-    """The prime followed by ``config.length`` generated characters."""
+def sampling_engine(checkpoint: Checkpoint, impl: str | None = None):
+    """An engine that computes ``checkpoint``'s probabilities with ``impl`` (default: the one that trained it).
+
+    Sampling only reads the engine's weights, so one engine can serve many threads at once
+    (compare.demo does) as long as each call of sample_text brings its own seed.
+    """
     from compare.engines import make_engine  # imports torch: only once the arguments are known to be good
 
+    settings = checkpoint.config
+    # float64 whatever the training dtype: float32 weights are exact in float64, and the two
+    # implementations' probabilities then differ by ~1e-16, far too little to change a draw.
+    return make_engine(impl or checkpoint.impl, checkpoint.engine.params, settings["lr"], settings["clip"], "float64")
+
+
+def generate_from_checkpoint(config: SampleConfig) -> str:
+    """The prime followed by ``config.length`` generated characters."""
     checkpoint = load_checkpoint(find_checkpoint(config.checkpoint, config.impl, names=(BEST, LATEST)))
     vocab = Vocab(checkpoint.vocab)
     if config.prime:
         try:
             vocab.encode(config.prime)  # fail on unknown characters before building anything
         except ValueError as error:
-            raise ValueError(f"--prime has {error}") from None
-    settings = checkpoint.config
-    # float64 whatever the training dtype: float32 weights are exact in float64, and the two
-    # implementations' probabilities then differ by ~1e-16, far too little to change a draw.
-    engine = make_engine(config.impl or checkpoint.impl, checkpoint.engine.params,
-                         settings["lr"], settings["clip"], "float64")
+            raise UsageError(f"--prime has {error}; use characters of the training text") from None
+    engine = sampling_engine(checkpoint, config.impl)
     text = sample_text(engine, vocab, config.length, config.temperature, config.prime, config.seed, config.top_k)
     return (config.prime or "") + text
 
 
 def main(argv=None) -> int:
+    """The command line; errors end as one line on stderr and exit code 2."""
+    return run_cli(PROG, sample_command, argv)
+
+
+def sample_command(argv: list) -> int:
     config = parse_args(argv)
     try:
         text = generate_from_checkpoint(config)
-    except ValueError as error:  # CheckpointError included: a one-line reason, no traceback
-        print(f"python -m compare.sample: error: {error}", file=sys.stderr)
-        return 2
+    except ValueError as error:  # e.g. weights that give NaN logits: the checkpoint is unusable
+        raise UsageError(str(error)) from error
     print(text)
     return 0
 

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
+# The most characters one call generates: about a minute of work. A larger request is
+# almost surely a typo (an extra zero) and would look like a hang.
+MAX_SAMPLE_LENGTH = 1_000_000
+
 
 def check_sampling_settings(temperature: float, top_k: int | None = None) -> None:
     """ValueError with a one-line reason if the settings cannot be sampled with."""
@@ -59,17 +63,18 @@ def draw(probs: np.ndarray, rng: np.random.Generator) -> int:
     return int(min(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"), len(probs) - 1))
 
 
-def generate(step_logits, hidden_size: int, prime_ids, length: int, temperature: float,
+def generate(step_logits, state, prime_ids, length: int, temperature: float,
              rng: np.random.Generator, top_k: int | None = None) -> list:
     """Token ids that continue ``prime_ids`` (a non-empty sequence of ids).
 
-    step_logits(tokens (1,), h (1, H)) -> (logits (1, V), h): one step of either implementation.
-    The hidden state is warmed on every prime character; then ``length`` ids are drawn.
+    step_logits(tokens (1,), state) -> (logits (1, V), state): one step of either implementation;
+    state: the (L, P, 1, H) zeros to start from. The state is warmed on every prime
+    character; then ``length`` ids are drawn.
     """
     if len(prime_ids) == 0:
         raise ValueError("the prime must hold at least one character")
     check_sampling_settings(temperature, top_k)
-    h = np.zeros((1, hidden_size))
+    h = state
     for token in prime_ids:
         logits, h = step_logits(np.array([token]), h)
     generated = []
@@ -89,6 +94,5 @@ def sample_text(engine, vocab, length: int, temperature: float = 1.0, prime: str
     if not prime:
         prime = "\n" if "\n" in vocab.chars else vocab.chars[0]
     prime_ids = vocab.encode(prime).tolist()
-    hidden_size = engine.numpy_params()["W"].shape[0]
-    ids = generate(engine.step_logits, hidden_size, prime_ids, length, temperature, np.random.default_rng(seed), top_k)
+    ids = generate(engine.step_logits, engine.zero_state(1), prime_ids, length, temperature, np.random.default_rng(seed), top_k)
     return vocab.decode(ids)

@@ -25,10 +25,14 @@ from pathlib import Path
 import numpy as np
 
 from compare.checkpoint import (BEST, LATEST, Checkpoint, CheckpointError, RunProgress, find_checkpoint,
-                                load_checkpoint, save_checkpoint, text_digest)
-from compare.data import StreamBatches, Vocab, load_text, split_train_val
+                                load_checkpoint, save_checkpoint)
+from compare.cli_errors import TrainingFailed, UsageError, run_cli
+from compare.data import StreamBatches, Vocab
 from compare.init import init_params
+from compare.inputs import check_writable_directory, load_corpus
 from compare.train_config import TrainConfig, config_conflicts, parse_args
+
+PROG = "python -m compare.train"
 
 
 def set_threads(threads: int | None) -> None:
@@ -43,7 +47,8 @@ def set_threads(threads: int | None) -> None:
 
 
 def default_run_name(config: TrainConfig) -> str:
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-h{config.hidden_size}-t{config.seq_length}-b{config.batch_size}-{config.dtype}"
+    settings = f"{config.cell}{config.num_layers}-h{config.hidden_size}-t{config.seq_length}-b{config.batch_size}"
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{settings}-{config.dtype}"
 
 
 def validation_batches(val_tokens: np.ndarray, batch_size: int, seq_length: int) -> StreamBatches:
@@ -52,9 +57,9 @@ def validation_batches(val_tokens: np.ndarray, batch_size: int, seq_length: int)
     return StreamBatches(val_tokens, streams, min(seq_length, len(val_tokens) - 1))
 
 
-def estimate_loss(engine, batches: StreamBatches, hidden_size: int) -> float:
+def estimate_loss(engine, batches: StreamBatches) -> float:
     """Mean loss over every validation chunk, hidden state carried from chunk to chunk."""
-    h = np.zeros((batches.inputs.shape[0], hidden_size))
+    h = engine.zero_state(batches.inputs.shape[0])
     losses = []
     for index in range(len(batches)):
         loss, h = engine.eval_loss(*batches.get_batch(index), h)
@@ -114,8 +119,8 @@ class StopRequest:
         self.signal_number = signal_number
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN/Inf or exceeded three times its initial value."""
+class TrainingDiverged(TrainingFailed):
+    """The loss became NaN/Inf or exceeded three times its initial value (char-rnn's rule)."""
 
 
 @dataclass
@@ -126,10 +131,11 @@ class Run:
     vocab: Vocab
     data_sha256: str
     batches: StreamBatches
-    val_batches: StreamBatches
+    val_batches: StreamBatches | None  # None with --val-frac 0
     engines: list
     progress: dict  # impl name -> RunProgress
     losses: dict = field(default_factory=dict)  # impl name -> training loss of every step run here
+    saved_steps: dict = field(default_factory=dict)  # impl name -> step of the latest.npz written here
 
     @property
     def run_dir(self) -> Path:
@@ -142,7 +148,15 @@ class Run:
         checkpoint = Checkpoint(impl=engine.name, step=step, vocab=self.vocab.chars, data_sha256=self.data_sha256,
                                 config=asdict(self.config), progress=self.progress[engine.name],
                                 engine=engine.export_state(), torch_rng_state=torch.get_rng_state().numpy())
-        save_checkpoint(self.run_dir / engine.name / filename, checkpoint)
+        path = self.run_dir / engine.name / filename
+        try:
+            save_checkpoint(path, checkpoint)
+        except OSError as error:  # disk full, quota, file system gone: the old file is still whole
+            raise TrainingFailed(f"could not save {path} at step {step} ({error.strerror or error}); "
+                                 f"the checkpoint saved before is intact: free some space, then continue "
+                                 f"with --resume {self.run_dir}") from error
+        if filename == LATEST:
+            self.saved_steps[engine.name] = step
 
 
 def restore(run: Run) -> int:
@@ -152,7 +166,8 @@ def restore(run: Run) -> int:
     checkpoints = [load_checkpoint(find_checkpoint(run.config.resume, engine.name)) for engine in run.engines]
     for checkpoint in checkpoints:
         if checkpoint.data_sha256 != run.data_sha256:
-            raise CheckpointError("the training text differs from the one the checkpoint was trained on")
+            raise CheckpointError("the training text differs from the one the checkpoint was trained on; "
+                                  "pass the same --data (and --encoding) as that run")
         conflicts = config_conflicts(checkpoint.config, asdict(run.config))
         if conflicts:
             raise CheckpointError(f"settings differ from the checkpoint's: {'; '.join(conflicts)}")
@@ -182,7 +197,7 @@ def chars_per_sec(step: int, config: TrainConfig, progress: RunProgress) -> floa
 def validate(engine, run: Run) -> bool:
     """Measure the validation loss into the run's progress; True if it is the best so far."""
     progress = run.progress[engine.name]
-    progress.val_loss = estimate_loss(engine, run.val_batches, run.config.hidden_size)
+    progress.val_loss = estimate_loss(engine, run.val_batches)
     improved = progress.best_val_loss is None or progress.val_loss < progress.best_val_loss
     if improved:
         progress.best_val_loss = progress.val_loss
@@ -195,31 +210,38 @@ def train(config: TrainConfig, stop: StopRequest | None = None) -> dict:
     Stops early, after saving latest.npz, once ``stop`` is requested. Returns a summary
     dict (final losses, speed, run directory, every step's loss).
     """
+    stop = stop or StopRequest()
+    if config.run_name is None:
+        config = replace(config, run_name=default_run_name(config))
+    corpus = load_corpus(config)  # a bad --data fails here, in a second, before torch is even imported
     import torch
 
     from compare.engines import make_engine
 
-    stop = stop or StopRequest()
     set_threads(config.threads)
     torch.manual_seed(config.seed)
-    if config.run_name is None:
-        config = replace(config, run_name=default_run_name(config))
-    text = load_text(config.data)
-    vocab = Vocab.from_text(text)
-    train_tokens, val_tokens = split_train_val(vocab.encode(text), config.val_frac)
+    # Same seed and flags, same losses, bit for bit. On the CPU this changes no kernel the model
+    # uses (measured: identical losses and weights with and without it, no speed difference beyond
+    # noise); it is here so that a nondeterministic kernel, should one ever be used, is an error.
+    torch.use_deterministic_algorithms(True)
+    vocab = corpus.vocab
     impls = ["manual", "torch"] if config.impl == "both" else [config.impl]
-    params = init_params(len(vocab), config.hidden_size, config.seed)
+    params = init_params(len(vocab), config.hidden_size, config.seed, config.cell, config.num_layers)
     initial_loss = math.log(len(vocab))  # the loss of a uniform prediction, and roughly of the initial weights
-    run = Run(config, vocab, text_digest(text),
-              batches=StreamBatches(train_tokens, config.batch_size, config.seq_length),
-              val_batches=validation_batches(val_tokens, config.batch_size, config.seq_length),
-              engines=[make_engine(name, params, config.lr, config.clip, config.dtype) for name in impls],
+    has_validation = len(corpus.val_tokens) > 0  # --val-frac 0: none
+    run = Run(config, vocab, corpus.sha256,
+              batches=StreamBatches(corpus.train_tokens, config.batch_size, config.seq_length),
+              val_batches=(validation_batches(corpus.val_tokens, config.batch_size, config.seq_length)
+                           if has_validation else None),
+              engines=[make_engine(name, params, config.lr, config.clip, config.dtype, config.cell) for name in impls],
               progress={name: RunProgress(smooth_loss=initial_loss) for name in impls},  # min-char-rnn starts at ln V
               losses={name: [] for name in impls})
     start_step = restore(run) if config.resume else 0
     total_steps = planned_steps(config, len(run.batches))
     if start_step >= total_steps:
-        raise ValueError(f"the checkpoint is at step {start_step} of {total_steps}: raise --epochs or --max-steps")
+        raise UsageError(f"the checkpoint is at step {start_step} of {total_steps}: raise --epochs or --max-steps")
+    for name in impls:
+        check_writable_directory(run.run_dir / name, config.logdir)  # now, not after an hour of training
 
     logger = Logger(run.run_dir, impls + (["diff"] if config.impl == "both" else []),
                     purge_step=start_step + 1 if config.resume else None)  # hide events of steps being redone
@@ -227,15 +249,55 @@ def train(config: TrainConfig, stop: StopRequest | None = None) -> dict:
         settings = {"config": asdict(config), "vocab": vocab.chars}
         (run.run_dir / name / "config.json").write_text(json.dumps(settings, indent=1))
     try:
-        step = train_steps(run, logger, start_step, total_steps, initial_loss, stop)
+        # NumPy's overflow warnings would only repeat, several lines long and without the step, what
+        # the divergence check reports in one line: NaN or Inf reaches the loss within a step.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            step = train_steps(run, logger, start_step, total_steps, initial_loss, stop)
         summary = summarize(run, step)
         if not stop.requested:
             for name, result in summary["impls"].items():
-                logger.hparams(name, config, {"hparam/train_loss_smooth": result["train_loss"],
-                                              "hparam/val_loss": result["val_loss"]})
+                metrics = {"hparam/train_loss_smooth": result["train_loss"]}
+                if has_validation:
+                    metrics["hparam/val_loss"] = result["val_loss"]
+                logger.hparams(name, config, metrics)
     finally:
         logger.close()  # complete event files even when training diverges or is interrupted
     return summary
+
+
+def diverged(loss: float, initial_loss: float) -> bool:
+    """char-rnn's rule: NaN or Inf, or more than three times the loss training started from."""
+    return not math.isfinite(loss) or loss > 3 * initial_loss
+
+
+def divergence(run: Run, impl: str, what: str, loss: float, step: int, initial_loss: float) -> TrainingDiverged:
+    """The error for a diverged run: which step, which loss, what was kept, what to change."""
+    if impl in run.saved_steps:
+        kept = f"kept the last good checkpoint {run.run_dir / impl / LATEST} (step {run.saved_steps[impl]})"
+    elif run.config.resume:
+        kept = "the checkpoint it resumed from is unchanged"
+    else:
+        kept = "no checkpoint had been saved yet"
+    size = "is not finite" if not math.isfinite(loss) else f"is above 3 x the initial loss {initial_loss:.4g}"
+    return TrainingDiverged(f"training diverged at step {step}: {impl} {what} {loss:.4g} {size}; {kept}; "
+                            f"start again with a lower --lr (now {run.config.lr:g}) or --clip (now {run.config.clip:g})")
+
+
+def check_before_saving(run: Run, engine, step: int, initial_loss: float) -> None:
+    """Refuse to save weights that have diverged.
+
+    A checkpoint holds the weights *after* this step's update, which no training loss has
+    measured yet. The loss the next step will see (its batch, from the hidden state it will
+    start from) measures them, so the update that blows up is never saved over the last
+    good checkpoint.
+    """
+    next_index = step % len(run.batches)  # the batch of step + 1
+    state = engine.export_state().hidden if next_index else None  # a new epoch starts from zeros
+    if state is None:
+        state = engine.zero_state(run.config.batch_size)
+    loss, _ = engine.eval_loss(*run.batches.get_batch(next_index), state)
+    if diverged(loss, initial_loss):
+        raise divergence(run, engine.name, "loss after this step's update", loss, step, initial_loss)
 
 
 def train_steps(run: Run, logger: Logger, start_step: int, total_steps: int, initial_loss: float,
@@ -247,8 +309,10 @@ def train_steps(run: Run, logger: Logger, start_step: int, total_steps: int, ini
 
     config, engines, progress = run.config, run.engines, run.progress
     last = {}
+    # disable=None: a progress bar on a terminal only, so that the stderr of a script or a test holds
+    # nothing but messages (an error is then exactly one line).
     progress_bar = tqdm(range(start_step + 1, total_steps + 1), initial=start_step, total=total_steps,
-                 desc=f"train {config.impl}", unit="step", dynamic_ncols=True)
+                        desc=f"train {config.impl}", unit="step", dynamic_ncols=True, disable=None)
     for step in progress_bar:
         epoch, index = divmod(step - 1, len(run.batches))  # the step alone fixes the data position
         if index == 0:
@@ -258,9 +322,8 @@ def train_steps(run: Run, logger: Logger, start_step: int, total_steps: int, ini
         for engine in engines:
             stats = last[engine.name] = timed_step(engine, inputs, targets, progress[engine.name])
             run.losses[engine.name].append(stats.loss)
-            if not math.isfinite(stats.loss) or stats.loss > 3 * initial_loss:
-                raise TrainingDiverged(f"{engine.name}: loss {stats.loss:.4g} at step {step} "
-                                       f"(initial {initial_loss:.4g}); lower --lr or --clip")
+            if diverged(stats.loss, initial_loss):
+                raise divergence(run, engine.name, "training loss", stats.loss, step, initial_loss)
         final = step == total_steps
         if step % config.log_every == 0 or final:
             for name, stats in last.items():
@@ -272,9 +335,10 @@ def train_steps(run: Run, logger: Logger, start_step: int, total_steps: int, ini
             logger.scalar("diff", "diff/loss", abs(last["manual"].loss - last["torch"].loss), step)
             logger.scalar("diff", "diff/max_abs_param",
                           max_param_diff(engines[0].numpy_params(), engines[1].numpy_params()), step)
-        if step % config.eval_every == 0 or final:
+        if run.val_batches is not None and (step % config.eval_every == 0 or final):
             for engine in engines:
                 if validate(engine, run):
+                    check_before_saving(run, engine, step, initial_loss)
                     run.save(engine, step, BEST)
                 logger.scalar(engine.name, "loss/val", progress[engine.name].val_loss, step)
         if step % config.sample_every == 0 or final:
@@ -283,6 +347,7 @@ def train_steps(run: Run, logger: Logger, start_step: int, total_steps: int, ini
                 logger.text(engine.name, "sample", sample, step)
         if step % config.checkpoint_every == 0 or final or stop.requested:
             for engine in engines:
+                check_before_saving(run, engine, step, initial_loss)
                 run.save(engine, step)
         if stop.requested:
             break
@@ -316,25 +381,25 @@ def summarize(run: Run, step: int) -> dict:
 def print_summary(summary: dict) -> None:
     print(f"\nrun directory: {summary['run_dir']}  ({summary['steps']} steps)")
     for name, result in summary["impls"].items():
-        print(f"[{name}] smooth train loss {result['train_loss']:.4f} nats/char | "
-              f"val loss {result['val_loss']:.4f} nats/char ({result['val_bits_per_char']:.3f} bits/char) | "
+        val = ("no validation (--val-frac 0)" if math.isnan(result["val_loss"]) else
+               f"val loss {result['val_loss']:.4f} nats/char ({result['val_bits_per_char']:.3f} bits/char)")
+        print(f"[{name}] smooth train loss {result['train_loss']:.4f} nats/char | {val} | "
               f"{result['chars_per_sec']:,.0f} chars/s")
     for name, result in summary["impls"].items():
         print(f"\n--- sample ({name}, temperature 0.8) ---\n{result['sample']}")
 
 
 def main(argv=None) -> int:
+    """The command line; errors end as one line on stderr, exit code 2 (bad input) or 1 (training failed)."""
+    return run_cli(PROG, train_command, argv)
+
+
+def train_command(argv: list) -> int:
     config = parse_args(argv)
     stop = StopRequest()
     previous_handlers = {number: signal.signal(number, stop.handle) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         summary = train(config, stop)
-    except (OSError, ValueError) as error:  # CheckpointError is a ValueError
-        print(f"python -m compare.train: error: {error}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as error:
-        print(f"error: training diverged: {error}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("stopped at once by a second signal; the checkpoints last saved are intact", file=sys.stderr)
         return 130

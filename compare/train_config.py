@@ -7,14 +7,18 @@ line are applied on top, and those that would change the model or the trajectory
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import asdict, dataclass
 
 from compare.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, run_dir_of
+from compare.cli_errors import add_debug_flag
+from compare.inputs import check_encoding
+from compare.sampling import MAX_SAMPLE_LENGTH
 
 # Settings a resume may change. Every other one shapes the model or the trajectory,
 # so it must match the checkpoint (the training text itself is checked by its hash).
 RESUME_MAY_CHANGE = frozenset({
-    "impl", "data", "epochs", "max_steps", "threads", "logdir", "run_name",
+    "impl", "data", "encoding", "errors", "epochs", "max_steps", "threads", "logdir", "run_name",
     "log_every", "eval_every", "sample_every", "sample_length", "checkpoint_every", "resume",
 })
 
@@ -23,8 +27,12 @@ RESUME_MAY_CHANGE = frozenset({
 class TrainConfig:
     impl: str = "manual"
     data: str | None = None  # None: the built-in corpus (pydoc_data.topics)
-    val_frac: float = 0.05
+    encoding: str = "utf-8"  # of --data
+    errors: str = "strict"  # what decoding does with bytes the encoding cannot read
+    val_frac: float = 0.05  # 0: no validation (no loss/val, no best.npz)
     hidden_size: int = 100
+    cell: str = "rnn"  # rnn, lstm or gru
+    num_layers: int = 1
     seq_length: int = 25
     batch_size: int = 1
     lr: float = 0.1
@@ -69,10 +77,18 @@ def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
     data = parser.add_argument_group("data")
     data.add_argument("--data",
                       help="UTF-8 text file to train on (default: the built-in corpus, CPython's pydoc topics)")
+    data.add_argument("--encoding", help="encoding of --data (e.g. latin-1, utf-16)")
+    data.add_argument("--errors", choices=["strict", "replace", "ignore"],
+                      help="bytes --encoding cannot decode: stop with an error (strict), replace them with "
+                           "U+FFFD (replace) or drop them (ignore)")
     data.add_argument("--val-frac", type=float,
-                      help="fraction of the text, taken from its end, held out for validation")
+                      help="fraction of the text, taken from its end, held out for validation; "
+                           "0 trains on all of it, without validation and without best.npz")
     model = parser.add_argument_group("model")
     model.add_argument("--hidden-size", type=int, help="H, the size of the hidden state")
+    model.add_argument("--cell", choices=["rnn", "lstm", "gru"],
+                       help="recurrent cell: vanilla tanh RNN, LSTM (forget-gate bias 1) or GRU (PyTorch's variant)")
+    model.add_argument("--num-layers", type=int, help="stacked recurrent layers (char-rnn uses 2)")
     optim = parser.add_argument_group("optimization")
     optim.add_argument("--seq-length", type=int, help="T, characters per chunk: how far back truncated BPTT reaches")
     optim.add_argument("--batch-size", type=int, help="B, parallel streams the text is split into")
@@ -97,6 +113,7 @@ def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
                              help="continue from a run directory (runs/<run> or runs/<run>/<impl>) or a checkpoint "
                                   "file, with its settings; only --impl, --data (same text), --threads, --epochs, "
                                   "--max-steps and the logging and checkpoint flags may differ")
+    add_debug_flag(parser)
     if with_defaults:
         parser.set_defaults(**asdict(TrainConfig()))
     return parser
@@ -120,23 +137,27 @@ def parse_args(argv=None) -> TrainConfig:
 
 
 def config_problem(config: TrainConfig) -> str | None:
-    """A one-line description of the first invalid setting, or None."""
-    positive = ("hidden_size", "seq_length", "batch_size", "epochs", "log_every", "eval_every", "sample_every",
-                "checkpoint_every")
+    """A one-line description of the first invalid setting and how to fix it, or None."""
+    defaults = TrainConfig()
+    positive = ("hidden_size", "num_layers", "seq_length", "batch_size", "epochs", "log_every", "eval_every", "sample_every",
+                "sample_length", "checkpoint_every")
     for name in positive:
         if getattr(config, name) <= 0:
-            return f"--{name.replace('_', '-')} must be positive, got {getattr(config, name)}"
-    if not config.lr > 0:
-        return f"--lr must be positive, got {config.lr}"
+            return (f"--{name.replace('_', '-')} must be positive, got {getattr(config, name)} "
+                    f"(the default is {getattr(defaults, name)})")
+    if not (math.isfinite(config.lr) and config.lr > 0):  # also rejects nan and inf
+        return f"--lr must be a positive number, got {config.lr} (the default is {defaults.lr})"
     if not config.clip >= 0:
         return f"--clip must be >= 0 (0 turns clipping off), got {config.clip}"
     if config.max_steps is not None and config.max_steps < 0:
-        return f"--max-steps must be >= 0, got {config.max_steps}"
-    if not 0 < config.val_frac < 1:
-        return f"--val-frac must be in (0, 1), got {config.val_frac}"
+        return f"--max-steps must be >= 0 (0 means no limit), got {config.max_steps}"
+    if not 0 <= config.val_frac < 1:
+        return f"--val-frac must be in [0, 1) (0 turns validation off), got {config.val_frac}"
     if config.threads is not None and config.threads <= 0:
         return f"--threads must be positive, got {config.threads}"
-    return None
+    if config.sample_length > MAX_SAMPLE_LENGTH:
+        return f"--sample-length must be at most {MAX_SAMPLE_LENGTH:,}, got {config.sample_length:,}"
+    return check_encoding(config.encoding)
 
 
 def config_conflicts(stored: dict, wanted: dict) -> list:

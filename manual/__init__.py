@@ -1,8 +1,10 @@
-"""Hand-written NumPy BPTT for the vanilla character RNN, plus a hand-written AdaGrad.
+"""Hand-written NumPy BPTT for character RNN, LSTM and GRU models, plus a hand-written AdaGrad.
 
+``manual.model`` holds the model (input lookup, stacked layers, output, loss) and one module
+per cell type holds its recurrence: ``manual.rnn``, ``manual.lstm``, ``manual.gru``.
 Imports nothing from ``torchref`` or ``compare``: parameters are plain NumPy dicts.
 """
 from manual.adagrad import Adagrad
-from manual.rnn import Cache, backward, forward, step
+from manual.model import CELLS, Cache, backward, forward, layer_param_names, step, zero_state
 
-__all__ = ["Adagrad", "Cache", "backward", "forward", "step"]
+__all__ = ["Adagrad", "CELLS", "Cache", "backward", "forward", "layer_param_names", "step", "zero_state"]

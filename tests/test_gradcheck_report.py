@@ -134,7 +134,7 @@ def test_sample_draws_distinct_entries_reproducibly():
 
 def test_report_states_settings_above_a_markdown_table(report):
     lines = format_report(report, with_original=True).splitlines()
-    assert lines[0].startswith("Settings: hidden size 5, seq_length 25")
+    assert lines[0].startswith("Settings: 1-layer rnn, hidden size 5, seq_length 25")
     header = lines[2]
     assert header.startswith("| weights | original max | original avg | central max | central avg |")
     assert [line.split("|")[1].strip() for line in lines[4:10]] == list(ROWS)

@@ -151,7 +151,7 @@ def test_training_logs_samples_made_by_the_same_code(trained_run):
     (["--temperature", "-0.5"], "--temperature must be >= 0"),
     (["--temperature", "nan"], "--temperature must be >= 0"),
     (["--top-k", "0"], "--top-k must be a positive"),
-    (["--length", "-1"], "--length must be >= 0"),
+    (["--length", "-1"], "--length must be between 1 and"),
 ])
 def test_bad_input_is_one_line_on_stderr_and_exit_2(trained_run, capsys, flags, message):
     try:

@@ -1,8 +1,9 @@
-"""The same character RNN in PyTorch: a hand-rolled cell, gradients from autograd.
+"""The same character models in PyTorch: hand-rolled cells, gradients from autograd.
 
-Imports nothing from ``manual`` or ``compare``: it is built from a plain NumPy
-parameter dict.
+``torchref.model.CharRNN`` holds the model; one module per cell type holds its time step:
+``torchref.rnn``, ``torchref.lstm``, ``torchref.gru``. Imports nothing from ``manual`` or
+``compare``: it is built from a plain NumPy parameter dict.
 """
-from torchref.rnn import CharRNN
+from torchref.model import CELLS, CharRNN
 
-__all__ = ["CharRNN"]
+__all__ = ["CELLS", "CharRNN"]

@@ -1,0 +1,158 @@
+"""The character model around a recurrent cell: input lookup, stacked layers, output, loss.
+
+For layers l = 1..L, with the cell's recurrence (``manual.rnn``, ``manual.lstm``, ``manual.gru``):
+
+    layer 1:  pre_t = b + U x_t            x_t one-hot: a column lookup of U, never a product
+    layer l:  pre_t = b_l + U_l h_t^{l-1}  the layer below's hidden state
+              h_t^l = cell(pre_t, W_l, state_{t-1}^l)
+    o_t = c + V h_t^L,   p_t = softmax(o_t),   L = mean of -log p_t[y_t]   (nats per character)
+
+Parameter names: layer 1 keeps the seed notation U, W, b; layer l >= 2 is U{l}, W{l}, b{l}
+(U2, W2, b2, ...). A cell with G gate blocks has U (G*H, in), W (G*H, H), b (G*H,), with
+in = V for layer 1 and H above it; V (V, H) and c (V,) read out the top layer. For the
+vanilla cell (G = 1) and one layer this is exactly a_t = b + W h_{t-1} + U x_t, h_t =
+tanh(a_t), o_t = c + V h_t.
+
+The carried state is one array (L, P, B, H): P = 1 part (h) for rnn and gru, 2 for lstm
+(h and the cell state s). Rows are time-major (T, B, ...) inside; a hidden state is a row
+vector, so ``W h`` is written ``h @ W.T``. Everything that does not depend on the
+recurrence is one array operation over all T*B rows; the cell loops over time.
+All functions are dtype-generic: float32, float64 and complex128 (for the complex-step check).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from manual import gru, lstm, rnn
+
+CELLS = {"rnn": rnn, "lstm": lstm, "gru": gru}
+
+
+def layer_param_names(layer: int) -> dict:
+    """{'U': 'U', 'W': 'W', 'b': 'b'} for layer 0, {'U': 'U2', ...} for layer 1 (the second)."""
+    suffix = "" if layer == 0 else str(layer + 1)
+    return {name: name + suffix for name in ("U", "W", "b")}
+
+
+def count_layers(params: dict) -> int:
+    return sum(1 for name in params if name.startswith("W"))
+
+
+def zero_state(cell: str, num_layers: int, batch_size: int, hidden_size: int, dtype=np.float64) -> np.ndarray:
+    """(L, P, B, H) zeros: the state every epoch starts from."""
+    return np.zeros((num_layers, CELLS[cell].STATE_PARTS, batch_size, hidden_size), dtype=dtype)
+
+
+@dataclass
+class LayerCache:
+    below: np.ndarray | None  # (T, B, H) the layer's input from below; None for layer 1 (tokens)
+    recurrence: object  # the cell's own cache
+
+
+@dataclass
+class Cache:
+    """What backward needs from forward. inputs, targets: (T, B) time-major ids;
+    top: (T, B, H) the top layer's hidden states; probs: (T * B, V), row t * B + s."""
+
+    cell: str
+    inputs: np.ndarray
+    targets: np.ndarray
+    layers: list
+    top: np.ndarray
+    probs: np.ndarray
+    params: dict
+    state_last: np.ndarray  # (L, P, B, H): carried into the next chunk
+
+
+def run_layers(params: dict, inputs_tb: np.ndarray, state0: np.ndarray, cell: str):
+    """The recurrent stack over a chunk. inputs_tb: (T, B) ids; state0: (L, P, B, H).
+    Returns (top hidden (T, B, H), state_last (L, P, B, H), list of LayerCache)."""
+    recurrence = CELLS[cell]
+    below, layers, states = None, [], []
+    for layer in range(len(state0)):
+        names = layer_param_names(layer)
+        U, W, b = params[names["U"]], params[names["W"]], params[names["b"]]
+        if below is None:
+            pre = U.T[inputs_tb] + b  # (T, B, G*H): b + U x_t, a column lookup of U
+        else:
+            pre = below @ U.T + b  # (T, B, H) @ (H, G*H): b_l + U_l h_t^{l-1}
+        hidden, state_last, cache = recurrence.recurrence_forward(pre, W, state0[layer])
+        layers.append(LayerCache(below, cache))
+        states.append(state_last)
+        below = hidden
+    return below, np.stack(states), layers
+
+
+def forward(params: dict, inputs: np.ndarray, targets: np.ndarray, state0: np.ndarray, cell: str = "rnn"):
+    """Mean cross-entropy of a batch.
+
+    inputs, targets: (B, T) int ids, targets shifted by one; state0: (L, P, B, H).
+    Returns (loss scalar of the parameters' dtype, cache).
+    """
+    inputs_tb = np.ascontiguousarray(inputs.T)  # (B, T) -> (T, B)
+    targets_tb = np.ascontiguousarray(targets.T)  # (B, T) -> (T, B)
+    top, state_last, layers = run_layers(params, inputs_tb, state0, cell)
+    steps, streams, hidden_size = top.shape
+    logits = top.reshape(steps * streams, hidden_size) @ params["V"].T + params["c"]  # (T*B, V): o_t = c + V h_t
+    probs, loss = softmax_cross_entropy(logits, targets_tb.reshape(-1))
+    return loss, Cache(cell, inputs_tb, targets_tb, layers, top, probs, params, state_last)
+
+
+def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray):
+    """Row-wise softmax and mean negative log-likelihood.
+
+    logits: (N, V); targets: (N,) int. Returns (probs (N, V), loss scalar).
+    The row max is subtracted first so exp never overflows; for complex input the
+    max of the real part is used, which leaves the result analytic.
+    """
+    shifted = logits - logits.real.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    sum_exp = exp.sum(axis=1)
+    probs = exp / sum_exp[:, None]
+    rows = np.arange(len(targets))
+    log_likelihood = shifted[rows, targets] - np.log(sum_exp)  # log p_t[y_t]
+    return probs, -log_likelihood.mean()
+
+
+def backward(cache: Cache) -> dict:
+    """Gradients of the mean loss with respect to every parameter (same names and shapes).
+
+    No clipping here: clipping belongs to the training step, and clipping inside
+    backward would make the gradient disagree with finite differences.
+    """
+    params = cache.params
+    steps, streams, hidden_size = cache.top.shape
+    rows = steps * streams
+    top_rows = cache.top.reshape(rows, hidden_size)  # (T*B, H)
+
+    d_logits = cache.probs.copy()  # dL/do_t = (p_t - onehot(y_t)) / N
+    d_logits[np.arange(rows), cache.targets.reshape(-1)] -= 1
+    d_logits /= rows
+    grads = {"V": d_logits.T @ top_rows,  # o_t = c + V h_t  =>  dV = sum_t do_t h_t^T
+             "c": d_logits.sum(axis=0)}  # dc = sum_t do_t
+    d_hidden = (d_logits @ params["V"]).reshape(steps, streams, hidden_size)  # dL/dh_t^L through o_t
+
+    recurrence = CELLS[cache.cell]
+    for layer in reversed(range(len(cache.layers))):
+        names = layer_param_names(layer)
+        below = cache.layers[layer].below
+        d_pre, grads[names["W"]] = recurrence.recurrence_backward(d_hidden, cache.layers[layer].recurrence)
+        d_pre_rows = d_pre.reshape(rows, -1)  # (T*B, G*H)
+        grads[names["b"]] = d_pre_rows.sum(axis=0)  # db = sum_t dpre_t
+        if below is None:
+            d_U = np.zeros_like(params[names["U"]])  # dU = sum_t dpre_t x_t^T: dpre_t added into column x_t
+            np.add.at(d_U.T, cache.inputs.reshape(-1), d_pre_rows)
+        else:
+            d_U = d_pre_rows.T @ below.reshape(rows, hidden_size)  # dU_l = sum_t dpre_t h_t^{l-1 T}
+            d_hidden = d_pre @ params[names["U"]]  # pre_t = ... + U_l h_t^{l-1}: into the layer below
+        grads[names["U"]] = d_U
+    return grads
+
+
+def step(params: dict, tokens: np.ndarray, state: np.ndarray, cell: str = "rnn"):
+    """One time step without loss, for sampling. tokens: (B,) ids; state: (L, P, B, H).
+    Returns (logits (B, V), state (L, P, B, H))."""
+    top, state_last, _ = run_layers(params, np.asarray(tokens)[None], state, cell)  # (B,) -> (1, B)
+    return top[0] @ params["V"].T + params["c"], state_last

@@ -1,0 +1,126 @@
+"""The demo page in a real browser: headless Chromium (Debian's package) driven by Playwright.
+
+CI installs chromium (see .ci/run); if it is missing this test fails and says so, rather
+than skipping quietly. Playwright only drives the system's browser here: never
+``playwright install`` (no browser downloads). The screenshot is kept in the test's
+tmp_path and copied to test-artifacts/demo_page.png at the repository root.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from compare.sample import SampleConfig, generate_from_checkpoint
+from compare.train import parse_args, train
+from tiny_runs import train_argv
+
+CHROMIUM = "/usr/bin/chromium"
+# No network, no first-run screens, no background updates: the page must work offline.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A manual run of 336 steps (8 epochs, about 2 s): it has learned a few words of the tiny corpus."""
+    directory = tmp_path_factory.mktemp("browser")
+    train(parse_args(train_argv(directory, run_name="browser-run", epochs=8)))
+    return directory / "runs" / "browser-run"
+
+
+@pytest.fixture(scope="module")
+def demo_url(run_dir):
+    """python -m compare.demo on a free port, as a user would start it; its printed URL."""
+    process = subprocess.Popen([sys.executable, "-m", "compare.demo", "--checkpoint", str(run_dir), "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = process.stdout.readline()  # "serving <run> (...) at http://127.0.0.1:<port>/"
+    if " at http://" not in line:
+        process.kill()
+        pytest.fail(f"the demo server did not start: {line!r}")
+    yield line.split(" at ")[-1].strip()
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail('playwright is not installed: pip install -e ".[dev]"')
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"no Chromium at {CHROMIUM}: install Debian's package (apt-get install -y chromium), "
+                    "as .ci/run does")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, demo_url):
+    """The demo page, loaded, with the model's details filled in."""
+    page = browser.new_page(viewport={"width": 1000, "height": 700})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(demo_url)
+    page.wait_for_selector("body[data-state=ready]")
+    yield page
+    page.close()
+
+
+def save_screenshot(page, tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    page.screenshot(path=str(path), full_page=True)
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copy(path, ARTIFACTS / name)
+
+
+@pytest.mark.slow
+def test_slider_and_generate_show_text_of_the_requested_length(page, run_dir, tmp_path):
+    assert page.text_content("#run-name") == "browser-run"
+    assert page.text_content("#trained-impl") == "manual"
+    assert page.text_content("#cell") == "rnn"
+    assert "nats/char" in page.text_content("#val-loss")
+    assert page.input_value("#impl") == "manual"
+
+    slider = page.locator("#temperature")
+    assert slider.input_value() == "0.8"  # the original demo's default
+    slider.focus()
+    page.keyboard.press("Home")  # the slider's minimum, 0
+    for _ in range(6):
+        page.keyboard.press("ArrowRight")  # one step of 0.05 each
+    assert slider.input_value() == "0.3"
+    assert page.text_content("#temperature-value") == "0.30"
+
+    page.fill("#length", "321")
+    page.fill("#prime", "the ")
+    page.fill("#seed", "7")
+    page.select_option("#impl", "torch")
+    page.click("#generate")
+    page.wait_for_selector("body[data-state=done]")
+
+    text = page.text_content("#output-text")
+    assert len(text) == 321
+    assert page.text_content("#output-prime") == "the "
+    cli = generate_from_checkpoint(SampleConfig(checkpoint=str(run_dir), impl="torch", length=321,
+                                                temperature=0.3, prime="the ", seed=7))
+    assert "the " + text == cli  # the page shows what python -m compare.sample prints
+    assert page.is_hidden("#error")
+    save_screenshot(page, tmp_path, "demo_page.png")
+
+
+@pytest.mark.slow
+def test_a_bad_prime_shows_the_server_message(page, tmp_path):
+    page.fill("#prime", "the Ü")  # the tiny corpus has no Ü
+    page.click("#generate")
+    page.wait_for_selector("body[data-state=error]")
+    assert page.is_visible("#error")
+    assert "not in the vocabulary: 'Ü'" in page.text_content("#error")
+    assert page.is_enabled("#generate")  # the page can be used again
+    save_screenshot(page, tmp_path, "demo_page_error.png")

@@ -1,0 +1,78 @@
+"""The character model as a ``torch.nn.Module``: input lookup, stacked cells, output.
+
+The same equations as ``manual.model``, with the cell written out as one time step
+(``torchref.rnn``, ``torchref.lstm``, ``torchref.gru``) and looped over time here;
+autograd differentiates it. Never ``nn.RNN``/``nn.LSTM``/``nn.GRU``: the point is to let
+autograd differentiate the same hand-written cell that ``manual`` differentiates by hand.
+
+Parameters keep the names of the NumPy dict they are built from: U, W, b for layer 1,
+U2, W2, b2 for layer 2, ..., and V, c for the output.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torchref import gru, lstm, rnn
+
+CELLS = {"rnn": rnn, "lstm": lstm, "gru": gru}
+
+
+def layer_param_names(layer: int) -> dict:
+    """{'U': 'U', 'W': 'W', 'b': 'b'} for layer 0, {'U': 'U2', ...} for layer 1 (the second)."""
+    suffix = "" if layer == 0 else str(layer + 1)
+    return {name: name + suffix for name in ("U", "W", "b")}
+
+
+class CharRNN(nn.Module):
+    """params: dict of NumPy arrays (copied, never shared); cell: 'rnn', 'lstm' or 'gru'."""
+
+    def __init__(self, params: dict, cell: str = "rnn", dtype: torch.dtype = torch.float64,
+                 device: str | torch.device = "cpu"):
+        super().__init__()
+        self.cell = cell
+        self.num_layers = sum(1 for name in params if name.startswith("W"))
+        for name, value in params.items():
+            tensor = torch.from_numpy(np.asarray(value)).clone()
+            setattr(self, name, nn.Parameter(tensor.to(dtype=dtype, device=device)))
+
+    @property
+    def hidden_size(self) -> int:
+        return self.W.shape[1]
+
+    def zero_state(self, batch_size: int) -> torch.Tensor:
+        """(L, P, B, H) zeros, P = 2 for lstm (h and cell state), else 1."""
+        parts = CELLS[self.cell].STATE_PARTS
+        return self.W.new_zeros(self.num_layers, parts, batch_size, self.hidden_size)
+
+    def forward(self, inputs: torch.Tensor, state0: torch.Tensor):
+        """inputs: (B, T) long; state0: (L, P, B, H). Returns (logits (B, T, V), state_T (L, P, B, H))."""
+        step = CELLS[self.cell].step
+        below, states = None, []
+        for layer in range(self.num_layers):
+            names = layer_param_names(layer)
+            U, W, b = (getattr(self, names[key]) for key in ("U", "W", "b"))
+            if below is None:
+                pre = F.embedding(inputs, U.T) + b  # (B, T, G*H): b + U x_t, a column lookup of U
+            else:
+                pre = below @ U.T + b  # (B, T, G*H): b_l + U_l h_t^{l-1}
+            state, hidden_states = state0[layer], []
+            for t in range(inputs.shape[1]):
+                h, state = step(pre[:, t], W, state)
+                hidden_states.append(h)
+            below = torch.stack(hidden_states, dim=1)  # (B, T, H)
+            states.append(state)
+        logits = below @ self.V.T + self.c  # (B, T, V): o_t = c + V h_t
+        return logits, torch.stack(states)
+
+    def loss(self, inputs: torch.Tensor, targets: torch.Tensor, state0: torch.Tensor):
+        """Mean cross-entropy in nats per character. Returns (loss, state_T)."""
+        logits, state_last = self(inputs, state0)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        return loss, state_last
+
+    def numpy_params(self) -> dict:
+        """float64 NumPy copies of every parameter, by name."""
+        return {name: param.detach().cpu().double().numpy().copy() for name, param in self.named_parameters()}
