@@ -97,4 +97,4 @@ class _ReadByRunCli(argparse.Action):
 
 def add_debug_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(DEBUG_FLAG, nargs=0, action=_ReadByRunCli, default=argparse.SUPPRESS,
-                        help="on an error, show the full Python traceback instead of one line")
+                        help="on an error, also print the full Python traceback")

@@ -19,6 +19,7 @@ from compare.checkpoint import EngineState
 IMPLEMENTATIONS = ("manual", "torch")
 NUMPY_DTYPES = {"float32": np.float32, "float64": np.float64}
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+ADAGRAD_EPS = 1e-10  # torch.optim.Adagrad's default, added outside the square root
 
 
 @dataclass
@@ -33,11 +34,12 @@ class StepStats:
 class ManualEngine:
     name = "manual"
 
-    def __init__(self, params: dict, lr: float, clip: float, dtype: str = "float32", cell: str = "rnn"):
+    def __init__(self, params: dict, lr: float, clip: float, dtype: str = "float32", cell: str = "rnn",
+                 eps: float = ADAGRAD_EPS):
         self.dtype = NUMPY_DTYPES[dtype]
         self.cell = cell
         self.params = {name: np.array(value, dtype=self.dtype) for name, value in params.items()}
-        self.optimizer = manual.Adagrad(self.params, lr=lr)
+        self.optimizer = manual.Adagrad(self.params, lr=lr, eps=eps)
         self.updates = 0  # AdaGrad steps taken; torch's optimizer counts them as 'step'
         self.clip = clip
         self.hidden = None  # (L, P, B, H) state carried from chunk to chunk
@@ -100,10 +102,10 @@ class TorchEngine:
     name = "torch"
 
     def __init__(self, params: dict, lr: float, clip: float, dtype: str = "float32", cell: str = "rnn",
-                 device: str = "cpu"):
+                 eps: float = ADAGRAD_EPS, device: str = "cpu"):
         self.device = torch.device(device)
         self.model = torchref.CharRNN(params, cell=cell, dtype=TORCH_DTYPES[dtype], device=self.device)
-        self.optimizer = torch.optim.Adagrad(self.model.parameters(), lr=lr)
+        self.optimizer = torch.optim.Adagrad(self.model.parameters(), lr=lr, eps=eps)
         self.clip = clip
         self.hidden = None  # (L, P, B, H) state carried from chunk to chunk
 
@@ -170,10 +172,11 @@ class TorchEngine:
             self.hidden = self._tensor(state.hidden, self.model.W.dtype).clone()  # never share the caller's array
 
 
-def make_engine(impl: str, params: dict, lr: float, clip: float, dtype: str, cell: str = "rnn"):
+def make_engine(impl: str, params: dict, lr: float, clip: float, dtype: str, cell: str = "rnn",
+                eps: float = ADAGRAD_EPS):
     """A fresh engine for ``impl`` ('manual' or 'torch') starting from copies of ``params``."""
     if impl == "manual":
-        return ManualEngine(params, lr, clip, dtype, cell)
+        return ManualEngine(params, lr, clip, dtype, cell, eps)
     if impl == "torch":
-        return TorchEngine(params, lr, clip, dtype, cell)
+        return TorchEngine(params, lr, clip, dtype, cell, eps)
     raise ValueError(f"unknown implementation {impl!r}; choose from {IMPLEMENTATIONS}")

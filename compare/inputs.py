@@ -41,7 +41,6 @@ def read_corpus(path: str | None, encoding: str = "utf-8", errors: str = "strict
         raise UsageError(describe_decode_error(Path(path), encoding, error)) from None
     except OSError as error:
         raise UsageError(f"--data {path}: cannot read it ({error.strerror or error})") from None
-    check_is_text(path, text)
     return text
 
 
@@ -50,14 +49,6 @@ def check_is_a_file(path: Path) -> None:
         raise UsageError(f"--data {path} is a directory; give a text file")
     if not path.exists():
         raise UsageError(f"--data {path}: no such file; check the path")
-
-
-def check_is_text(path: str, text: str) -> None:
-    if not text:
-        raise UsageError(f"--data {path} is empty; give a text file to train on")
-    nul = text.find("\x00")
-    if nul >= 0:
-        raise UsageError(f"--data {path} looks binary (a NUL character at character {nul}); give a text file")
 
 
 def describe_decode_error(path: Path, encoding: str, error: UnicodeDecodeError) -> str:
@@ -98,7 +89,16 @@ def first_undecodable_offset(path: Path, encoding: str) -> int | None:
 
 
 def check_vocabulary(vocab: Vocab, path: str | None) -> None:
-    """Training needs at least two distinct characters: with one, every prediction is certain."""
+    """The characters of --data must be those of a text, at least two of them.
+
+    Checked on the vocabulary alone, so that it works however the text was read (whole or
+    in pieces): no characters means an empty file, a NUL character a binary one, and with
+    a single character every prediction is certain.
+    """
+    if len(vocab) == 0:
+        raise UsageError(f"--data {path} is empty; give a text file to train on")
+    if "\x00" in vocab.chars:
+        raise UsageError(f"--data {path} looks binary (it holds NUL characters); give a text file")
     if len(vocab) < 2:
         raise UsageError(f"--data {path} holds a single distinct character ({vocab.chars!r}); "
                          "there is nothing to predict: give a text with at least two different characters")

@@ -86,11 +86,20 @@ def stream_loss_and_grads(params, inputs, targets, h_prev, grads, char_weight):
 
 
 class NaiveEngine(ManualEngine):
-    """``ManualEngine`` with min-char-rnn's gradient: same parameters, clip and AdaGrad."""
+    """``ManualEngine`` with min-char-rnn's gradient: same parameters, clip and AdaGrad.
+
+    One layer of the vanilla cell only, as in min-char-rnn.
+    """
 
     name = "naive"
 
+    def __init__(self, params: dict, lr: float, clip: float, dtype: str = "float32"):
+        if set(params) != set(PARAM_NAMES):
+            raise ValueError(f"the naive baseline takes exactly {PARAM_NAMES} (one vanilla RNN layer)")
+        super().__init__(params, lr, clip, dtype)
+
     def train_step(self, inputs: np.ndarray, targets: np.ndarray):
-        result = loss_and_grads(self.params, inputs, targets, self.hidden)
-        self.hidden = result.h_last
+        h0 = self.hidden[0, 0]  # the engine's (layers, parts, B, H) state holds one (B, H) array here
+        result = loss_and_grads(self.params, inputs, targets, h0)
+        self.hidden = result.h_last[None, None]
         return self.clip_and_update(result.loss, result.grads)

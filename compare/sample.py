@@ -85,7 +85,8 @@ def sampling_engine(checkpoint: Checkpoint, impl: str | None = None):
     settings = checkpoint.config
     # float64 whatever the training dtype: float32 weights are exact in float64, and the two
     # implementations' probabilities then differ by ~1e-16, far too little to change a draw.
-    return make_engine(impl or checkpoint.impl, checkpoint.engine.params, settings["lr"], settings["clip"], "float64")
+    return make_engine(impl or checkpoint.impl, checkpoint.engine.params, settings["lr"], settings["clip"], "float64",
+                       settings.get("cell", "rnn"))
 
 
 def generate_from_checkpoint(config: SampleConfig) -> str:

@@ -152,11 +152,23 @@ class Run:
         try:
             save_checkpoint(path, checkpoint)
         except OSError as error:  # disk full, quota, file system gone: the old file is still whole
+            then = "start again" if self.nothing_saved(engine.name) else f"continue with --resume {self.run_dir}"
             raise TrainingFailed(f"could not save {path} at step {step} ({error.strerror or error}); "
-                                 f"the checkpoint saved before is intact: free some space, then continue "
-                                 f"with --resume {self.run_dir}") from error
+                                 f"{self.kept_checkpoint(engine.name)}: free some space, then {then}") from error
         if filename == LATEST:
             self.saved_steps[engine.name] = step
+
+    def nothing_saved(self, impl: str) -> bool:
+        return impl not in self.saved_steps and not self.config.resume
+
+    def kept_checkpoint(self, impl: str) -> str:
+        """What a failed run leaves to continue from, for its error message."""
+        if impl in self.saved_steps:
+            path = self.run_dir / impl / LATEST
+            return f"the last good checkpoint, {path} (step {self.saved_steps[impl]}), is intact"
+        if self.config.resume:
+            return "the checkpoint it resumed from is intact"
+        return "no checkpoint had been saved yet"
 
 
 def restore(run: Run) -> int:
@@ -272,15 +284,10 @@ def diverged(loss: float, initial_loss: float) -> bool:
 
 def divergence(run: Run, impl: str, what: str, loss: float, step: int, initial_loss: float) -> TrainingDiverged:
     """The error for a diverged run: which step, which loss, what was kept, what to change."""
-    if impl in run.saved_steps:
-        kept = f"kept the last good checkpoint {run.run_dir / impl / LATEST} (step {run.saved_steps[impl]})"
-    elif run.config.resume:
-        kept = "the checkpoint it resumed from is unchanged"
-    else:
-        kept = "no checkpoint had been saved yet"
     size = "is not finite" if not math.isfinite(loss) else f"is above 3 x the initial loss {initial_loss:.4g}"
-    return TrainingDiverged(f"training diverged at step {step}: {impl} {what} {loss:.4g} {size}; {kept}; "
-                            f"start again with a lower --lr (now {run.config.lr:g}) or --clip (now {run.config.clip:g})")
+    return TrainingDiverged(f"training diverged at step {step}: {impl} {what} {loss:.4g} {size}; "
+                            f"{run.kept_checkpoint(impl)}; start again with a lower --lr (now {run.config.lr:g}) "
+                            f"or --clip (now {run.config.clip:g})")
 
 
 def check_before_saving(run: Run, engine, step: int, initial_loss: float) -> None:

@@ -97,7 +97,7 @@ def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
                        help="clip every gradient entry to [-clip, clip] before the update; 0 turns clipping off")
     optim.add_argument("--epochs", type=int, help="passes over the training text")
     optim.add_argument("--max-steps", type=int,
-                       help="stop after this many steps even if epochs remain; 0 means no limit")
+                       help="stop after this many steps even if epochs remain (default: no limit)")
     optim.add_argument("--seed", type=int, help="seed of the weight initializer and of sampling")
     logging = parser.add_argument_group("logging")
     logging.add_argument("--logdir", help="TensorBoard log root")
@@ -128,8 +128,6 @@ def parse_args(argv=None) -> TrainConfig:
             config = TrainConfig(**resumed_settings(config.resume, typed))
         except CheckpointError as error:
             parser.error(str(error))
-    if config.max_steps == 0:
-        config.max_steps = None
     problem = config_problem(config)
     if problem:
         parser.error(problem)
@@ -149,8 +147,8 @@ def config_problem(config: TrainConfig) -> str | None:
         return f"--lr must be a positive number, got {config.lr} (the default is {defaults.lr})"
     if not config.clip >= 0:
         return f"--clip must be >= 0 (0 turns clipping off), got {config.clip}"
-    if config.max_steps is not None and config.max_steps < 0:
-        return f"--max-steps must be >= 0 (0 means no limit), got {config.max_steps}"
+    if config.max_steps is not None and config.max_steps <= 0:
+        return f"--max-steps must be positive (leave it out for no limit), got {config.max_steps}"
     if not 0 <= config.val_frac < 1:
         return f"--val-frac must be in [0, 1) (0 turns validation off), got {config.val_frac}"
     if config.threads is not None and config.threads <= 0:

@@ -19,13 +19,20 @@ from tiny_runs import train_argv
 IMPLS = ("manual", "torch")
 
 
-def run_training(directory: Path, run_name: str, dtype: str) -> Path:
-    """Both implementations side by side (one process, one data order), 60 steps: the run directory."""
-    argv = train_argv(directory, run_name, impl="both", dtype=dtype, max_steps=60)  # epochs are 42 steps
-    result = subprocess.run([sys.executable, "-m", "compare.train", *argv], cwd=directory, capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    return directory / "runs" / run_name
+def run_twice(directory: Path, dtype: str) -> list:
+    """Two identical runs, as two processes started together: their run directories.
+
+    Both implementations train side by side in each (one data order), 60 steps (an epoch is 42).
+    """
+    processes = {}
+    for run_name in ("first", "second"):
+        argv = train_argv(directory, run_name, impl="both", dtype=dtype, max_steps=60)
+        processes[run_name] = subprocess.Popen([sys.executable, "-m", "compare.train", *argv], cwd=directory,
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for process in processes.values():
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr
+    return [directory / "runs" / run_name for run_name in processes]
 
 
 def loss_curve(impl_dir: Path) -> list:
@@ -34,10 +41,10 @@ def loss_curve(impl_dir: Path) -> list:
     return [(event.step, event.value) for event in events.Scalars("loss/train")]
 
 
-@pytest.mark.slow  # four processes that import torch: about 20 s
+@pytest.mark.slow  # four processes that import torch: about 15 s
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_the_same_flags_give_the_same_run_bit_for_bit(tmp_path, dtype):
-    first, second = (run_training(tmp_path, name, dtype) for name in ("first", "second"))
+    first, second = run_twice(tmp_path, dtype)
     for impl in IMPLS:
         curve = loss_curve(first / impl)
         assert len(curve) == 60

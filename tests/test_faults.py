@@ -61,7 +61,7 @@ def test_a_nan_loss_keeps_the_last_good_checkpoint_byte_for_byte(tmp_path, capsy
     assert main(train_argv(tmp_path, checkpoint_every=5, max_steps=50)) == 1
     message = one_line_of(capsys)
     assert "training diverged at step 8: manual training loss nan is not finite" in message, message
-    assert f"kept the last good checkpoint {latest} (step 5)" in message
+    assert f"the last good checkpoint, {latest} (step 5), is intact" in message
     assert latest.read_bytes() == good_bytes["latest"]
     assert load_checkpoint(latest).step == 5
 
