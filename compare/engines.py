@@ -43,6 +43,7 @@ class ManualEngine:
         self.updates = 0  # AdaGrad steps taken; torch's optimizer counts them as 'step'
         self.clip = clip
         self.hidden = None  # (L, P, B, H) state carried from chunk to chunk
+        self.gradient_averager = None  # data-parallel runs: averages over the ranks (compare.distributed)
 
     def zero_state(self, batch_size: int) -> np.ndarray:
         """(L, P, B, H) float64 zeros: where every epoch, validation pass and sample starts."""
@@ -56,16 +57,21 @@ class ManualEngine:
         loss, cache = manual.forward(self.params, inputs, targets, self.hidden, self.cell)
         grads = manual.backward(cache)
         self.hidden = cache.state_last
+        if self.gradient_averager is not None:  # before clipping: every rank clips the same averaged gradient
+            loss = self.gradient_averager.average_arrays(grads, loss)
         return self.clip_and_update(loss, grads)
 
     def clip_and_update(self, loss, grads: dict) -> StepStats:
         """Measure and clip ``grads`` in place, then take one AdaGrad step."""
-        grad_norm = float(np.sqrt(sum(np.sum(g * g, dtype=np.float64) for g in grads.values())))
+        # np.vdot(g, g) is the sum of squares in one BLAS call (float32 sums in float32, as torch's norm does).
+        grad_norm = float(np.sqrt(sum(float(np.vdot(g, g).real) for g in grads.values())))
         clipped = 0
         if self.clip > 0:
-            clipped = sum(int(np.count_nonzero(np.abs(g) > self.clip)) for g in grads.values())
             for grad in grads.values():
-                np.clip(grad, -self.clip, self.clip, out=grad)
+                # Two cheap reductions decide; the count and the clip run only when an entry is out of range.
+                if grad.max() > self.clip or grad.min() < -self.clip:
+                    clipped += int(np.count_nonzero(np.abs(grad) > self.clip))
+                    np.clip(grad, -self.clip, self.clip, out=grad)
         self.optimizer.step(grads)
         self.updates += 1
         return StepStats(float(loss), grad_norm, clipped)
@@ -105,9 +111,12 @@ class TorchEngine:
                  eps: float = ADAGRAD_EPS, device: str = "cpu"):
         self.device = torch.device(device)
         self.model = torchref.CharRNN(params, cell=cell, dtype=TORCH_DTYPES[dtype], device=self.device)
-        self.optimizer = torch.optim.Adagrad(self.model.parameters(), lr=lr, eps=eps)
+        # foreach: one call updates every parameter (the same arithmetic as the per-tensor loop,
+        # which is torch's default on the CPU), so small models do not pay five times the overhead.
+        self.optimizer = torch.optim.Adagrad(self.model.parameters(), lr=lr, eps=eps, foreach=True)
         self.clip = clip
         self.hidden = None  # (L, P, B, H) state carried from chunk to chunk
+        self.gradient_averager = None  # data-parallel runs: averages over the ranks (compare.distributed)
 
     def _tensor(self, array: np.ndarray, dtype=None) -> torch.Tensor:
         return torch.as_tensor(array, dtype=dtype, device=self.device)
@@ -125,14 +134,21 @@ class TorchEngine:
                                            self.hidden)
         loss.backward()
         grads = [p.grad for p in self.model.parameters()]
+        loss = loss.detach()
+        if self.gradient_averager is not None:  # the same explicit all-reduce as manual; see compare.distributed
+            loss = self.gradient_averager.average_tensors(grads, loss)
         grad_norm = float(torch.nn.utils.get_total_norm(grads))
         clipped = 0
         if self.clip > 0:
-            clipped = sum(int((g.abs() > self.clip).sum()) for g in grads)
-            torch.nn.utils.clip_grad_value_(self.model.parameters(), self.clip)
+            for grad in grads:
+                # As in ManualEngine: two cheap reductions decide, and only a gradient with an entry
+                # out of range is counted and clipped (what clip_grad_value_ does to every one).
+                if grad.max() > self.clip or grad.min() < -self.clip:
+                    clipped += int((grad.abs() > self.clip).sum())
+                    grad.clamp_(-self.clip, self.clip)
         self.optimizer.step()
         self.hidden = state_last.detach()  # truncated BPTT: keep the value, drop the graph
-        return StepStats(float(loss.detach()), grad_norm, clipped)
+        return StepStats(float(loss), grad_norm, clipped)
 
     @torch.no_grad()
     def eval_loss(self, inputs: np.ndarray, targets: np.ndarray, state: np.ndarray):
@@ -173,10 +189,13 @@ class TorchEngine:
 
 
 def make_engine(impl: str, params: dict, lr: float, clip: float, dtype: str, cell: str = "rnn",
-                eps: float = ADAGRAD_EPS):
-    """A fresh engine for ``impl`` ('manual' or 'torch') starting from copies of ``params``."""
+                eps: float = ADAGRAD_EPS, device: str = "cpu"):
+    """A fresh engine for ``impl`` ('manual' or 'torch') starting from copies of ``params``.
+
+    ``device`` places the torch implementation ('cpu', 'cuda', 'cuda:1'); manual always runs on the CPU.
+    """
     if impl == "manual":
         return ManualEngine(params, lr, clip, dtype, cell, eps)
     if impl == "torch":
-        return TorchEngine(params, lr, clip, dtype, cell, eps)
+        return TorchEngine(params, lr, clip, dtype, cell, eps, device)
     raise ValueError(f"unknown implementation {impl!r}; choose from {IMPLEMENTATIONS}")

@@ -64,9 +64,11 @@ def stream_loss_and_grads(params, inputs, targets, h_prev, grads, char_weight):
     for t in range(len(inputs)):  # forward, one character at a time
         hs[t] = np.tanh(U[:, inputs[t]] + np.dot(W, hs[t - 1]) + b)  # h_t = tanh(U x_t + W h_{t-1} + b)
         ys = np.dot(V, hs[t]) + c  # o_t = c + V h_t
-        exp = np.exp(ys - ys.real.max())
-        ps[t] = exp / np.sum(exp)  # p_t = softmax(o_t)
-        loss += -np.log(ps[t][targets[t]])  # -log p_t[y_t]
+        shifted = ys - ys.real.max()
+        exp = np.exp(shifted)
+        sum_exp = np.sum(exp)
+        ps[t] = exp / sum_exp  # p_t = softmax(o_t)
+        loss += np.log(sum_exp) - shifted[targets[t]]  # -log p_t[y_t], never the log of a p that rounded to 0
 
     dU, dW, dV, db, dc = (grads[name] for name in PARAM_NAMES)
     dh_next = np.zeros_like(h_prev)

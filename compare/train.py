@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -30,6 +31,7 @@ from compare.cli_errors import TrainingFailed, UsageError, run_cli
 from compare.data import StreamBatches, Vocab
 from compare.init import init_params
 from compare.inputs import check_writable_directory, load_corpus
+from compare.tb_logger import Logger, NullLogger
 from compare.train_config import TrainConfig, config_conflicts, parse_args
 
 PROG = "python -m compare.train"
@@ -76,33 +78,6 @@ def planned_steps(config: TrainConfig, steps_per_epoch: int) -> int:
     return total if config.max_steps is None else min(total, config.max_steps)
 
 
-class Logger:
-    """One SummaryWriter per implementation (same tags), plus one for the drift with --impl both."""
-
-    def __init__(self, run_dir: Path, names, purge_step: int | None = None):
-        from torch.utils.tensorboard import SummaryWriter
-
-        # purge_step: TensorBoard hides this run's older events from that step on, so a
-        # resumed run does not show the steps after its checkpoint twice.
-        self.writers = {name: SummaryWriter(log_dir=str(run_dir / name), purge_step=purge_step) for name in names}
-
-    def scalar(self, name: str, tag: str, value: float, step: int) -> None:
-        self.writers[name].add_scalar(tag, value, step)
-
-    def text(self, name: str, tag: str, value: str, step: int) -> None:
-        # TensorBoard renders text as Markdown: indent it so whitespace and newlines survive.
-        self.writers[name].add_text(tag, "    " + value.replace("\n", "\n    "), step)
-
-    def hparams(self, name: str, config: TrainConfig, metrics: dict) -> None:
-        hparams = {key: value for key, value in asdict(config).items() if value is not None}
-        hparams["impl"] = name
-        self.writers[name].add_hparams(hparams, metrics, run_name=".")
-
-    def close(self) -> None:
-        for writer in self.writers.values():
-            writer.close()
-
-
 @dataclass
 class StopRequest:
     """Set by the CLI's signal handler; the training loop checks it after every step."""
@@ -136,6 +111,7 @@ class Run:
     progress: dict  # impl name -> RunProgress
     losses: dict = field(default_factory=dict)  # impl name -> training loss of every step run here
     saved_steps: dict = field(default_factory=dict)  # impl name -> step of the latest.npz written here
+    is_main: bool = True  # writes files and prints: the only process, or rank 0 under torchrun
 
     @property
     def run_dir(self) -> Path:
@@ -150,7 +126,8 @@ class Run:
                                 engine=engine.export_state(), torch_rng_state=torch.get_rng_state().numpy())
         path = self.run_dir / engine.name / filename
         try:
-            save_checkpoint(path, checkpoint)
+            if self.is_main:  # one writer; under torchrun every rank took part in export_state's gather
+                save_checkpoint(path, checkpoint)
         except OSError as error:  # disk full, quota, file system gone: the old file is still whole
             then = "start again" if self.nothing_saved(engine.name) else f"continue with --resume {self.run_dir}"
             raise TrainingFailed(f"could not save {path} at step {step} ({error.strerror or error}); "
@@ -220,11 +197,22 @@ def train(config: TrainConfig, stop: StopRequest | None = None) -> dict:
     """Run training as configured, or continue it with ``config.resume``.
 
     Stops early, after saving latest.npz, once ``stop`` is requested. Returns a summary
-    dict (final losses, speed, run directory, every step's loss).
+    dict (final losses, speed, run directory, every step's loss). Under torchrun each
+    process trains its share of every batch (data parallelism, see compare.distributed).
     """
+    from compare.distributed import join_ranks
+
     stop = stop or StopRequest()
+    with join_ranks(config, stop) as parallel:
+        return train_as_rank(config, stop, parallel)
+
+
+def train_as_rank(config: TrainConfig, stop: StopRequest, parallel) -> dict:
+    """``train`` in this process: the whole run, or one rank's share of it (``parallel``)."""
+    from compare.distributed import naming_kept_checkpoints
+
     if config.run_name is None:
-        config = replace(config, run_name=default_run_name(config))
+        config = replace(config, run_name=parallel.agree_on(default_run_name(config)))  # rank 0's time stamp
     corpus = load_corpus(config)  # a bad --data fails here, in a second, before torch is even imported
     import torch
 
@@ -236,6 +224,8 @@ def train(config: TrainConfig, stop: StopRequest | None = None) -> dict:
     # uses (measured: identical losses and weights with and without it, no speed difference beyond
     # noise); it is here so that a nondeterministic kernel, should one ever be used, is an error.
     torch.use_deterministic_algorithms(True)
+    if config.device == "cuda":  # cuBLAS is deterministic only with this workspace, read at its first use
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     vocab = corpus.vocab
     impls = ["manual", "torch"] if config.impl == "both" else [config.impl]
     params = init_params(len(vocab), config.hidden_size, config.seed, config.cell, config.num_layers)
@@ -245,9 +235,10 @@ def train(config: TrainConfig, stop: StopRequest | None = None) -> dict:
               batches=StreamBatches(corpus.train_tokens, config.batch_size, config.seq_length),
               val_batches=(validation_batches(corpus.val_tokens, config.batch_size, config.seq_length)
                            if has_validation else None),
-              engines=[make_engine(name, params, config.lr, config.clip, config.dtype, config.cell) for name in impls],
+              engines=[parallel.wrap(make_engine(name, params, config.lr, config.clip, config.dtype, config.cell,
+                                                 device=parallel.torch_device(config.device))) for name in impls],
               progress={name: RunProgress(smooth_loss=initial_loss) for name in impls},  # min-char-rnn starts at ln V
-              losses={name: [] for name in impls})
+              losses={name: [] for name in impls}, is_main=parallel.is_main)
     start_step = restore(run) if config.resume else 0
     total_steps = planned_steps(config, len(run.batches))
     if start_step >= total_steps:
@@ -255,15 +246,18 @@ def train(config: TrainConfig, stop: StopRequest | None = None) -> dict:
     for name in impls:
         check_writable_directory(run.run_dir / name, config.logdir)  # now, not after an hour of training
 
-    logger = Logger(run.run_dir, impls + (["diff"] if config.impl == "both" else []),
-                    purge_step=start_step + 1 if config.resume else None)  # hide events of steps being redone
-    for name in impls:
-        settings = {"config": asdict(config), "vocab": vocab.chars}
-        (run.run_dir / name / "config.json").write_text(json.dumps(settings, indent=1))
+    if not run.is_main:
+        logger = NullLogger()  # rank 0 writes the events and config.json
+    else:
+        logger = Logger(run.run_dir, impls + (["diff"] if config.impl == "both" else []),
+                        purge_step=start_step + 1 if config.resume else None)  # hide events of steps being redone
+        for name in impls:
+            settings = {"config": asdict(config), "vocab": vocab.chars}
+            (run.run_dir / name / "config.json").write_text(json.dumps(settings, indent=1))
     try:
         # NumPy's overflow warnings would only repeat, several lines long and without the step, what
         # the divergence check reports in one line: NaN or Inf reaches the loss within a step.
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"), naming_kept_checkpoints(run.run_dir, impls):
             step = train_steps(run, logger, start_step, total_steps, initial_loss, stop)
         summary = summarize(run, step)
         if not stop.requested:
@@ -317,9 +311,10 @@ def train_steps(run: Run, logger: Logger, start_step: int, total_steps: int, ini
     config, engines, progress = run.config, run.engines, run.progress
     last = {}
     # disable=None: a progress bar on a terminal only, so that the stderr of a script or a test holds
-    # nothing but messages (an error is then exactly one line).
+    # nothing but messages (an error is then exactly one line). Under torchrun, rank 0's bar only.
     progress_bar = tqdm(range(start_step + 1, total_steps + 1), initial=start_step, total=total_steps,
-                        desc=f"train {config.impl}", unit="step", dynamic_ncols=True, disable=None)
+                        desc=f"train {config.impl}", unit="step", dynamic_ncols=True,
+                        disable=None if run.is_main else True)
     for step in progress_bar:
         epoch, index = divmod(step - 1, len(run.batches))  # the step alone fixes the data position
         if index == 0:
@@ -348,7 +343,7 @@ def train_steps(run: Run, logger: Logger, start_step: int, total_steps: int, ini
                     check_before_saving(run, engine, step, initial_loss)
                     run.save(engine, step, BEST)
                 logger.scalar(engine.name, "loss/val", progress[engine.name].val_loss, step)
-        if step % config.sample_every == 0 or final:
+        if run.is_main and (step % config.sample_every == 0 or final):
             for engine in engines:
                 sample = sample_text(engine, run.vocab, config.sample_length, seed=config.seed + step)
                 logger.text(engine.name, "sample", sample, step)
@@ -398,7 +393,9 @@ def print_summary(summary: dict) -> None:
 
 def main(argv=None) -> int:
     """The command line; errors end as one line on stderr, exit code 2 (bad input) or 1 (training failed)."""
-    return run_cli(PROG, train_command, argv)
+    from compare.distributed import cli_prog
+
+    return run_cli(cli_prog(PROG), train_command, argv)  # under torchrun, each line names its rank
 
 
 def train_command(argv: list) -> int:
@@ -413,11 +410,15 @@ def train_command(argv: list) -> int:
     finally:
         for number, handler in previous_handlers.items():
             signal.signal(number, handler)
+    from compare.distributed import is_main_process
+
     if stop.requested:
-        print(f"stopped by {signal.Signals(stop.signal_number).name} after step {summary['steps']}; "
-              f"checkpoint saved; continue with --resume {summary['run_dir']}", file=sys.stderr)
+        if is_main_process():  # under torchrun, rank 0 speaks for every rank
+            print(f"stopped by {signal.Signals(stop.signal_number).name} after step {summary['steps']}; "
+                  f"checkpoint saved; continue with --resume {summary['run_dir']}", file=sys.stderr)
         return 128 + stop.signal_number
-    print_summary(summary)
+    if is_main_process():
+        print_summary(summary)
     return 0
 
 

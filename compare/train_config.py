@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 from compare.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, run_dir_of
 from compare.cli_errors import add_debug_flag
+from compare.distributed import DEFAULT_TIMEOUT_S
 from compare.inputs import check_encoding
 from compare.sampling import MAX_SAMPLE_LENGTH
 
@@ -20,6 +21,7 @@ from compare.sampling import MAX_SAMPLE_LENGTH
 RESUME_MAY_CHANGE = frozenset({
     "impl", "data", "encoding", "errors", "epochs", "max_steps", "threads", "logdir", "run_name",
     "log_every", "eval_every", "sample_every", "sample_length", "checkpoint_every", "resume",
+    "device", "dist_timeout",
 })
 
 
@@ -42,6 +44,8 @@ class TrainConfig:
     seed: int = 42
     dtype: str = "float32"
     threads: int | None = None
+    device: str = "cpu"  # of the torch implementation; manual always runs on the CPU
+    dist_timeout: float = DEFAULT_TIMEOUT_S  # seconds a data-parallel rank waits for the others
     logdir: str = "runs"
     run_name: str | None = None
     log_every: int = 100
@@ -74,6 +78,12 @@ def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
                       help="floating-point type of parameters and activations in both implementations")
     impl.add_argument("--threads", type=int,
                       help="threads for NumPy's BLAS and for torch (default: leave the libraries' choice)")
+    impl.add_argument("--device", choices=["cpu", "cuda"],
+                      help="where the torch implementation runs; manual always runs on the CPU, so --impl both "
+                           "with cuda compares a GPU torch run with the CPU manual one")
+    impl.add_argument("--dist-timeout", type=float,
+                      help="under torchrun: seconds a rank waits for the others in a collective before it stops "
+                           "with an error (a rank that dies is noticed at once)")
     data = parser.add_argument_group("data")
     data.add_argument("--data",
                       help="UTF-8 text file to train on (default: the built-in corpus, CPython's pydoc topics)")
@@ -111,8 +121,9 @@ def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
                              help="steps between saves of latest.npz (it is also saved at the end and on Ctrl-C)")
     checkpoints.add_argument("--resume",
                              help="continue from a run directory (runs/<run> or runs/<run>/<impl>) or a checkpoint "
-                                  "file, with its settings; only --impl, --data (same text), --threads, --epochs, "
-                                  "--max-steps and the logging and checkpoint flags may differ")
+                                  "file, with its settings; only --impl, --data (same text), --threads, --device, "
+                                  "--dist-timeout, --epochs, --max-steps and the logging and checkpoint flags may "
+                                  "differ")
     add_debug_flag(parser)
     if with_defaults:
         parser.set_defaults(**asdict(TrainConfig()))
@@ -155,7 +166,24 @@ def config_problem(config: TrainConfig) -> str | None:
         return f"--threads must be positive, got {config.threads}"
     if config.sample_length > MAX_SAMPLE_LENGTH:
         return f"--sample-length must be at most {MAX_SAMPLE_LENGTH:,}, got {config.sample_length:,}"
-    return check_encoding(config.encoding)
+    if not config.dist_timeout > 0:
+        return f"--dist-timeout must be a positive number of seconds, got {config.dist_timeout}"
+    return device_problem(config) or check_encoding(config.encoding)
+
+
+def device_problem(config: TrainConfig) -> str | None:
+    """--device cuda needs the torch implementation and a GPU that torch can see."""
+    if config.device != "cuda":
+        return None
+    if config.impl == "manual":
+        return ("--device cuda places the torch implementation; --impl manual runs on the CPU only: "
+                "use --impl torch or both, or --device cpu")
+    import torch
+
+    if not torch.cuda.is_available():
+        return (f"--device cuda: torch {torch.__version__} sees no CUDA GPU on this machine; "
+                "use --device cpu (or a CUDA build of torch on a GPU machine)")
+    return None
 
 
 def config_conflicts(stored: dict, wanted: dict) -> list:

@@ -59,8 +59,10 @@ class CharRNN(nn.Module):
             else:
                 pre = below @ U.T + b  # (B, T, G*H): b_l + U_l h_t^{l-1}
             state, hidden_states = state0[layer], []
-            for t in range(inputs.shape[1]):
-                h, state = step(pre[:, t], W, state)
+            # unbind hands out the T steps' (B, G*H) slices at once; its backward stacks their T
+            # gradients once, where pre[:, t] would scatter each into a zero (B, T, G*H) tensor.
+            for pre_t in pre.unbind(dim=1):
+                h, state = step(pre_t, W, state)
                 hidden_states.append(h)
             below = torch.stack(hidden_states, dim=1)  # (B, T, H)
             states.append(state)

@@ -12,5 +12,6 @@ STATE_PARTS = 1  # state[0] = h
 
 def step(pre: torch.Tensor, W: torch.Tensor, state: torch.Tensor):
     """pre (B, H) = b + U x_t; W (H, H); state (1, B, H). Returns (h_t (B, H), state_t)."""
-    h = torch.tanh(pre + state[0] @ W.T)  # h_t = tanh(b + W h_{t-1} + U x_t)
+    h_prev = state.squeeze(0)  # (1, B, H) -> (B, H): a view both ways, where state[0]'s backward fills a zero tensor
+    h = torch.tanh(torch.addmm(pre, h_prev, W.T))  # h_t = tanh(b + W h_{t-1} + U x_t); addmm(p, h, W^T) = p + h W^T
     return h, h.unsqueeze(0)
