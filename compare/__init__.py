@@ -1,1 +1,28 @@
-"""What a user runs: one shared initializer, batching, training CLI, reports."""
+"""bptt-compare: the commands a user runs, and the machinery behind them.
+
+Commands (``python -m compare.<name> --help`` lists each one's flags):
+    train              train with --impl manual, torch or both; TensorBoard under runs/   docs/training.md
+    sample             generate text from a checkpoint                                   docs/sampling.md
+    gradcheck          the original write-up's Table 1: BPTT against every oracle         docs/gradcheck.md
+    bench              speed and memory; --cells and --distributed for the other benches  docs/speed.md
+    bench_cells        the same as bench --cells: rnn, lstm, gru at equal size            docs/cells.md
+    bench_distributed  the same as bench --distributed: 1 and 2 processes                 docs/distributed.md
+    demo               a web page that generates text from a checkpoint                   docs/demo.md
+    plot               a run's loss curves (and drift) as a PNG                           docs/demo.md
+    cuda_check         on a GPU machine: --device cuda trains like the CPU                docs/distributed.md
+
+Subpackages (each imports only downward: never a command module):
+    cli         parser.py: the one argument parser (one-line errors, --debug); errors.py: run_cli, exit codes
+    data        corpus.py: vocabulary, batches, built-in corpus, text digest; inputs.py: checks on --data
+    model       init.py: the shared initializer; state.py: what an engine exports; engines.py: both
+                implementations behind one step; sampling.py; generate.py: text from a checkpoint;
+                checkpoint.py: the .npz format
+    training    config.py: TrainConfig and its flags; loop.py: the training loop; run.py: save and restore;
+                validation.py; divergence.py; summary.py; logger.py: TensorBoard; stop.py: signals;
+                ranks.py, distributed.py, joining.py, parallel_engine.py: data parallelism on torch.distributed
+    gradients   methods.py: the oracles (centred, complex step, autograd); report.py: the check; table.py
+    benchmarks  suite.py: what bench runs; timing.py; report.py; flops.py: FLOP formulas, matmul peak;
+                naive.py: the min-char-rnn baseline; cells.py; distributed.py; memory.py
+    serving     server.py + page.html: the demo's HTTP server
+    plotting    events.py: TensorBoard events read back; figure.py: the matplotlib figure
+"""

@@ -6,7 +6,7 @@
 
 Implementations (``--impls``):
 
-* ``naive``: a per-character loop in the style of min-char-rnn (``compare.naive``);
+* ``naive``: a per-character loop in the style of min-char-rnn (``compare.benchmarks.naive``);
 * ``manual``: this project's NumPy BPTT and AdaGrad (``manual``);
 * ``torch``: the same model in PyTorch, autograd, eager (``torchref``);
 * ``torch-compiled``: that model's forward and backward under ``torch.compile``.
@@ -18,96 +18,105 @@ Everything runs in this one process, one implementation after another (their rep
 interleaved), with the same number of threads in NumPy's BLAS and in torch, from the same
 initial weights on the same batches. Speed is characters per second, the median of the
 repeats after a few untimed warm-up steps; its FLOP rate counts the multiply-adds of
-``compare.flops`` and is compared with the machine's own float32 matmul peak, measured first.
+``compare.benchmarks.flops`` and is compared with the machine's own float32 matmul peak, measured first.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import os
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from compare.bench_timing import CONFIGS, IMPLS, SWEEP_IMPLS, Timer, sweep_configs
-from compare.flops import LoadMonitor, available_cores
+from compare.benchmarks.flops import available_cores
+from compare.benchmarks.suite import BenchSettings, run
+from compare.benchmarks.timing import CONFIGS, IMPLS, Timer
+from compare.cli.errors import run_cli
+from compare.cli.parser import CommandParser, comma_list
 
 OMP_POLICIES = ("passive", "active", "unset")
 
 
-@dataclass
-class BenchSettings:
-    configs: list
-    impls: list
-    threads: int
-    timer: Timer
-    speed: bool
-    scaling: bool
-    memory: bool
-    memory_mb: float
-    json: str | None
-    progress: bool
-    omp_wait_policy: str  # what torch's OpenMP runtime will see: the flag's value, else the environment's
-    omp_wait_policy_flag: bool  # whether the flag asked for it (then it is set before torch is imported)
-    flush_denormals: bool
-
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse, but a bad flag prints one line (no usage block) before exiting with code 2."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def comma_list(text: str) -> list:
-    return [item.strip() for item in text.split(",") if item.strip()]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineErrorParser(
+def build_parser() -> CommandParser:
+    parser = CommandParser(
         prog="python -m compare.bench",
         description="Time the naive, manual, torch and torch-compiled implementations side by side, "
-                    "and measure the memory of compare.train on a large file.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        "and measure the memory of compare.train on a large file.",
+    )
     what = parser.add_argument_group("what to measure")
-    what.add_argument("--distributed", action="store_true",
-                      help="instead: throughput with 1 and 2 processes (python -m compare.bench_distributed)")
-    what.add_argument("--cells", action="store_true",
-                      help="instead: rnn, lstm and gru at about equal parameter counts (python -m compare.bench_cells)")
-    what.add_argument("--configs", default=",".join(CONFIGS),
-                      help=f"comma-separated configurations to time, from {', '.join(CONFIGS)}")
-    what.add_argument("--impls", default=",".join(IMPLS),
-                      help=f"comma-separated implementations to time, from {', '.join(IMPLS)}")
-    what.add_argument("--speed", action=argparse.BooleanOptionalAction, default=True,
-                      help="time the configurations (the first table)")
-    what.add_argument("--scaling", action=argparse.BooleanOptionalAction, default=True,
-                      help="time manual and torch as hidden size doubles (64 to 1024, batch 1) and as batch "
-                           "size doubles (1 to 256, hidden 256): the second table")
-    what.add_argument("--memory", action="store_true",
-                      help="also measure peak memory of compare.train on a generated text file, and encode time")
+    what.add_argument(
+        "--distributed",
+        action="store_true",
+        help="instead: throughput with 1 and 2 processes (python -m compare.bench_distributed)",
+    )
+    what.add_argument(
+        "--cells",
+        action="store_true",
+        help="instead: rnn, lstm and gru at about equal parameter counts (python -m compare.bench_cells)",
+    )
+    what.add_argument(
+        "--configs",
+        default=",".join(CONFIGS),
+        help=f"comma-separated configurations to time, from {', '.join(CONFIGS)}",
+    )
+    what.add_argument(
+        "--impls", default=",".join(IMPLS), help=f"comma-separated implementations to time, from {', '.join(IMPLS)}"
+    )
+    what.add_argument(
+        "--speed", action=argparse.BooleanOptionalAction, default=True, help="time the configurations (the first table)"
+    )
+    what.add_argument(
+        "--scaling",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="time manual and torch as hidden size doubles (64 to 1024, batch 1) and as batch "
+        "size doubles (1 to 256, hidden 256): the second table",
+    )
+    what.add_argument(
+        "--memory",
+        action="store_true",
+        help="also measure peak memory of compare.train on a generated text file, and encode time",
+    )
     what.add_argument("--memory-mb", type=float, default=100.0, help="size of the generated text file, in MB")
     how = parser.add_argument_group("how to measure")
-    how.add_argument("--threads", type=int, default=available_cores(),
-                     help="threads for NumPy's BLAS and for torch alike (default: every core this process may use)")
-    how.add_argument("--steps", type=int, default=None,
-                     help="timed training steps per repeat, for every configuration "
-                          "(default: each configuration's own: seed 200, mid 10, large 2; sweeps ~1000 characters)")
+    how.add_argument(
+        "--threads",
+        type=int,
+        default=available_cores(),
+        help="threads for NumPy's BLAS and for torch alike (default: every core this process may use)",
+    )
+    how.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="timed training steps per repeat, for every configuration "
+        "(default: each configuration's own: seed 200, mid 10, large 2; sweeps ~1000 characters)",
+    )
     how.add_argument("--warmup", type=int, default=2, help="untimed training steps before the clock starts")
     how.add_argument("--repeats", type=int, default=3, help="timed repeats per implementation; the median is reported")
-    how.add_argument("--omp-wait-policy", choices=OMP_POLICIES, default=None,
-                     help="OMP_WAIT_POLICY for torch's OpenMP threads, set before torch is imported (default: the "
-                          "environment's; unset, the library spins a while, then sleeps: on the idle reference machine "
-                          "that was 1.1-1.8x faster for torch than passive, which only wins when other processes "
-                          "compete for the cores)")
-    how.add_argument("--flush-denormals", action=argparse.BooleanOptionalAction, default=True,
-                     help="set the CPU to flush denormal floats to zero (torch.set_flush_denormal), for every "
-                          "implementation alike: after a few AdaGrad steps float32 softmax outputs underflow into "
-                          "denormals, which made the large configuration's output-layer products up to 7x slower")
+    how.add_argument(
+        "--omp-wait-policy",
+        choices=OMP_POLICIES,
+        default=None,
+        help="OMP_WAIT_POLICY for torch's OpenMP threads, set before torch is imported (default: the "
+        "environment's; unset, the library spins a while, then sleeps: on the idle reference machine "
+        "that was 1.1-1.8x faster for torch than passive, which only wins when other processes "
+        "compete for the cores)",
+    )
+    how.add_argument(
+        "--flush-denormals",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="set the CPU to flush denormal floats to zero (torch.set_flush_denormal), for every "
+        "implementation alike: after a few AdaGrad steps float32 softmax outputs underflow into "
+        "denormals, which made the large configuration's output-layer products up to 7x slower",
+    )
     out = parser.add_argument_group("output")
     out.add_argument("--json", metavar="PATH", default=None, help="also write the results to PATH as JSON")
-    out.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
-                     help="show a progress bar on stderr")
+    out.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar on stderr"
+    )
     return parser
 
 
@@ -118,12 +127,20 @@ def parse_args(argv=None) -> BenchSettings:
     if problem:
         parser.error(problem)  # one line on stderr, exit code 2
     return BenchSettings(
-        configs=comma_list(args.configs), impls=comma_list(args.impls), threads=args.threads,
+        configs=comma_list(args.configs),
+        impls=comma_list(args.impls),
+        threads=args.threads,
         timer=Timer(repeats=args.repeats, warmup_steps=args.warmup, steps=args.steps),
-        speed=args.speed, scaling=args.scaling, memory=args.memory, memory_mb=args.memory_mb,
-        json=args.json, progress=args.progress,
+        speed=args.speed,
+        scaling=args.scaling,
+        memory=args.memory,
+        memory_mb=args.memory_mb,
+        json=args.json,
+        progress=args.progress,
         omp_wait_policy=args.omp_wait_policy or os.environ.get("OMP_WAIT_POLICY", "unset").lower(),
-        omp_wait_policy_flag=args.omp_wait_policy is not None, flush_denormals=args.flush_denormals)
+        omp_wait_policy_flag=args.omp_wait_policy is not None,
+        flush_denormals=args.flush_denormals,
+    )
 
 
 def args_problem(args) -> str | None:
@@ -134,8 +151,12 @@ def args_problem(args) -> str | None:
     unknown_impls = [name for name in comma_list(args.impls) if name not in IMPLS]
     if unknown_impls or not comma_list(args.impls):
         return f"--impls: unknown or empty {unknown_impls or args.impls!r}; choose from {', '.join(IMPLS)}"
-    for flag, value, least in (("--threads", args.threads, 1), ("--steps", args.steps, 1),
-                               ("--warmup", args.warmup, 0), ("--repeats", args.repeats, 1)):
+    for flag, value, least in (
+        ("--threads", args.threads, 1),
+        ("--steps", args.steps, 1),
+        ("--warmup", args.warmup, 0),
+        ("--repeats", args.repeats, 1),
+    ):
         if value is not None and value < least:
             return f"{flag} must be at least {least}, got {value}"
     if not args.memory_mb > 0:
@@ -157,87 +178,19 @@ def apply_omp_wait_policy(policy: str) -> None:
         print("note: torch was imported before --omp-wait-policy could take effect", file=sys.stderr)
 
 
-def progress_bar(total: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="bench", unit="run", disable=not enabled, dynamic_ncols=True, file=sys.stderr)
-
-
-def measure_machine(settings: BenchSettings):
-    import numpy
-    import torch
-
-    from compare.bench_report import Machine
-    from compare.flops import cpu_model, measure_matmul_peak
-
-    versions = {"numpy": numpy.__version__, "torch": torch.__version__, "python": sys.version.split()[0]}
-    return Machine(cpu_model(), settings.threads, measure_matmul_peak(), settings.omp_wait_policy,
-                   settings.flush_denormals, versions)
-
-
-def run(settings: BenchSettings) -> dict:
-    """Measure what ``settings`` asks for; print the tables; return the JSON document."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    from compare import bench_report as report
-    from compare.data import Vocab, builtin_corpus
-
-    started = time.perf_counter()
-    text = builtin_corpus()
-    vocab = Vocab.from_text(text)
-    tokens = vocab.encode(text)
-    speed_configs = [CONFIGS[name] for name in settings.configs] if settings.speed else []
-    sweeps = sweep_configs() if settings.scaling else []
-    runs = (sum(len(settings.impls) for _ in speed_configs) + len(sweeps) * len(SWEEP_IMPLS)) * (
-        1 + settings.timer.repeats) + (5 if settings.memory else 0)
-    document = {"results": [], "scaling": []}
-    torch.set_num_threads(settings.threads)
-    torch.set_flush_denormal(settings.flush_denormals)  # this thread's floating-point mode: NumPy's work too
-    with threadpool_limits(limits=settings.threads), progress_bar(runs, settings.progress) as bar:
-        load = LoadMonitor(settings.threads).start()
-        machine = measure_machine(settings)
-        document["machine"] = machine.as_json()
-        print(machine.header() + "\n")
-        speed = []
-        for config in speed_configs:
-            bar.set_description(f"bench {config.name}")
-            speed += settings.timer.measure(config, settings.impls, tokens, len(vocab), tick=bar.update)
-        if speed:
-            print(report.speed_table(speed, machine) + "\n")
-            document["results"] = [report.result_json(m, machine) for m in speed]
-        scaling = []
-        for config in sweeps:
-            bar.set_description(f"bench {config.name}")
-            scaling += settings.timer.measure(config, SWEEP_IMPLS, tokens, len(vocab), tick=bar.update)
-        if scaling:
-            print(f"Hidden size doubling (batch {sweeps[0].batch_size}, T 25):\n")
-            print(report.scaling_table(scaling, machine, "hidden") + "\n")
-            print(f"Batch size doubling (hidden {sweeps[-1].hidden_size}, T 25):\n")
-            print(report.scaling_table(scaling, machine, "batch") + "\n")
-            document["scaling"] = [report.result_json(m, machine) for m in scaling]
-        document["machine"]["other_load_pct"] = load.other_load_pct()
-        print(report.load_note(document["machine"]["other_load_pct"]) + "\n")
-        if settings.memory:
-            from compare.memory_bench import measure_memory, memory_table
-
-            bar.set_description("bench memory")
-            memory = measure_memory(settings.memory_mb, settings.threads, str(Path(__file__).resolve().parents[1]),
-                                    tick=lambda: bar.update())
-            print(memory_table(memory) + "\n")
-            document["memory"] = report.memory_json(memory)
-    document["seconds"] = time.perf_counter() - started
-    print(f"Whole run: {document['seconds']:.0f} s.")
-    return document
-
-
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    """The command line; errors end as one line on stderr and exit code 2."""
+    return run_cli("python -m compare.bench", bench_command, argv)
+
+
+def bench_command(argv: list) -> int:
     if "--distributed" in argv:  # data-parallel throughput with 1 and 2 processes
-        from compare.bench_distributed import main as distributed_main
+        from compare.benchmarks.distributed import main as distributed_main
+
         return distributed_main([arg for arg in argv if arg != "--distributed"])
     if "--cells" in argv:  # rnn, lstm and gru at about equal parameter counts
-        from compare.bench_cells import main as cells_main
+        from compare.benchmarks.cells import main as cells_main
+
         return cells_main([arg for arg in argv if arg != "--cells"])
     settings = parse_args(argv)
     if settings.omp_wait_policy_flag:

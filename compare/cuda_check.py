@@ -18,6 +18,7 @@ next to the GPU one. TOLERANCE leaves two orders of magnitude for the GPU's own 
 orders; a real bug (a wrong gradient, a missed clip) is off by 1e-3 or more.
 The exit code is 0 on PASS, 1 on FAIL; a part that cannot run on this machine is SKIPped.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,6 +28,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from compare.cli.errors import run_cli
+from compare.cli.parser import CommandParser
 
 TOLERANCE = 1e-8  # max |difference| of any loss or weight after STEPS float64 steps
 STEPS = 20
@@ -40,9 +44,9 @@ def max_param_diff(first: dict, second: dict) -> float:
 
 def train_engines(cell: str, torch_device: str) -> dict:
     """Manual (CPU) and torch (``torch_device``) side by side; their largest loss and weight differences."""
-    from compare.data import StreamBatches, Vocab
-    from compare.engines import make_engine
-    from compare.init import init_params
+    from compare.data.corpus import StreamBatches, Vocab
+    from compare.model.engines import make_engine
+    from compare.model.init import init_params
 
     vocab = Vocab.from_text(TEXT)
     batches = StreamBatches(vocab.encode(TEXT), batch_size=4, seq_length=10)
@@ -69,30 +73,63 @@ def check_engines() -> tuple:
         gpu, cpu = train_engines(cell, "cuda"), train_engines(cell, "cpu")
         ok = max(gpu.values()) < TOLERANCE
         passed &= ok
-        lines.append(f"  {cell} x2 layers: GPU torch vs CPU manual: max |loss diff| {gpu['loss']:.2e}, "
-                     f"max |weight diff| {gpu['params']:.2e}   (CPU torch vs CPU manual: {cpu['loss']:.2e}, "
-                     f"{cpu['params']:.2e})  {'ok' if ok else 'TOO LARGE'}")
+        lines.append(
+            f"  {cell} x2 layers: GPU torch vs CPU manual: max |loss diff| {gpu['loss']:.2e}, "
+            f"max |weight diff| {gpu['params']:.2e}   (CPU torch vs CPU manual: {cpu['loss']:.2e}, "
+            f"{cpu['params']:.2e})  {'ok' if ok else 'TOO LARGE'}"
+        )
     return passed, lines
 
 
 def train_flags(directory: Path, run_name: str) -> list:
     corpus = directory / "corpus.txt"
     corpus.write_text(TEXT)
-    return ["--data", str(corpus), "--impl", "both", "--device", "cuda", "--dtype", "float64", "--cell", "lstm",
-            "--hidden-size", "16", "--seq-length", "10", "--batch-size", "4", "--max-steps", str(STEPS),
-            "--logdir", str(directory / "runs"), "--run-name", run_name, "--sample-every", "1000", "--seed", "3"]
+    return [
+        "--data",
+        str(corpus),
+        "--impl",
+        "both",
+        "--device",
+        "cuda",
+        "--dtype",
+        "float64",
+        "--cell",
+        "lstm",
+        "--hidden-size",
+        "16",
+        "--seq-length",
+        "10",
+        "--batch-size",
+        "4",
+        "--max-steps",
+        str(STEPS),
+        "--logdir",
+        str(directory / "runs"),
+        "--run-name",
+        run_name,
+        "--sample-every",
+        "1000",
+        "--seed",
+        "3",
+    ]
 
 
 def checkpoint_params(directory: Path, run_name: str, impl: str) -> dict:
-    from compare.checkpoint import load_checkpoint
+    from compare.model.checkpoint import load_checkpoint
 
     return load_checkpoint(directory / "runs" / run_name / impl / "latest.npz").engine.params
 
 
 def run_command(command: list, directory: Path) -> tuple:
     """(passed, output tail) of a command run to completion."""
-    result = subprocess.run(command, cwd=directory, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    result = subprocess.run(
+        command,
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
     return result.returncode == 0, (result.stdout + result.stderr)[-1500:]
 
 
@@ -101,10 +138,14 @@ def check_run(directory: Path, run_name: str, command: list) -> tuple:
     ran, output = run_command(command, directory)
     if not ran:
         return False, [f"  the command failed: {' '.join(command)}", output]
-    diff = max_param_diff(checkpoint_params(directory, run_name, "manual"), checkpoint_params(directory, run_name, "torch"))
+    diff = max_param_diff(
+        checkpoint_params(directory, run_name, "manual"), checkpoint_params(directory, run_name, "torch")
+    )
     ok = diff < TOLERANCE
-    return ok, [f"  {run_name}: max |weight diff| manual (CPU) vs torch (GPU) after {STEPS} steps {diff:.2e}  "
-                f"{'ok' if ok else 'TOO LARGE'}"]
+    return ok, [
+        f"  {run_name}: max |weight diff| manual (CPU) vs torch (GPU) after {STEPS} steps {diff:.2e}  "
+        f"{'ok' if ok else 'TOO LARGE'}"
+    ]
 
 
 def missing_modules(names) -> list:
@@ -113,12 +154,23 @@ def missing_modules(names) -> list:
     return [name for name in names if importlib.util.find_spec(name) is None]
 
 
-def main() -> int:
+PROG = "python -m compare.cuda_check"
+
+
+def main(argv=None) -> int:
+    """The command line; a machine without a GPU is a FAIL (exit 1), a bad flag one line (exit 2)."""
+    return run_cli(PROG, cuda_check_command, argv)
+
+
+def cuda_check_command(argv: list) -> int:
+    CommandParser(prog=PROG, description=__doc__.splitlines()[0]).parse_args(argv)
     import torch
     import torch.distributed
 
-    print(f"python {sys.version.split()[0]} ({sys.executable}), numpy {np.__version__}, torch {torch.__version__}, "
-          f"CUDA available: {torch.cuda.is_available()}")
+    print(
+        f"python {sys.version.split()[0]} ({sys.executable}), numpy {np.__version__}, torch {torch.__version__}, "
+        f"CUDA available: {torch.cuda.is_available()}"
+    )
     if not torch.cuda.is_available():
         print("FAIL: torch sees no CUDA GPU here (a CPU build of torch, or no driver); nothing was checked")
         return 1
@@ -144,13 +196,24 @@ def main() -> int:
             if not torch.distributed.is_nccl_available():
                 print("3. torchrun: SKIP (this torch has no NCCL)")
             else:
-                command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
-                           "-m", "compare.train", *train_flags(directory, "torchrun")]
+                command = [
+                    sys.executable,
+                    "-m",
+                    "torch.distributed.run",
+                    "--standalone",
+                    "--nproc_per_node",
+                    "1",
+                    "-m",
+                    "compare.train",
+                    *train_flags(directory, "torchrun"),
+                ]
                 passed, lines = check_run(directory, "torchrun", command)
                 results.append(("3. torchrun, 1 process, NCCL + gloo", passed))
                 print("3. torchrun --nproc_per_node 1 ... --device cuda:", *lines, sep="\n")
     failed = [name for name, ok in results if not ok]
-    print(f"FAIL: {', '.join(failed)}" if failed else f"PASS: {len(results)} parts, every difference below {TOLERANCE:g}")
+    print(
+        f"FAIL: {', '.join(failed)}" if failed else f"PASS: {len(results)} parts, every difference below {TOLERANCE:g}"
+    )
     return 1 if failed else 0
 
 

@@ -4,6 +4,7 @@
 per cell type holds its recurrence: ``manual.rnn``, ``manual.lstm``, ``manual.gru``.
 Imports nothing from ``torchref`` or ``compare``: parameters are plain NumPy dicts.
 """
+
 from manual.adagrad import Adagrad
 from manual.model import CELLS, Cache, backward, forward, layer_param_names, step, zero_state
 

@@ -1,4 +1,5 @@
 """Element-wise nonlinearities shared by the gated cells."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -7,6 +7,7 @@ With lr_decay = 0, weight_decay = 0 and initial_accumulator_value = 0:
 
 eps sits outside the square root, as in PyTorch (min-char-rnn put 1e-8 inside).
 """
+
 from __future__ import annotations
 
 import numpy as np

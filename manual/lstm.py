@@ -1,14 +1,16 @@
-"""LSTM cell: recurrence forward and hand-derived backward, over a whole chunk.
+"""LSTM cell: recurrence forward and hand-derived backward (BPTT), over a whole chunk.
 
 Gates in PyTorch's order i, f, g, o, stacked in the rows of U (4H, in), W (4H, H), b (4H,):
 
-    [ai, af, ag, ao]_t = b + W h_{t-1} + U x_t        (the caller passes b + U x_t for all t)
+    a_t = [ai, af, ag, ao]_t = b + W h_{t-1} + U x_t    (x_proj_t = b + U x_t: the caller's input projection)
     i_t = sigmoid(ai)   f_t = sigmoid(af)   g_t = tanh(ag)   o_t = sigmoid(ao)
     s_t = f_t * s_{t-1} + i_t * g_t                     s: the cell state (c is the output bias)
     h_t = o_t * tanh(s_t)
 
+x_t is the layer's input (a one-hot token for layer 1, the layer below's h_t above it).
 The carried state has two parts: state[0] = h, state[1] = s, each (B, H).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,8 +19,10 @@ import numpy as np
 
 from manual.activations import sigmoid
 
+# GATES and STATE_PARTS: a deliberate copy of torchref/lstm.py's, since manual and torchref
+# import neither each other; tests/test_twin_helpers.py checks that the two agree.
 GATES = 4
-STATE_PARTS = 2
+STATE_PARTS = 2  # state[0] = h, state[1] = s
 
 
 @dataclass
@@ -27,23 +31,31 @@ class LSTMCache:
     hidden: np.ndarray  # (T + 1, B, H) h_0 .. h_T
     cells: np.ndarray  # (T + 1, B, H) s_0 .. s_T
     tanh_cells: np.ndarray  # (T, B, H) tanh(s_t)
-    W: np.ndarray
+    W: np.ndarray  # (4H, H)
 
 
-def recurrence_forward(input_proj: np.ndarray, W: np.ndarray, state0: np.ndarray):
-    """input_proj: (T, B, 4H) = b + U x_t; W: (4H, H); state0: (2, B, H).
-    Returns (hidden (T, B, H), state_T (2, B, H), cache)."""
-    steps, streams, _ = input_proj.shape
+def recurrence_forward(x_proj: np.ndarray, W: np.ndarray, state0: np.ndarray):
+    """h_t and s_t for t = 1..T, from x_proj_t = b + U x_t and the carried state.
+
+    x_proj:  (T, B, 4H)  b + U x_t
+    W:       (4H, H)
+    state0:  (2, B, H)   h_0, s_0
+    Returns (hidden, state_T, cache):
+    hidden:  (T, B, H)   h_1 .. h_T
+    state_T: (2, B, H)   h_T, s_T, the next chunk's state0
+    cache:   LSTMCache
+    """
+    steps, streams, _ = x_proj.shape
     size = W.shape[1]
-    dtype = np.result_type(input_proj, W, state0)
+    dtype = np.result_type(x_proj, W, state0)
     gates = np.empty((steps, streams, GATES * size), dtype=dtype)
     hidden = np.empty((steps + 1, streams, size), dtype=dtype)
     cells = np.empty((steps + 1, streams, size), dtype=dtype)
     tanh_cells = np.empty((steps, streams, size), dtype=dtype)
     hidden[0], cells[0] = state0
     for t in range(steps):
-        pre = input_proj[t] + hidden[t] @ W.T  # (B, 4H): b + W h_{t-1} + U x_t
-        i, f, g, o = np.split(pre, GATES, axis=1)
+        a = x_proj[t] + hidden[t] @ W.T  # (B, 4H): a_t = b + W h_{t-1} + U x_t
+        i, f, g, o = np.split(a, GATES, axis=1)
         gates[t] = np.concatenate([sigmoid(i), sigmoid(f), np.tanh(g), sigmoid(o)], axis=1)
         i, f, g, o = np.split(gates[t], GATES, axis=1)
         cells[t + 1] = f * cells[t] + i * g  # s_t = f_t s_{t-1} + i_t g_t
@@ -54,24 +66,37 @@ def recurrence_forward(input_proj: np.ndarray, W: np.ndarray, state0: np.ndarray
 
 
 def recurrence_backward(d_hidden: np.ndarray, cache: LSTMCache):
-    """d_hidden: (T, B, H) dL/dh_t from the layers above.
-    Returns (d_input_proj (T, B, 4H), d_W (4H, H))."""
+    """dL/dx_proj_t and dL/dW, from dL/dh_t of the layer above.
+
+    d_hidden: (T, B, H)   dL/dh_t from the layer above (the output layer, or U of the next layer)
+    cache:    LSTMCache
+    Returns (d_x_proj, d_W):
+    d_x_proj: (T, B, 4H)  dL/dx_proj_t = dL/da_t, since a_t = x_proj_t + W h_{t-1}
+    d_W:      (4H, H)
+    """
     steps, streams, size = d_hidden.shape
-    d_pre = np.empty_like(cache.gates)  # dL/d[ai, af, ag, ao]_t
-    d_h_next = np.zeros((streams, size), dtype=d_pre.dtype)
-    d_s_next = np.zeros((streams, size), dtype=d_pre.dtype)
+    d_x_proj = np.empty_like(cache.gates)  # d_x_proj[t] = da_t = dL/d[ai, af, ag, ao]_t, filled backwards in time
+    d_h_next = np.zeros((streams, size), dtype=d_x_proj.dtype)  # into h_T from step T + 1: none, the next chunk's
+    d_s_next = np.zeros((streams, size), dtype=d_x_proj.dtype)  # into s_T from step T + 1: none, the next chunk's
     for t in reversed(range(steps)):
-        i, f, g, o = np.split(cache.gates[t], GATES, axis=1)
-        d_h = d_hidden[t] + d_h_next  # h_t feeds the layer above and step t + 1
-        d_o = d_h * cache.tanh_cells[t]  # h_t = o_t tanh(s_t)
-        d_s = d_s_next + d_h * o * (1 - cache.tanh_cells[t] ** 2)
-        d_f = d_s * cache.cells[t]  # s_t = f_t s_{t-1} + i_t g_t
-        d_i = d_s * g
-        d_g = d_s * i
-        d_s_next = d_s * f
-        d_pre[t] = np.concatenate([d_i * i * (1 - i), d_f * f * (1 - f),  # sigmoid' = s (1 - s)
-                                   d_g * (1 - g ** 2), d_o * o * (1 - o)], axis=1)  # tanh' = 1 - tanh^2
-        d_h_next = d_pre[t] @ cache.W  # pre_t = ... + W h_{t-1}
+        i, f, g, o = np.split(cache.gates[t], GATES, axis=1)  # i_t, f_t, g_t, o_t
+        d_h = d_hidden[t] + d_h_next  # dh_t = from the output (layer above) + from the next step
+        d_o = d_h * cache.tanh_cells[t]  # h_t = o_t tanh(s_t): do_t = dh_t tanh(s_t)
+        d_s = d_s_next + d_h * o * (1 - cache.tanh_cells[t] ** 2)  # ds_t = from the next step + dh_t o_t tanh'(s_t)
+        d_f = d_s * cache.cells[t]  # s_t = f_t s_{t-1} + i_t g_t: df_t = ds_t s_{t-1}
+        d_i = d_s * g  # di_t = ds_t g_t
+        d_g = d_s * i  # dg_t = ds_t i_t
+        d_s_next = d_s * f  # ds_{t-1} from step t: ds_t f_t
+        d_x_proj[t] = np.concatenate(
+            [
+                d_i * i * (1 - i),
+                d_f * f * (1 - f),  # dai, daf: sigmoid' = s (1 - s)
+                d_g * (1 - g**2),
+                d_o * o * (1 - o),
+            ],
+            axis=1,
+        )  # dag: tanh' = 1 - tanh^2; dao
+        d_h_next = d_x_proj[t] @ cache.W  # a_t = ... + W h_{t-1}: dh_{t-1} gets W^T da_t
     rows = steps * streams
-    d_W = d_pre.reshape(rows, -1).T @ cache.hidden[:-1].reshape(rows, size)  # dW = sum_t d_pre_t h_{t-1}^T
-    return d_pre, d_W
+    d_W = d_x_proj.reshape(rows, -1).T @ cache.hidden[:-1].reshape(rows, size)  # dW = sum_t da_t h_{t-1}^T
+    return d_x_proj, d_W

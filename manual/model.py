@@ -2,9 +2,9 @@
 
 For layers l = 1..L, with the cell's recurrence (``manual.rnn``, ``manual.lstm``, ``manual.gru``):
 
-    layer 1:  pre_t = b + U x_t            x_t one-hot: a column lookup of U, never a product
-    layer l:  pre_t = b_l + U_l h_t^{l-1}  the layer below's hidden state
-              h_t^l = cell(pre_t, W_l, state_{t-1}^l)
+    layer 1:  x_proj_t = b + U x_t            x_t one-hot: a column lookup of U, never a product
+    layer l:  x_proj_t = b_l + U_l h_t^{l-1}  the layer below's hidden state
+              h_t^l = cell(x_proj_t, W_l, state_{t-1}^l)
     o_t = c + V h_t^L,   p_t = softmax(o_t),   L = mean of -log p_t[y_t]   (nats per character)
 
 Parameter names: layer 1 keeps the seed notation U, W, b; layer l >= 2 is U{l}, W{l}, b{l}
@@ -19,6 +19,7 @@ vector, so ``W h`` is written ``h @ W.T``. Everything that does not depend on th
 recurrence is one array operation over all T*B rows; the cell loops over time.
 All functions are dtype-generic: float32, float64 and complex128 (for the complex-step check).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,6 +28,9 @@ import numpy as np
 
 from manual import gru, lstm, rnn
 
+# CELLS, layer_param_names and count_layers are deliberate copies of their twins in
+# torchref/model.py: manual and torchref import neither each other, so each keeps its own;
+# tests/test_twin_helpers.py checks that the two agree.
 CELLS = {"rnn": rnn, "lstm": lstm, "gru": gru}
 
 
@@ -37,6 +41,7 @@ def layer_param_names(layer: int) -> dict:
 
 
 def count_layers(params: dict) -> int:
+    """L, the number of recurrent layers: one W, W2, ... per layer."""
     return sum(1 for name in params if name.startswith("W"))
 
 
@@ -76,11 +81,11 @@ def run_layers(params: dict, inputs_tb: np.ndarray, state0: np.ndarray, cell: st
         U, W, b = params[names["U"]], params[names["W"]], params[names["b"]]
         if below is None:
             columns = np.ascontiguousarray(U.T)  # (V, G*H): column x of U as row x, contiguous for the lookup
-            pre = np.take(columns, inputs_tb, axis=0)  # (T, B, G*H): U x_t, a column lookup of U
-            pre += b  # b + U x_t
+            x_proj = np.take(columns, inputs_tb, axis=0)  # (T, B, G*H): U x_t, a column lookup of U
+            x_proj += b  # b + U x_t
         else:
-            pre = below @ U.T + b  # (T, B, H) @ (H, G*H): b_l + U_l h_t^{l-1}
-        hidden, state_last, cache = recurrence.recurrence_forward(pre, W, state0[layer])
+            x_proj = below @ U.T + b  # (T, B, H) @ (H, G*H): b_l + U_l h_t^{l-1}
+        hidden, state_last, cache = recurrence.recurrence_forward(x_proj, W, state0[layer])
         layers.append(LayerCache(below, cache))
         states.append(state_last)
         below = hidden
@@ -132,27 +137,29 @@ def backward(cache: Cache) -> dict:
     d_logits = cache.probs.copy()  # dL/do_t = (p_t - onehot(y_t)) / N
     d_logits[np.arange(rows), cache.targets.reshape(-1)] -= 1
     d_logits /= rows
-    grads = {"V": d_logits.T @ top_rows,  # o_t = c + V h_t  =>  dV = sum_t do_t h_t^T
-             "c": d_logits.sum(axis=0)}  # dc = sum_t do_t
+    grads = {
+        "V": d_logits.T @ top_rows,  # o_t = c + V h_t  =>  dV = sum_t do_t h_t^T
+        "c": d_logits.sum(axis=0),
+    }  # dc = sum_t do_t
     d_hidden = (d_logits @ params["V"]).reshape(steps, streams, hidden_size)  # dL/dh_t^L through o_t
 
     recurrence = CELLS[cache.cell]
     for layer in reversed(range(len(cache.layers))):
         names = layer_param_names(layer)
         below = cache.layers[layer].below
-        d_pre, grads[names["W"]] = recurrence.recurrence_backward(d_hidden, cache.layers[layer].recurrence)
-        d_pre_rows = d_pre.reshape(rows, -1)  # (T*B, G*H)
-        grads[names["b"]] = d_pre_rows.sum(axis=0)  # db = sum_t dpre_t
+        d_x_proj, grads[names["W"]] = recurrence.recurrence_backward(d_hidden, cache.layers[layer].recurrence)
+        d_x_proj_rows = d_x_proj.reshape(rows, -1)  # (T*B, G*H)
+        grads[names["b"]] = d_x_proj_rows.sum(axis=0)  # x_proj_t = b + U x_t: db = sum_t dx_proj_t
         if below is None:
-            # dU = sum_t dpre_t x_t^T. With the one-hot x_t stacked as the rows of X (T*B, V), the sum
-            # is one product, dpre^T X: BLAS adds each dpre_t into column x_t many times faster than
+            # dU = sum_t dx_proj_t x_t^T. With the one-hot x_t stacked as the rows of X (T*B, V), the sum
+            # is one product, dx_proj^T X: BLAS adds each dx_proj_t into column x_t many times faster than
             # a scatter (np.add.at) does, at the price of G*H*V multiply-adds per character, mostly by 0.
             vocab_size = params[names["U"]].shape[1]
-            one_hot = np.eye(vocab_size, dtype=d_pre_rows.dtype)[cache.inputs.reshape(-1)]  # (T*B, V): X
-            d_U = d_pre_rows.T @ one_hot  # (G*H, T*B) @ (T*B, V)
+            one_hot = np.eye(vocab_size, dtype=d_x_proj_rows.dtype)[cache.inputs.reshape(-1)]  # (T*B, V): X
+            d_U = d_x_proj_rows.T @ one_hot  # (G*H, T*B) @ (T*B, V)
         else:
-            d_U = d_pre_rows.T @ below.reshape(rows, hidden_size)  # dU_l = sum_t dpre_t h_t^{l-1 T}
-            d_hidden = d_pre @ params[names["U"]]  # pre_t = ... + U_l h_t^{l-1}: into the layer below
+            d_U = d_x_proj_rows.T @ below.reshape(rows, hidden_size)  # dU_l = sum_t dx_proj_t h_t^{l-1 T}
+            d_hidden = d_x_proj @ params[names["U"]]  # x_proj_t = ... + U_l h_t^{l-1}: into the layer below
         grads[names["U"]] = d_U
     return grads
 

@@ -1,54 +1,77 @@
 """Vanilla RNN cell: recurrence forward and hand-derived backward (BPTT), over a whole chunk.
 
-    a_t = b + W h_{t-1} + U x_t        (the caller passes b + U x_t for every t: ``pre``)
+    a_t = b + W h_{t-1} + U x_t        (x_proj_t = b + U x_t: the caller's input projection)
     h_t = tanh(a_t)
 
-U (H, in), W (H, H), b (H,): one gate block. The carried state has one part: state[0] = h.
-``manual.model`` puts the input lookup, the output layer and the loss around it.
+U (H, in), W (H, H), b (H,): one gate block; x_t is the layer's input (a one-hot token for
+layer 1, the layer below's h_t above it). The carried state has one part: state[0] = h.
+``manual.model`` computes x_proj for all t at once and puts the output layer and the loss
+around the cell.
+
+This cell alone is tuned for NumPy's per-call overhead (np.dot for @, ``out=`` buffers, a
+contiguous W^T, tanh' for all t in one call): the speed targets of ``compare.bench`` are set
+on it at batch 1, where a step is microseconds of arithmetic and the calls are the cost. The
+gated cells, timed but held to no target, stay in the plain form.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
+# GATES and STATE_PARTS: a deliberate copy of torchref/rnn.py's, since manual and torchref
+# import neither each other; tests/test_twin_helpers.py checks that the two agree.
 GATES = 1
-STATE_PARTS = 1
+STATE_PARTS = 1  # state[0] = h
 
 
 @dataclass
 class RNNCache:
     hidden: np.ndarray  # (T + 1, B, H): hidden[0] is h_0, hidden[t] is h_t
-    W: np.ndarray
+    W: np.ndarray  # (H, H)
 
 
-def recurrence_forward(pre: np.ndarray, W: np.ndarray, state0: np.ndarray):
-    """pre: (T, B, H) = b + U x_t; W: (H, H); state0: (1, B, H).
-    Returns (hidden (T, B, H), state_T (1, B, H), cache)."""
-    steps, streams, size = pre.shape
-    hidden = np.empty((steps + 1, streams, size), dtype=np.result_type(pre, W, state0))
+def recurrence_forward(x_proj: np.ndarray, W: np.ndarray, state0: np.ndarray):
+    """h_t for t = 1..T, from x_proj_t = b + U x_t and the carried state.
+
+    x_proj:  (T, B, H)   b + U x_t
+    W:       (H, H)
+    state0:  (1, B, H)   h_0
+    Returns (hidden, state_T, cache):
+    hidden:  (T, B, H)   h_1 .. h_T
+    state_T: (1, B, H)   h_T, the next chunk's state0
+    cache:   RNNCache
+    """
+    steps, streams, size = x_proj.shape
+    hidden = np.empty((steps + 1, streams, size), dtype=np.result_type(x_proj, W, state0))
     hidden[0] = state0[0]
     W_T = np.ascontiguousarray(W.T)  # W^T copied row-major once: BLAS multiplies by it faster than by a transposed view
     for t in range(steps):
-        # h_t = tanh(b + W h_{t-1} + U x_t), written straight into its row of ``hidden``.
-        # np.dot is the same product as @, with less overhead per call: this loop runs T
-        # times per chunk, and with one stream its calls, not its arithmetic, are the cost.
-        np.tanh(pre[t] + np.dot(hidden[t], W_T), out=hidden[t + 1])
+        # h_t = tanh(b + W h_{t-1} + U x_t), written straight into its row of ``hidden``;
+        # np.dot is the same product as @, with less overhead per call.
+        np.tanh(x_proj[t] + np.dot(hidden[t], W_T), out=hidden[t + 1])
     return hidden[1:], hidden[-1][None], RNNCache(hidden, W)
 
 
 def recurrence_backward(d_hidden: np.ndarray, cache: RNNCache):
-    """d_hidden: (T, B, H) dL/dh_t from the layer above (the output layer, or U of the next layer).
-    Returns (d_pre (T, B, H) = dL/da_t, d_W (H, H))."""
+    """dL/dx_proj_t and dL/dW, from dL/dh_t of the layer above.
+
+    d_hidden: (T, B, H)  dL/dh_t from the layer above (the output layer, or U of the next layer)
+    cache:    RNNCache
+    Returns (d_x_proj, d_W):
+    d_x_proj: (T, B, H)  dL/dx_proj_t = dL/da_t, since a_t = x_proj_t + W h_{t-1}
+    d_W:      (H, H)
+    """
     steps, streams, size = d_hidden.shape
-    tanh_grad = np.square(cache.hidden[1:])  # (T, B, H): h_t = tanh(a_t), so tanh'(a_t) = 1 - h_t^2,
-    np.subtract(1, tanh_grad, out=tanh_grad)  # for every t at once, in one buffer
-    d_pre = np.empty_like(d_hidden)  # dL/da_t, filled backwards in time
-    d_h = d_hidden[-1]  # dL/dh_T: the last h_t feeds only the layer above (a_{T+1} is the next chunk's)
+    tanh_grad = np.square(cache.hidden[1:])  # h_t^2 for all t: h_t = tanh(a_t), so
+    np.subtract(1, tanh_grad, out=tanh_grad)  # tanh'(a_t) = 1 - h_t^2, in the same buffer
+    d_x_proj = np.empty_like(d_hidden)  # d_x_proj[t] = da_t, filled backwards in time
+    d_h_next = np.zeros((streams, size), dtype=d_x_proj.dtype)  # into h_T from step T + 1: none, the next chunk's
     for t in reversed(range(steps)):
-        np.multiply(d_h, tanh_grad[t], out=d_pre[t])  # da_t = dh_t * tanh'(a_t)
-        if t > 0:  # dh_0 is not needed: h_0 came from the previous chunk, which truncated BPTT leaves alone
-            d_h = d_hidden[t - 1] + np.dot(d_pre[t], cache.W)  # h_{t-1} feeds o_{t-1} and a_t = ... + W h_{t-1}
+        d_h = d_hidden[t] + d_h_next  # dh_t = from the output (layer above) + from the next step
+        np.multiply(d_h, tanh_grad[t], out=d_x_proj[t])  # da_t = dh_t * tanh'(a_t)
+        d_h_next = np.dot(d_x_proj[t], cache.W)  # a_t = ... + W h_{t-1}: dh_{t-1} gets W^T da_t
     rows = steps * streams
-    d_W = d_pre.reshape(rows, size).T @ cache.hidden[:-1].reshape(rows, size)  # dW = sum_t da_t h_{t-1}^T
-    return d_pre, d_W
+    d_W = d_x_proj.reshape(rows, size).T @ cache.hidden[:-1].reshape(rows, size)  # dW = sum_t da_t h_{t-1}^T
+    return d_x_proj, d_W

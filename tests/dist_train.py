@@ -13,7 +13,8 @@ import os
 import sys
 from pathlib import Path
 
-from compare.train import parse_args, train
+from compare.training.config import parse_args
+from compare.training.loop import train
 
 
 def main(losses_path: str, argv: list) -> None:

@@ -33,7 +33,7 @@ TRAINED = "runs/trained"  # a finished tiny run, made once per working directory
 @dataclass(frozen=True)
 class Case:
     name: str  # the test id
-    group: str  # the issue's heading: Inputs, Hyperparameters, Checkpoints, Output, Faults
+    group: str  # the table's heading: Inputs, Hyperparameters, Checkpoints, Output, Faults
     when: str  # what the user did, as the table says it
     command: str  # "train", "sample" or "gradcheck"
     make_argv: Callable[[Path], list]  # writes what it needs into the working directory; returns the arguments
@@ -67,7 +67,8 @@ def corpus(directory: Path) -> str:
 def trained_run(directory: Path) -> str:
     """A 5-step run (hidden size 16) on corpus.txt, trained once: its run directory, relative."""
     if not (directory / TRAINED / "manual" / "latest.npz").is_file():
-        from compare.train import parse_args, train
+        from compare.training.config import parse_args
+        from compare.training.loop import train
 
         train(parse_args(train_argv(directory, run_name="trained", max_steps=5)))
     return TRAINED

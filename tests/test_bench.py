@@ -1,4 +1,4 @@
-"""The benchmark's pieces: the naive baseline's gradients, the FLOP count, the CLI, the streaming loader.
+"""The benchmarks' pieces: the naive baseline's gradients, the FLOP count, the CLIs.
 
 No timing is asserted anywhere here: speed depends on the machine and on its load.
 """
@@ -13,35 +13,22 @@ import numpy as np
 import pytest
 
 import manual
-from compare.checkpoint import text_digest
-from compare.data import Vocab, encode_file, load_text
-from compare.engines import ManualEngine
-from compare.flops import flops_per_char, macs_per_char
-from compare.init import init_params
-from compare.naive import NaiveEngine, loss_and_grads
+from compare.benchmarks.flops import flops_per_char, macs_per_char
+from compare.benchmarks.naive import NaiveEngine, loss_and_grads
+from compare.model.engines import ManualEngine
+from problems import random_params, random_problem
 
 ROOT = Path(__file__).resolve().parents[1]
-NAIVE_TOLERANCE = 1e-12  # float64; both sum the same terms in a different order
-
-
-def tiny_problem(batch_size: int, seed: int, vocab_size: int = 7, hidden_size: int = 5, seq_length: int = 6):
-    """float64 weights drawn large (std 0.5) so that no gradient entry is near zero; a nonzero h0."""
-    rng = np.random.default_rng(seed)
-    params = {name: rng.normal(0.0, 0.5, size=value.shape)
-              for name, value in init_params(vocab_size, hidden_size, seed).items()}
-    return {"params": params,
-            "inputs": rng.integers(0, vocab_size, size=(batch_size, seq_length)),
-            "targets": rng.integers(0, vocab_size, size=(batch_size, seq_length)),
-            "h0": rng.normal(0.0, 0.5, size=(batch_size, hidden_size))}
+NAIVE_TOLERANCE = 1e-12  # float64: the baseline sums the same terms as manual in another order
 
 
 @pytest.mark.parametrize("batch_size", [1, 3])
 def test_naive_loss_and_gradients_equal_manual_in_float64(batch_size):
-    problem = tiny_problem(batch_size, seed=batch_size)
-    params, inputs, targets, h0 = (problem[key] for key in ("params", "inputs", "targets", "h0"))
-    loss, cache = manual.forward(params, inputs, targets, h0[None, None])  # (B, H) -> (layers, parts, B, H)
+    problem = random_problem(batch_size=batch_size, seed=batch_size)  # one-layer rnn: what the baseline runs
+    params, inputs, targets, state0 = (problem[key] for key in ("params", "inputs", "targets", "state0"))
+    loss, cache = manual.forward(params, inputs, targets, state0)
     grads = manual.backward(cache)
-    naive = loss_and_grads(params, inputs, targets, h0)
+    naive = loss_and_grads(params, inputs, targets, state0[0, 0])  # (layers, parts, B, H) -> the baseline's (B, H)
     assert naive.loss == pytest.approx(float(loss), abs=NAIVE_TOLERANCE)
     for name, grad in grads.items():
         scale = max(1.0, float(np.max(np.abs(grad))))
@@ -50,18 +37,17 @@ def test_naive_loss_and_gradients_equal_manual_in_float64(batch_size):
 
 
 def test_naive_engine_trains_in_lockstep_with_manual():
-    problem = tiny_problem(2, seed=7)
-    engines = [ManualEngine(problem["params"], 0.1, 5.0, "float64"),
-               NaiveEngine(problem["params"], 0.1, 5.0, "float64")]
+    params = random_params(seed=7)
+    engines = [ManualEngine(params, 0.1, 5.0, "float64"), NaiveEngine(params, 0.1, 5.0, "float64")]
     rng = np.random.default_rng(0)
     for engine in engines:
         engine.reset_hidden(2)
     for _ in range(3):
         inputs, targets = rng.integers(0, 7, size=(2, 2, 6))
         stats = [engine.train_step(inputs, targets) for engine in engines]
-        assert stats[0].loss == pytest.approx(stats[1].loss, abs=1e-12)
-    for name in problem["params"]:
-        assert np.allclose(engines[0].params[name], engines[1].params[name], rtol=0, atol=1e-12)
+        assert stats[0].loss == pytest.approx(stats[1].loss, abs=NAIVE_TOLERANCE)
+    for name in params:
+        assert np.allclose(engines[0].params[name], engines[1].params[name], rtol=0, atol=NAIVE_TOLERANCE)
 
 
 def test_flop_formula_counts_every_product_of_a_tiny_case():
@@ -104,23 +90,13 @@ def test_bad_flags_exit_2_with_one_line(flags):
     assert "error:" in result.stderr
 
 
-TEXT = "Plain ASCII, then “curly quotes” — a dash,\r\nCRLF lines\r\nand 漢字.\n"
+def test_the_distributed_benchmark_refuses_a_batch_it_cannot_split(capsys):
+    from compare.benchmarks.distributed import layouts
+    from compare.benchmarks.distributed import main as bench_main
 
-
-def test_encode_file_streams_to_what_the_str_path_gives(tmp_path, monkeypatch):
-    monkeypatch.setattr("compare.data.CHUNK_CHARS", 7)  # many pieces, boundaries everywhere
-    path = tmp_path / "text.txt"
-    path.write_bytes(TEXT.encode("utf-8"))
-    encoded = encode_file(path)
-    text = load_text(path)  # newline translation included, as in text mode
-    vocab = Vocab.from_text(text)
-    assert encoded.vocab == vocab
-    assert encoded.tokens.dtype == np.uint8
-    assert np.array_equal(encoded.tokens, vocab.encode(text))
-    assert encoded.sha256 == text_digest(text)
-
-
-def test_chunked_encode_names_every_unknown_character(monkeypatch):
-    monkeypatch.setattr("compare.data.CHUNK_CHARS", 2)
-    with pytest.raises(ValueError, match="'qxz'"):
-        Vocab.from_text("abc").encode("axbcqaaz")
+    assert [(layout.processes, layout.threads) for layout in layouts([1, 2])] == [(1, 1), (1, 2), (2, 1)]
+    with pytest.raises(SystemExit) as exit_info:
+        bench_main(["--configs", "large", "--processes", "1,3"])  # batch 128 over 3 processes
+    assert exit_info.value.code == 2
+    stderr = capsys.readouterr().err
+    assert "batch size 128 does not split over [3] processes" in stderr, stderr

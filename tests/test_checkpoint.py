@@ -11,12 +11,16 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
-from compare.checkpoint import (Checkpoint, CheckpointError, EngineState, RunProgress, find_checkpoint,
+from compare.model.state import EngineState
+from compare.model.checkpoint import (Checkpoint, CheckpointError, RunProgress, find_checkpoint,
                                 load_checkpoint, save_checkpoint)
-from compare.data import StreamBatches, Vocab
-from compare.engines import make_engine
-from compare.init import init_params
-from compare.train import TrainConfig, main, parse_args, train
+from compare.data.corpus import StreamBatches, Vocab
+from compare.model.engines import make_engine
+from compare.model.init import init_params
+from compare.training.config import TrainConfig, parse_args
+from compare.train import main
+from compare.training.loop import train
+from problems import CELLS_AND_LAYERS, random_params
 from tiny_runs import PHRASE, train_argv
 
 STATE_ARRAYS = ("params", "accumulators")
@@ -25,7 +29,7 @@ STATE_ARRAYS = ("params", "accumulators")
 def small_checkpoint(step: int = 7, hidden: bool = True) -> Checkpoint:
     """A checkpoint of made-up numbers: V = 5, H = 3, B = 2."""
     rng = np.random.default_rng(step)
-    params = {name: rng.normal(size=value.shape) for name, value in init_params(5, 3, seed=0).items()}
+    params = random_params(vocab_size=5, hidden_size=3, seed=rng, weight_std=1.0)
     accumulators = {name: rng.random(value.shape) for name, value in params.items()}
     state = EngineState(params, accumulators, updates=step, hidden=rng.normal(size=(2, 3)) if hidden else None)
     return Checkpoint(impl="manual", step=step, vocab="abcde", data_sha256="0" * 64,
@@ -131,9 +135,7 @@ def test_a_checkpoint_continues_in_either_implementation(tmp_path, writer, reade
     if writer == reader:
         assert target_loss == source_loss
     else:
-        # Same numbers in, two summation orders: float64 results differ by rounding only
-        # (a few 1e-16 here; the lockstep tests see < 1e-14 after 50 steps).
-        assert abs(target_loss - source_loss) < 1e-12
+        assert abs(target_loss - source_loss) < 1e-12  # float64, two summation orders: rounding only
 
 
 def final_checkpoint(tmp_path, run_name: str, impl: str) -> Checkpoint:
@@ -164,10 +166,20 @@ def test_a_manual_checkpoint_resumes_in_torch_with_the_same_losses(tmp_path):
     train(parse_args(train_argv(tmp_path, "split", impl="manual", max_steps=40)))
     resumed = train(parse_args(["--resume", str(tmp_path / "runs" / "split" / "manual" / "latest.npz"),
                                 "--impl", "torch", "--max-steps", "60"]))
-    # Rounding-level differences only, as in test_a_checkpoint_continues_in_either_implementation.
     np.testing.assert_allclose(resumed["impls"]["torch"]["losses"], whole["impls"]["manual"]["losses"][40:],
-                               rtol=0, atol=1e-12)
+                               rtol=0, atol=1e-12)  # float64, two summation orders over 20 steps: rounding only
     assert (tmp_path / "runs" / "split" / "torch" / "latest.npz").is_file()
+
+
+@pytest.mark.parametrize("cell, num_layers", CELLS_AND_LAYERS)
+def test_a_checkpoint_resumes_in_the_other_implementation(tmp_path, cell, num_layers):
+    flags = {"cell": cell, "num_layers": num_layers}
+    whole = train(parse_args(train_argv(tmp_path, "whole", impl="manual", max_steps=30, **flags)))
+    train(parse_args(train_argv(tmp_path, "split", impl="manual", max_steps=20, **flags)))
+    resumed = train(parse_args(["--resume", str(tmp_path / "runs" / "split" / "manual" / "latest.npz"),
+                                "--impl", "torch", "--max-steps", "30"]))
+    np.testing.assert_allclose(resumed["impls"]["torch"]["losses"], whole["impls"]["manual"]["losses"][20:],
+                               rtol=0, atol=1e-12)  # float64, two summation orders over 10 steps: rounding only
 
 
 def test_resume_refuses_flags_that_change_the_model(tmp_path, capsys):

@@ -1,11 +1,11 @@
-"""Corpus, vocabulary and batching: the part both implementations share."""
+"""Corpus, vocabulary, encoding and batching: the part both implementations share."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from compare.data import StreamBatches, Vocab, builtin_corpus, split_train_val, token_dtype
-from compare.init import init_params
+from compare.data.corpus import (StreamBatches, Vocab, builtin_corpus, encode_file, load_text, split_train_val,
+                                 text_digest, token_dtype)
 
 
 def test_builtin_corpus_is_stable_and_large():
@@ -65,12 +65,23 @@ def test_too_little_text_is_a_clear_error():
         StreamBatches(np.arange(10), batch_size=4, seq_length=5)
 
 
-def test_init_params_shapes_and_determinism():
-    params = init_params(vocab_size=11, hidden_size=7, seed=1)
-    assert {name: value.shape for name, value in params.items()} == {
-        "U": (7, 11), "W": (7, 7), "V": (11, 7), "b": (7,), "c": (11,)}
-    assert all(value.dtype == np.float64 for value in params.values())
-    assert not params["b"].any() and not params["c"].any()
-    assert 0.008 < params["U"].std() < 0.012  # N(0, 0.01^2)
-    again = init_params(vocab_size=11, hidden_size=7, seed=1)
-    assert all(np.array_equal(params[name], again[name]) for name in params)
+TEXT = "Plain ASCII, then “curly quotes” — a dash,\r\nCRLF lines\r\nand 漢字.\n"
+
+
+def test_encode_file_streams_to_what_the_str_path_gives(tmp_path, monkeypatch):
+    monkeypatch.setattr("compare.data.corpus.CHUNK_CHARS", 7)  # many pieces, boundaries everywhere
+    path = tmp_path / "text.txt"
+    path.write_bytes(TEXT.encode("utf-8"))
+    encoded = encode_file(path)
+    text = load_text(path)  # newline translation included, as in text mode
+    vocab = Vocab.from_text(text)
+    assert encoded.vocab == vocab
+    assert encoded.tokens.dtype == np.uint8
+    assert np.array_equal(encoded.tokens, vocab.encode(text))
+    assert encoded.sha256 == text_digest(text)
+
+
+def test_chunked_encode_names_every_unknown_character(monkeypatch):
+    monkeypatch.setattr("compare.data.corpus.CHUNK_CHARS", 2)
+    with pytest.raises(ValueError, match="'qxz'"):
+        Vocab.from_text("abc").encode("axbcqaaz")

@@ -12,10 +12,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from compare.checkpoint import BEST, load_checkpoint
-from compare.demo import MAX_LENGTH, DemoServer, load_demo_model
-from compare.sample import SampleConfig, generate_from_checkpoint
-from compare.train import parse_args, train
+from compare.model.checkpoint import BEST, load_checkpoint
+from compare.serving.server import MAX_LENGTH, DemoServer, load_demo_model
+from compare.model.generate import SampleConfig, generate_from_checkpoint
+from compare.training.config import parse_args
+from compare.training.loop import train
 from tiny_runs import PHRASE, train_argv
 
 

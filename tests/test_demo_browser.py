@@ -14,14 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from compare.sample import SampleConfig, generate_from_checkpoint
-from compare.train import parse_args, train
+from compare.model.generate import SampleConfig, generate_from_checkpoint
+from compare.training.config import parse_args
+from compare.training.loop import train
+from browser import CHROMIUM_ARGS, require_chromium
 from tiny_runs import train_argv
 
-CHROMIUM = "/usr/bin/chromium"
-# No network, no first-run screens, no background updates: the page must work offline.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 TIMEOUT_MS = 30_000
 
@@ -50,15 +48,11 @@ def demo_url(run_dir):
 
 @pytest.fixture(scope="module")
 def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail('playwright is not installed: pip install -e ".[dev]"')
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"no Chromium at {CHROMIUM}: install Debian's package (apt-get install -y chromium), "
-                    "as .ci/run does")
+    executable = require_chromium()
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
 
@@ -90,7 +84,7 @@ def test_slider_and_generate_show_text_of_the_requested_length(page, run_dir, tm
     assert page.input_value("#impl") == "manual"
 
     slider = page.locator("#temperature")
-    assert slider.input_value() == "0.8"  # the original demo's default
+    assert slider.input_value() == "0.8"  # the default temperature, as in the API
     slider.focus()
     page.keyboard.press("Home")  # the slider's minimum, 0
     for _ in range(6):

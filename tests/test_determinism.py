@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from compare.checkpoint import load_checkpoint
+from compare.model.checkpoint import load_checkpoint
 from tiny_runs import train_argv
 
 IMPLS = ("manual", "torch")

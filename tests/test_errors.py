@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compare.checkpoint import load_checkpoint
-from compare.data import Vocab
+from compare.model.checkpoint import load_checkpoint
+from compare.data.corpus import Vocab
 from compare.sample import main as sample_main
-from compare.train import parse_args, train
+from compare.training.config import parse_args
+from compare.training.loop import train
 from error_cases import CASES, FAST, Case, Outcome, cjk_text, corpus, run_case, trained_run, working_directory
 
 CASES_BY_NAME = {case.name: case for case in CASES}
@@ -88,7 +89,7 @@ def test_an_unwritable_logdir_is_reported_before_training_starts(workspace, monk
     def no_training(*args, **kwargs):
         raise AssertionError("training started")
 
-    monkeypatch.setattr("compare.train.train_steps", no_training)
+    monkeypatch.setattr("compare.training.loop.train_steps", no_training)
     outcome = run_case(CASES_BY_NAME["logdir-unwritable"], workspace)
     assert outcome.exit_code == 2 and "cannot write" in outcome.stderr, outcome.stderr
 

@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import compare.train
-from compare.checkpoint import load_checkpoint, save_checkpoint
-from compare.train import main, parse_args, train
+import compare.training.loop
+from compare.model.checkpoint import load_checkpoint, save_checkpoint
+from compare.train import main
+from compare.training.config import parse_args
+from compare.training.loop import train
 from tiny_runs import train_argv
 
 DISK_FULL = OSError(errno.ENOSPC, "No space left on device")
@@ -46,7 +48,7 @@ def test_a_huge_learning_rate_stops_at_once_and_saves_nothing_diverged(tmp_path,
 def test_a_nan_loss_keeps_the_last_good_checkpoint_byte_for_byte(tmp_path, capsys, monkeypatch):
     latest = tmp_path / "runs" / "run" / "manual" / "latest.npz"
     good_bytes = {}
-    real_timed_step = compare.train.timed_step
+    real_timed_step = compare.training.loop.timed_step
     steps_done = []
 
     def nan_from_step_8(engine, inputs, targets, progress):
@@ -57,7 +59,7 @@ def test_a_nan_loss_keeps_the_last_good_checkpoint_byte_for_byte(tmp_path, capsy
         good_bytes.setdefault("latest", latest.read_bytes())  # as it stands when the fault strikes
         return replace(stats, loss=math.nan)
 
-    monkeypatch.setattr(compare.train, "timed_step", nan_from_step_8)
+    monkeypatch.setattr(compare.training.loop, "timed_step", nan_from_step_8)
     assert main(train_argv(tmp_path, checkpoint_every=5, max_steps=50)) == 1
     message = one_line_of(capsys)
     assert "training diverged at step 8: manual training loss nan is not finite" in message, message
@@ -140,7 +142,7 @@ def test_a_really_full_file_system_keeps_the_previous_checkpoint(tmp_path, tiny_
 
 SAVE_LOOP = """
 import sys
-from compare.checkpoint import load_checkpoint, save_checkpoint
+from compare.model.checkpoint import load_checkpoint, save_checkpoint
 checkpoint = load_checkpoint(sys.argv[1])
 for step in range(1, 10**9):
     checkpoint.step = step

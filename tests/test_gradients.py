@@ -1,6 +1,7 @@
 """Is the hand-written backward pass right? Three independent oracles, float64 throughout:
 centred finite differences, torch.autograd on the torch twin, and PyTorch's own
-nn.RNN / nn.LSTM / nn.GRU; for every cell, with 1 and 2 layers, B = 1 and B = 4."""
+nn.RNN / nn.LSTM / nn.GRU; for every cell, with 1 and 2 layers, B = 1 and B = 4.
+Why each tolerance is what it is: docs/tolerances.md."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,9 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import manual
-import torchref
 from twins import as_tensors, manual_loss_and_grads, torch_loss_and_grads, torch_model
-
 
 
 def relative_error(analytic, numeric, eps=1e-16):
@@ -42,31 +41,22 @@ def central_difference(problem, name, step):
 
 
 def test_manual_gradients_match_central_differences(problem):
-    # Finite differences carry truncation error and rounding error (~1e-16 * |L| / step).
-    # The classic two-point stencil at step 1e-5 leaves ~1e-9 of truncation on the 2-layer
-    # models (weights of std 0.5 have large third derivatives); the fourth-order stencil at
-    # step 3e-4 cuts both to ~1e-12 (measured worst entry over the whole grid: 1.8e-11).
-    # Asserted: the original write-up's relative error at the original's order (1e-5;
-    # measured worst 4.3e-7, on a gradient entry of ~1e-6) and an absolute error 50x above
-    # the measured floor. A wrong term in backward is off by the size of the gradient
-    # itself (~1e-2 here) and fails both.
     _, grads = manual_loss_and_grads(problem)
     assert set(grads) == set(problem["params"])
     for name in problem["params"]:
-        numeric = central_difference(problem, name, step=3e-4)
+        numeric = central_difference(problem, name, step=3e-4)  # fourth order: truncation and rounding ~1e-12
         assert np.all(np.isfinite(numeric))
         worst = relative_error(grads[name], numeric).max()
-        assert worst < 1e-5, f"d{name}: max relative error {worst:.3e}"
+        assert worst < 1e-5, f"d{name}: max relative error {worst:.3e}"  # the write-up's measure and order
         worst_abs = np.abs(grads[name] - numeric).max()
-        assert worst_abs < 1e-9, f"d{name}: max absolute error {worst_abs:.3e}"
+        assert worst_abs < 1e-9, f"d{name}: max absolute error {worst_abs:.3e}"  # 50x the measured 1.8e-11
 
 
 def test_manual_gradients_equal_autograd(problem):
-    # Same math, different summation order: float64 rounding differences stay near 1e-16
-    # relative; rtol 1e-10 leaves room for the T-step recurrence to accumulate them.
     manual_loss, manual_grads = manual_loss_and_grads(problem)
     torch_loss, torch_grads = torch_loss_and_grads(problem)
-    assert manual_loss == pytest.approx(torch_loss, rel=1e-12, abs=0)
+    assert manual_loss == pytest.approx(torch_loss, rel=1e-12, abs=0)  # float64, two summation orders
+    # float64 rounding (~1e-16 relative), room for the T = 6 step recurrence to accumulate it:
     torch.testing.assert_close(as_tensors(manual_grads), torch_grads, rtol=1e-10, atol=1e-12)
 
 
@@ -80,12 +70,10 @@ def test_torch_model_passes_autograd_gradcheck(problem):
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
     leaves = tuple(torch.from_numpy(problem["params"][name]).clone().requires_grad_() for name in names)
-    # gradcheck's own defaults for float64 (eps 1e-6, atol 1e-5, rtol 1e-3), stated explicitly.
-    # The full numerical Jacobian of the one-layer vanilla model is cheap; for the others,
-    # fast mode compares the projection v^T J u on random u, v (PyTorch's own recommendation
-    # for large inputs), which any wrong entry of J changes as well.
+    # The full Jacobian for the one-layer rnn (cheap); fast mode (a random projection v^T J u) for the rest.
     slow_mode = problem["cell"] == "rnn" and len(state0) == 1
-    assert torch.autograd.gradcheck(loss_of, leaves, eps=1e-6, atol=1e-5, rtol=1e-3, fast_mode=not slow_mode)
+    assert torch.autograd.gradcheck(loss_of, leaves, eps=1e-6, atol=1e-5, rtol=1e-3,  # gradcheck's float64 defaults
+                                    fast_mode=not slow_mode)
 
 
 PYTORCH_MODULES = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
@@ -133,12 +121,14 @@ def test_both_implementations_equal_pytorch_modules(problem):
     _, cache = manual.forward(problem["params"], problem["inputs"], problem["targets"], problem["state0"],
                               problem["cell"])
     manual_hidden = torch.from_numpy(cache.top.transpose(1, 0, 2))  # (T, B, H) -> (B, T, H)
+    # Forward values: float64 rounding of a T = 6 step recurrence, nothing more.
     torch.testing.assert_close(manual_hidden, oracle_hidden, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(torch.from_numpy(cache.state_last), oracle_final, rtol=1e-12, atol=1e-14)
 
     _, manual_grads = manual_loss_and_grads(problem)
     _, torch_grads = torch_loss_and_grads(problem)
     # bias_hh's gradient equals bias_ih's except in the GRU's n block, so b is compared once via bias_ih.
+    # Gradients: the same bound as manual against autograd (float64 rounding over T = 6 steps).
     torch.testing.assert_close(as_tensors(manual_grads), oracle_grads, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(torch_grads, oracle_grads, rtol=1e-10, atol=1e-12)
 
@@ -147,6 +137,6 @@ def test_gradient_check_has_teeth(problem):
     """A backward pass with one wrong factor must fail the same comparison."""
     _, grads = manual_loss_and_grads(problem)
     _, torch_grads = torch_loss_and_grads(problem)
-    grads["W"] = grads["W"] * (1 + 1e-6)
+    grads["W"] = grads["W"] * (1 + 1e-6)  # 1e4 times the rtol below
     with pytest.raises(AssertionError):
-        torch.testing.assert_close(as_tensors(grads), torch_grads, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(as_tensors(grads), torch_grads, rtol=1e-10, atol=1e-12)  # the bound used above

@@ -4,9 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compare.data import StreamBatches, Vocab, builtin_corpus
-from compare.engines import ADAGRAD_EPS, make_engine
-from compare.init import init_params
+from compare.data.corpus import StreamBatches, Vocab, builtin_corpus
+from compare.model.engines import ADAGRAD_EPS, make_engine
+from compare.model.init import init_params
+from problems import CELLS_AND_LAYERS
 from twins import as_tensors
 
 
@@ -44,19 +45,10 @@ def assert_lockstep(history, tolerance):
 
 
 def test_fifty_lockstep_steps_agree_in_float64():
-    # The seed model with the default AdaGrad. Two summation orders, float64: differences
-    # start at ~1e-16 and stay below 3e-14 over 50 steps (measured); 1e-12 is the bound.
-    assert_lockstep(lockstep_run(50), tolerance=1e-12)
+    assert_lockstep(lockstep_run(50), tolerance=1e-12)  # float64 rounding over 50 steps (measured < 3e-14)
 
 
-@pytest.mark.parametrize("cell, num_layers", [("rnn", 2), ("lstm", 1), ("lstm", 2), ("gru", 1), ("gru", 2)])
+@pytest.mark.parametrize("cell, num_layers", CELLS_AND_LAYERS)
 def test_every_cell_trains_in_lockstep(cell, num_layers):
-    # AdaGrad's first update of an entry is lr * g / (|g| + eps). With the default eps 1e-10
-    # an entry whose first gradient is ~1e-11 (an LSTM forget gate while the cell state is
-    # still ~0) multiplies the implementations' ~1e-20 rounding difference in g by up to
-    # lr / eps = 1e9: measured 3e-9 for the one-layer LSTM, and on the two-layer RNN the
-    # dynamics then grow it to 1.7e-4 within 50 steps. That is the optimizer's conditioning,
-    # not a disagreement (the same gradients go in: see test_gradients and test_optimizer),
-    # so this test trains with eps 1e-6, where the amplification is 1e5: measured at most
-    # 3.9e-12 (two-layer RNN), 6e-13 elsewhere; 1e-10 is the bound.
-    assert_lockstep(lockstep_run(50, cell, num_layers, eps=1e-6), tolerance=1e-10)
+    # AdaGrad eps 1e-6 keeps its first update from amplifying rounding by lr / eps = 1e9 (docs/tolerances.md).
+    assert_lockstep(lockstep_run(50, cell, num_layers, eps=1e-6), tolerance=1e-10)  # measured at most 3.9e-12

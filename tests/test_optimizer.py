@@ -5,13 +5,14 @@ import numpy as np
 import torch
 
 from manual import Adagrad
+from problems import random_params
 from twins import as_tensors
 
 
 def test_manual_adagrad_equals_torch_adagrad():
     rng = np.random.default_rng(0)
-    shapes = {"U": (5, 7), "W": (5, 5), "V": (7, 5), "b": (5,), "c": (7,)}
-    manual_params = {name: rng.normal(size=shape) for name, shape in shapes.items()}
+    manual_params = random_params(vocab_size=7, hidden_size=5, seed=rng, weight_std=1.0)
+    shapes = {name: value.shape for name, value in manual_params.items()}
     torch_params = {name: torch.nn.Parameter(torch.from_numpy(value.copy())) for name, value in manual_params.items()}
     manual_optimizer = Adagrad(manual_params, lr=0.1)
     torch_optimizer = torch.optim.Adagrad(torch_params.values(), lr=0.1)
@@ -24,9 +25,9 @@ def test_manual_adagrad_equals_torch_adagrad():
         for name, param in torch_params.items():
             param.grad = torch.from_numpy(grads[name].copy())
         torch_optimizer.step()
-        # Same formula, same operation order: anything above a few ulps is a different update.
         torch.testing.assert_close(as_tensors(manual_params), {k: v.detach() for k, v in torch_params.items()},
-                                   rtol=1e-15, atol=1e-15, msg=lambda m: f"step {step}: {m}")
+                                   rtol=1e-15, atol=1e-15,  # same formula, same operation order: a few ulps
+                                   msg=lambda m: f"step {step}: {m}")
     for name, param in torch_params.items():
         np.testing.assert_allclose(manual_optimizer.accumulators[name],
-                                   torch_optimizer.state[param]["sum"].numpy(), rtol=1e-15, atol=0)
+                                   torch_optimizer.state[param]["sum"].numpy(), rtol=1e-15, atol=0)  # a few ulps

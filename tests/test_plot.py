@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from compare.plot import draw_figure, main, read_run
-from compare.train import parse_args, train
+from compare.plot import main
+from compare.plotting.events import read_run
+from compare.plotting.figure import draw_figure
+from compare.training.config import parse_args
+from compare.training.loop import train
 from tiny_runs import train_argv
 
 STEPS = 30

@@ -5,13 +5,15 @@ import numpy as np
 import pytest
 
 import manual
-from compare.checkpoint import load_checkpoint
-from compare.data import Vocab
-from compare.engines import make_engine
-from compare.init import init_params
+from compare.model.checkpoint import load_checkpoint
+from compare.data.corpus import Vocab
+from compare.model.engines import make_engine
+from compare.model.init import init_params
 from compare.sample import main as sample_main
-from compare.sampling import probabilities, sample_text
-from compare.train import parse_args, train
+from compare.model.sampling import probabilities, sample_text
+from compare.training.config import parse_args
+from compare.training.loop import train
+from problems import random_params
 from tiny_runs import PHRASE, WORDS, train_argv
 
 VOCAB = Vocab.from_text(PHRASE)
@@ -19,9 +21,7 @@ VOCAB = Vocab.from_text(PHRASE)
 
 def engines_with_random_weights(hidden_size=16, seed=0):
     """A manual and a torch engine (float64) with weights of std 0.5: a peaked, non-uniform model."""
-    rng = np.random.default_rng(seed)
-    shapes = {name: value.shape for name, value in init_params(len(VOCAB), hidden_size, seed=0).items()}
-    params = {name: rng.normal(0.0, 0.5, shape) for name, shape in shapes.items()}
+    params = random_params(len(VOCAB), hidden_size, seed=seed)
     return [make_engine(impl, params, lr=0.1, clip=5.0, dtype="float64") for impl in ("manual", "torch")]
 
 
@@ -39,7 +39,7 @@ def test_probabilities_are_float64_and_sum_to_one_even_from_float32_logits():
         logits = rng.normal(0.0, 20.0, size=300).astype(np.float32)
         probs = probabilities(logits, temperature=0.7)
         assert probs.dtype == np.float64
-        assert abs(probs.sum() - 1.0) < 1e-12
+        assert abs(probs.sum() - 1.0) < 1e-12  # float64 rounding of a sum of 300 terms
         rng.choice(len(probs), p=probs)  # NumPy's own check, the classic float32 crash, accepts it
 
 
@@ -54,6 +54,7 @@ def test_tiny_temperatures_approach_argmax_without_overflow(temperature):
     logits = np.array([50.0, 49.0, -30.0, 10.0])
     with np.errstate(all="raise"):  # not even a warning may escape
         probs = probabilities(logits, temperature)
+    # The runner-up is 1 logit behind: e^(-1/T) <= e^-1000 of the top's mass; the sum is 1 to a few ulps.
     assert np.all(np.isfinite(probs)) and probs[0] > 0.999 and abs(probs.sum() - 1) < 1e-15
 
 
@@ -74,7 +75,8 @@ def test_top_k_keeps_only_the_k_most_likely_characters():
     logits = np.array([1.0, 4.0, 3.0, -2.0, 2.0])
     probs = probabilities(logits, 1.0, top_k=2)
     assert np.flatnonzero(probs).tolist() == [1, 2]
-    np.testing.assert_allclose(probs[[1, 2]], np.exp([4.0, 3.0]) / np.exp([4.0, 3.0]).sum(), rtol=1e-15)
+    np.testing.assert_allclose(probs[[1, 2]], np.exp([4.0, 3.0]) / np.exp([4.0, 3.0]).sum(),
+                               rtol=1e-15)  # the same two-term softmax: a few ulps
     assert probabilities(logits, 1.0, top_k=99).tolist() == probabilities(logits, 1.0).tolist()
 
 

@@ -4,6 +4,7 @@
 ``torchref.rnn``, ``torchref.lstm``, ``torchref.gru``. Imports nothing from ``manual`` or
 ``compare``: it is built from a plain NumPy parameter dict.
 """
+
 from torchref.model import CELLS, CharRNN
 
 __all__ = ["CELLS", "CharRNN"]

@@ -8,6 +8,7 @@ autograd differentiate the same hand-written cell that ``manual`` differentiates
 Parameters keep the names of the NumPy dict they are built from: U, W, b for layer 1,
 U2, W2, b2 for layer 2, ..., and V, c for the output.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,6 +18,9 @@ from torch import nn
 
 from torchref import gru, lstm, rnn
 
+# CELLS, layer_param_names and count_layers are deliberate copies of their twins in
+# manual/model.py: manual and torchref import neither each other, so each keeps its own;
+# tests/test_twin_helpers.py checks that the two agree.
 CELLS = {"rnn": rnn, "lstm": lstm, "gru": gru}
 
 
@@ -26,14 +30,20 @@ def layer_param_names(layer: int) -> dict:
     return {name: name + suffix for name in ("U", "W", "b")}
 
 
+def count_layers(params: dict) -> int:
+    """L, the number of recurrent layers: one W, W2, ... per layer."""
+    return sum(1 for name in params if name.startswith("W"))
+
+
 class CharRNN(nn.Module):
     """params: dict of NumPy arrays (copied, never shared); cell: 'rnn', 'lstm' or 'gru'."""
 
-    def __init__(self, params: dict, cell: str = "rnn", dtype: torch.dtype = torch.float64,
-                 device: str | torch.device = "cpu"):
+    def __init__(
+        self, params: dict, cell: str = "rnn", dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"
+    ):
         super().__init__()
         self.cell = cell
-        self.num_layers = sum(1 for name in params if name.startswith("W"))
+        self.num_layers = count_layers(params)
         for name, value in params.items():
             tensor = torch.from_numpy(np.asarray(value)).clone()
             setattr(self, name, nn.Parameter(tensor.to(dtype=dtype, device=device)))
@@ -55,14 +65,14 @@ class CharRNN(nn.Module):
             names = layer_param_names(layer)
             U, W, b = (getattr(self, names[key]) for key in ("U", "W", "b"))
             if below is None:
-                pre = F.embedding(inputs, U.T) + b  # (B, T, G*H): b + U x_t, a column lookup of U
+                x_proj = F.embedding(inputs, U.T) + b  # (B, T, G*H): b + U x_t, a column lookup of U
             else:
-                pre = below @ U.T + b  # (B, T, G*H): b_l + U_l h_t^{l-1}
+                x_proj = below @ U.T + b  # (B, T, G*H): b_l + U_l h_t^{l-1}
             state, hidden_states = state0[layer], []
             # unbind hands out the T steps' (B, G*H) slices at once; its backward stacks their T
-            # gradients once, where pre[:, t] would scatter each into a zero (B, T, G*H) tensor.
-            for pre_t in pre.unbind(dim=1):
-                h, state = step(pre_t, W, state)
+            # gradients once, where x_proj[:, t] would scatter each into a zero (B, T, G*H) tensor.
+            for x_proj_t in x_proj.unbind(dim=1):
+                h, state = step(x_proj_t, W, state)
                 hidden_states.append(h)
             below = torch.stack(hidden_states, dim=1)  # (B, T, H)
             states.append(state)

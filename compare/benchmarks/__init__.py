@@ -1,0 +1,1 @@
+"""compare.bench's machinery: timing, FLOP counts, the naive baseline, reports, sub-benchmarks."""

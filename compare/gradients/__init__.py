@@ -1,0 +1,1 @@
+"""compare.gradcheck's machinery: the gradient oracles and the report they make."""

@@ -1,0 +1,192 @@
+"""The pieces of the gradient check: losses, gradient estimates, relative errors.
+
+Four ways to get dL/dtheta for one entry theta of any parameter (U, W, V, b, c, U2, ...):
+
+    manual          hand-written BPTT (``manual.backward``)
+    autograd        PyTorch autograd through ``torchref.CharRNN``
+    central         (L(theta + h) - L(theta - h)) / 2h          truncation error O(h^2),
+                                                                 cancellation error O(u L / h)
+    complex step    Im L(theta + i h) / h                       no subtraction: rounding only
+
+and the relative error used by the original write-up,
+
+    |ga - gn| / max(eps, |ga| + |gn|).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+import manual
+import torchref
+
+TABLE_PARAMS = ("b", "c", "U", "W", "V")  # the original Table 1's row order; deeper layers follow
+
+
+def table_order(names) -> list:
+    """Table 1's rows first (b, c, U, W, V), then each deeper layer's b, U, W (b2, U2, W2, ...)."""
+    extra = sorted((name for name in names if name not in TABLE_PARAMS), key=lambda name: (int(name[1:]), name))
+    return [name for name in TABLE_PARAMS if name in names] + extra
+
+
+@dataclass
+class Problem:
+    """One forward/backward pass: the same parameters, batch and initial state for every method."""
+
+    params: dict  # float64, see compare.model.init.param_shapes
+    inputs: np.ndarray  # (B, T) int token ids
+    targets: np.ndarray  # (B, T) int token ids, inputs shifted by one
+    state0: np.ndarray  # (L, P, B, H) initial state (zero in the original)
+    cell: str = "rnn"
+
+
+def relative_error(analytic: np.ndarray, numerical: np.ndarray, eps: float) -> np.ndarray:
+    """|ga - gn| / max(eps, |ga| + |gn|), entry by entry.
+
+    eps only matters where both gradients are (almost) zero, e.g. the columns of U
+    for characters that are not in the batch: there both are exactly 0 and so is the error.
+    """
+    return np.abs(analytic - numerical) / np.maximum(eps, np.abs(analytic) + np.abs(numerical))
+
+
+def at_entries(arrays: dict, entries: dict) -> dict:
+    """Pick the checked entries: name -> 1-D array of arrays[name].flat[entries[name]]."""
+    return {name: arrays[name].reshape(-1)[indices] for name, indices in entries.items()}
+
+
+def nudged(params: dict, name: str, flat_index: int, delta) -> dict:
+    """A copy of params with one entry moved by delta (real or imaginary); params unchanged."""
+    moved = dict(params)
+    moved[name] = params[name].copy()
+    moved[name].reshape(-1)[flat_index] += delta
+    return moved
+
+
+@contextmanager
+def torch_single_thread():
+    """Run torch on one thread for the duration, then restore the caller's setting.
+
+    The tensors here hold a few hundred numbers: a thread pool cannot speed them up, and
+    waking it for each of the ~50 small ops of a forward pass made the loop about ten
+    times slower on a busy two-core machine.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+# ----- losses as functions of the parameters ---------------------------------------------
+
+
+def manual_loss_function(problem: Problem) -> Callable[[dict], complex]:
+    """params -> loss of ``manual.forward``; complex params give a complex loss."""
+
+    def loss_of(params: dict):
+        loss, _ = manual.forward(params, problem.inputs, problem.targets, problem.state0, problem.cell)
+        return loss
+
+    return loss_of
+
+
+class TorchLoss:
+    """The float64 torch model's loss on the problem's batch, and its autograd gradient."""
+
+    def __init__(self, problem: Problem):
+        self.model = torchref.CharRNN(problem.params, cell=problem.cell, dtype=torch.float64)
+        self.params = problem.params
+        self.inputs = torch.from_numpy(problem.inputs).long()
+        self.targets = torch.from_numpy(problem.targets).long()
+        self.state0 = torch.from_numpy(problem.state0).double()
+
+    def __call__(self, params: dict) -> float:
+        """Loss at ``params`` (copied into the model, which is one module reused for speed)."""
+        with torch.no_grad():
+            self.load(params)
+            loss, _ = self.model.loss(self.inputs, self.targets, self.state0)
+        return float(loss)
+
+    def gradient(self) -> dict:
+        """Autograd gradients at the problem's parameters, as float64 NumPy arrays."""
+        with torch.no_grad():
+            self.load(self.params)
+        self.model.zero_grad(set_to_none=True)
+        loss, _ = self.model.loss(self.inputs, self.targets, self.state0)
+        loss.backward()
+        return {name: param.grad.numpy().copy() for name, param in self.model.named_parameters()}
+
+    def load(self, params: dict) -> None:
+        for name, param in self.model.named_parameters():
+            param.copy_(torch.from_numpy(params[name]))
+
+
+# ----- gradient estimates at the checked entries -----------------------------------------
+
+
+def manual_gradient(problem: Problem, entries: dict) -> dict:
+    """Hand-written BPTT gradients at the checked entries."""
+    _, cache = manual.forward(problem.params, problem.inputs, problem.targets, problem.state0, problem.cell)
+    return at_entries(manual.backward(cache), entries)
+
+
+def autograd_gradient(problem: Problem, entries: dict) -> dict:
+    """PyTorch autograd gradients at the checked entries."""
+    return at_entries(TorchLoss(problem).gradient(), entries)
+
+
+def central_differences(loss_of: Callable[[dict], float], params: dict, entries: dict, step: float) -> dict:
+    """(L(theta + h) - L(theta - h)) / 2h for every checked entry, one entry at a time."""
+    estimates = {}
+    for name, indices in entries.items():
+        estimates[name] = np.array(
+            [
+                (float(loss_of(nudged(params, name, i, step))) - float(loss_of(nudged(params, name, i, -step))))
+                / (2 * step)
+                for i in indices
+            ]
+        )
+    return estimates
+
+
+def complex_step(problem: Problem, entries: dict, step: float) -> dict:
+    """Im L(theta + i h) / h for every checked entry, on the manual forward pass in complex128.
+
+    L(theta + ih) = L(theta) + ih L'(theta) - h^2 L''(theta)/2 - ..., so the imaginary part
+    is h L'(theta) up to O(h^3): with h = 1e-30 the truncation error is far below rounding,
+    and as nothing is subtracted there is no cancellation either.
+    """
+    loss_of = manual_loss_function(problem)
+    complex_params = {name: value.astype(np.complex128) for name, value in problem.params.items()}
+    estimates = {}
+    for name, indices in entries.items():
+        estimates[name] = np.array([loss_of(nudged(complex_params, name, i, 1j * step)).imag / step for i in indices])
+    return estimates
+
+
+# ----- summary ---------------------------------------------------------------------------
+
+
+def summarize(errors: dict) -> dict:
+    """name -> {"max", "avg"} of the relative errors, in Table 1's order, plus "All".
+
+    "All": max is the largest error of any entry (the max of the rows' maxima, as in the
+    original); avg is the mean over every checked entry pooled, so large matrices weigh
+    more than small vectors (the original left this cell empty).
+    """
+    names = table_order(errors)
+    summary = {name: {"max": float(np.max(errors[name])), "avg": float(np.mean(errors[name]))} for name in names}
+    pooled = np.concatenate([errors[name] for name in names])
+    summary["All"] = {"max": float(np.max(pooled)), "avg": float(np.mean(pooled))}
+    return summary
+
+
+def compare_gradients(analytic: dict, numerical: dict, eps: float) -> dict:
+    """Relative errors of two gradient estimates, summarized per parameter."""
+    return summarize({name: relative_error(analytic[name], numerical[name], eps) for name in analytic})

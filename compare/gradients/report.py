@@ -1,0 +1,138 @@
+"""The gradient-check report: one problem, every oracle, the relative errors per parameter.
+
+For every entry of each parameter the relative error
+
+    |ga - gn| / max(eps, |ga| + |gn|)
+
+between two gradient estimates (see compare.gradients.methods); the report keeps its
+max and average per parameter, for each comparison in METHODS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from compare.data.corpus import StreamBatches, Vocab
+from compare.data.inputs import check_encoding, check_vocabulary, read_corpus
+from compare.gradients.methods import (
+    Problem,
+    TorchLoss,
+    autograd_gradient,
+    central_differences,
+    compare_gradients,
+    complex_step,
+    manual_gradient,
+    manual_loss_function,
+    table_order,
+    torch_single_thread,
+)
+from compare.model.init import init_params
+from manual import zero_state
+
+METHODS = {  # name -> what its column compares (printed under the table)
+    "central": "manual BPTT vs centred differences (L(θ+h) − L(θ−h)) / 2h of the manual loss",
+    "complex": "manual BPTT vs complex step Im L(θ + ih) / h of the manual loss in complex128",
+    "torch-central": "torch autograd vs centred differences of the torch loss (float64)",
+    "manual-vs-autograd": "manual BPTT vs torch autograd",
+}
+
+
+@dataclass
+class GradcheckSettings:
+    """Everything the numbers depend on; the defaults are the original's settings."""
+
+    hidden_size: int = 5
+    cell: str = "rnn"  # rnn, lstm or gru
+    num_layers: int = 1
+    seq_length: int = 25
+    batch_size: int = 1
+    seed: int = 42  # weights (init_params) and, with --sample, which entries are checked
+    init_scale: float = 1.0  # U, W, V are init_params' N(0, 0.01^2) draws times this
+    data: str | None = None  # None: the built-in corpus
+    encoding: str = "utf-8"  # of --data
+    errors: str = "strict"  # what decoding does with bytes the encoding cannot read
+    step: float = 1e-4  # h of the centred differences
+    complex_step: float = 1e-30  # h of the complex step
+    eps: float = 1e-16  # floor of the relative error's denominator
+    sample: int | None = None  # None: every entry; N: N random entries per parameter
+    methods: list = field(default_factory=lambda: list(METHODS))
+
+
+def invalid_setting(settings: GradcheckSettings) -> str | None:
+    """A one-line description of the first invalid setting, or None."""
+    for name in ("hidden_size", "num_layers", "seq_length", "batch_size"):
+        if getattr(settings, name) <= 0:
+            return f"--{name.replace('_', '-')} must be positive, got {getattr(settings, name)}"
+    for name in ("step", "complex_step", "eps", "init_scale"):
+        value = getattr(settings, name)
+        if not (np.isfinite(value) and value > 0):  # also rejects nan
+            return f"--{name.replace('_', '-')} must be a positive number, got {value}"
+    if settings.sample is not None and settings.sample <= 0:
+        return f"--sample must be positive, got {settings.sample}"
+    return check_encoding(settings.encoding)
+
+
+def build_problem(settings: GradcheckSettings) -> Problem:
+    """The first batch of the corpus, the scaled initial weights and a zero initial state.
+
+    The vocabulary is built from the whole text, as training does, so V matches training.
+    """
+    text = read_corpus(settings.data, settings.encoding, settings.errors)
+    vocab = Vocab.from_text(text)
+    check_vocabulary(vocab, settings.data)
+    batches = StreamBatches(vocab.encode(text), settings.batch_size, settings.seq_length)
+    inputs, targets = batches.get_batch(0)  # B = 1: the first seq_length + 1 characters
+    params = init_params(len(vocab), settings.hidden_size, settings.seed, settings.cell, settings.num_layers)
+    for value in params.values():
+        if value.ndim == 2:  # the weight matrices; biases keep init_params' values
+            value *= settings.init_scale
+    state0 = zero_state(settings.cell, settings.num_layers, settings.batch_size, settings.hidden_size)
+    return Problem(params, inputs, targets, state0, settings.cell)
+
+
+def choose_entries(params: dict, sample: int | None, seed: int) -> dict:
+    """name -> sorted flat indices to check: all of them, or ``sample`` drawn without replacement."""
+    if sample is None:
+        return {name: np.arange(params[name].size) for name in table_order(params)}
+    rng = np.random.default_rng(seed)
+    return {
+        name: np.sort(rng.choice(params[name].size, size=min(sample, params[name].size), replace=False))
+        for name in table_order(params)
+    }
+
+
+def run_method(method: str, problem: Problem, entries: dict, settings: GradcheckSettings) -> dict:
+    """The summary (param -> {"max", "avg"}) of one comparison; see METHODS."""
+    if method == "central":
+        numerical = central_differences(manual_loss_function(problem), problem.params, entries, settings.step)
+        return compare_gradients(manual_gradient(problem, entries), numerical, settings.eps)
+    if method == "complex":
+        numerical = complex_step(problem, entries, settings.complex_step)
+        return compare_gradients(manual_gradient(problem, entries), numerical, settings.eps)
+    if method == "torch-central":
+        with torch_single_thread():
+            numerical = central_differences(TorchLoss(problem), problem.params, entries, settings.step)
+            return compare_gradients(autograd_gradient(problem, entries), numerical, settings.eps)
+    if method == "manual-vs-autograd":
+        with torch_single_thread():
+            return compare_gradients(
+                manual_gradient(problem, entries), autograd_gradient(problem, entries), settings.eps
+            )
+    raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+
+
+def run_gradcheck(settings: GradcheckSettings) -> dict:
+    """The report as the JSON interface: {"settings": {...}, "results": {METHOD: {PARAM: {"max", "avg"}}}}."""
+    return check_problem(build_problem(settings), settings)
+
+
+def check_problem(problem: Problem, settings: GradcheckSettings) -> dict:
+    """run_gradcheck on a problem already built from the settings."""
+    entries = choose_entries(problem.params, settings.sample, settings.seed)
+    record = asdict(settings)
+    record["vocab_size"] = int(problem.params["c"].size)
+    record["entries_checked"] = {name: int(indices.size) for name, indices in entries.items()}
+    results = {method: run_method(method, problem, entries, settings) for method in dict.fromkeys(settings.methods)}
+    return {"settings": record, "results": results}

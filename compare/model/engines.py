@@ -1,0 +1,224 @@
+"""One training-step interface over both implementations.
+
+``ManualEngine`` drives ``manual`` (hand-written gradients, hand-written AdaGrad);
+``TorchEngine`` drives ``torchref`` (autograd, ``torch.optim.Adagrad``). Both take the
+same NumPy parameter dict and the same integer batches, clip element-wise after
+backward and before the update, and carry the hidden state from chunk to chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+import manual
+import torchref
+from compare.model.state import EngineState
+
+IMPLEMENTATIONS = ("manual", "torch")
+NUMPY_DTYPES = {"float32": np.float32, "float64": np.float64}
+TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+ADAGRAD_EPS = 1e-10  # torch.optim.Adagrad's default, added outside the square root
+
+
+@dataclass
+class StepStats:
+    """What one training step reports."""
+
+    loss: float  # mean cross-entropy of the batch, nats per character, before the update
+    grad_norm: float  # global L2 norm of all five gradients, before clipping
+    clipped: int  # how many gradient entries the clip changed
+
+
+class ManualEngine:
+    name = "manual"
+
+    def __init__(
+        self, params: dict, lr: float, clip: float, dtype: str = "float32", cell: str = "rnn", eps: float = ADAGRAD_EPS
+    ):
+        self.dtype = NUMPY_DTYPES[dtype]
+        self.cell = cell
+        self.params = {name: np.array(value, dtype=self.dtype) for name, value in params.items()}
+        self.optimizer = manual.Adagrad(self.params, lr=lr, eps=eps)
+        self.updates = 0  # AdaGrad steps taken; torch's optimizer counts them as 'step'
+        self.clip = clip
+        self.hidden = None  # (L, P, B, H) state carried from chunk to chunk
+        self.gradient_averager = None  # data-parallel runs: averages over the ranks (compare.training.distributed)
+
+    def zero_state(self, batch_size: int) -> np.ndarray:
+        """(L, P, B, H) float64 zeros: where every epoch, validation pass and sample starts."""
+        hidden_size = self.params["W"].shape[1]
+        return manual.zero_state(self.cell, manual.model.count_layers(self.params), batch_size, hidden_size)
+
+    def reset_hidden(self, batch_size: int) -> None:
+        self.hidden = self.zero_state(batch_size).astype(self.dtype)
+
+    def train_step(self, inputs: np.ndarray, targets: np.ndarray) -> StepStats:
+        loss, cache = manual.forward(self.params, inputs, targets, self.hidden, self.cell)
+        grads = manual.backward(cache)
+        self.hidden = cache.state_last
+        if self.gradient_averager is not None:  # before clipping: every rank clips the same averaged gradient
+            loss = self.gradient_averager.average_arrays(grads, loss)
+        return self.clip_and_update(loss, grads)
+
+    def clip_and_update(self, loss, grads: dict) -> StepStats:
+        """Measure and clip ``grads`` in place, then take one AdaGrad step."""
+        # np.vdot(g, g) is the sum of squares in one BLAS call (float32 sums in float32, as torch's norm does).
+        grad_norm = float(np.sqrt(sum(float(np.vdot(g, g).real) for g in grads.values())))
+        clipped = 0
+        if self.clip > 0:
+            for grad in grads.values():
+                # Two cheap reductions decide; the count and the clip run only when an entry is out of range.
+                if grad.max() > self.clip or grad.min() < -self.clip:
+                    clipped += int(np.count_nonzero(np.abs(grad) > self.clip))
+                    np.clip(grad, -self.clip, self.clip, out=grad)
+        self.optimizer.step(grads)
+        self.updates += 1
+        return StepStats(float(loss), grad_norm, clipped)
+
+    def eval_loss(self, inputs: np.ndarray, targets: np.ndarray, state: np.ndarray):
+        """Loss without an update. state (L, P, B, H) float64. Returns (loss, state_T float64)."""
+        loss, cache = manual.forward(self.params, inputs, targets, state.astype(self.dtype), self.cell)
+        return float(loss), cache.state_last.astype(np.float64)
+
+    def step_logits(self, tokens: np.ndarray, state: np.ndarray):
+        """tokens (B,), state (L, P, B, H) float64 -> (logits (B, V) float64, state float64)."""
+        logits, state_next = manual.step(self.params, tokens, state.astype(self.dtype), self.cell)
+        return logits.astype(np.float64), state_next.astype(np.float64)
+
+    def numpy_params(self) -> dict:
+        return {name: value.astype(np.float64) for name, value in self.params.items()}
+
+    def export_state(self) -> EngineState:
+        """float64 copies of everything training continues from (see compare.model.checkpoint)."""
+        accumulators = {name: value.astype(np.float64) for name, value in self.optimizer.accumulators.items()}
+        hidden = None if self.hidden is None else self.hidden.astype(np.float64)
+        return EngineState(self.numpy_params(), accumulators, self.updates, hidden)
+
+    def load_state(self, state: EngineState) -> None:
+        """Continue from ``state``, whichever implementation exported it."""
+        for name in self.params:
+            self.params[name][...] = state.params[name]  # in place: the optimizer holds this same dict
+            self.optimizer.accumulators[name][...] = state.accumulators[name]
+        self.updates = state.updates
+        self.hidden = None if state.hidden is None else np.array(state.hidden, dtype=self.dtype)
+
+
+class TorchEngine:
+    name = "torch"
+
+    def __init__(
+        self,
+        params: dict,
+        lr: float,
+        clip: float,
+        dtype: str = "float32",
+        cell: str = "rnn",
+        eps: float = ADAGRAD_EPS,
+        device: str = "cpu",
+    ):
+        self.device = torch.device(device)
+        self.model = torchref.CharRNN(params, cell=cell, dtype=TORCH_DTYPES[dtype], device=self.device)
+        # foreach: one call updates every parameter (the same arithmetic as the per-tensor loop,
+        # which is torch's default on the CPU), so small models do not pay five times the overhead.
+        self.optimizer = torch.optim.Adagrad(self.model.parameters(), lr=lr, eps=eps, foreach=True)
+        self.clip = clip
+        self.hidden = None  # (L, P, B, H) state carried from chunk to chunk
+        self.gradient_averager = None  # data-parallel runs: averages over the ranks (compare.training.distributed)
+
+    def _tensor(self, array: np.ndarray, dtype=None) -> torch.Tensor:
+        return torch.as_tensor(array, dtype=dtype, device=self.device)
+
+    def zero_state(self, batch_size: int) -> np.ndarray:
+        """(L, P, B, H) float64 zeros: where every epoch, validation pass and sample starts."""
+        return self.model.zero_state(batch_size).double().cpu().numpy()
+
+    def reset_hidden(self, batch_size: int) -> None:
+        self.hidden = self.model.zero_state(batch_size)
+
+    def train_step(self, inputs: np.ndarray, targets: np.ndarray) -> StepStats:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, state_last = self.model.loss(
+            self._tensor(inputs, torch.long), self._tensor(targets, torch.long), self.hidden
+        )
+        loss.backward()
+        grads = [p.grad for p in self.model.parameters()]
+        loss = loss.detach()
+        if (
+            self.gradient_averager is not None
+        ):  # the same explicit all-reduce as manual; see compare.training.distributed
+            loss = self.gradient_averager.average_tensors(grads, loss)
+        grad_norm = float(torch.nn.utils.get_total_norm(grads))
+        clipped = 0
+        if self.clip > 0:
+            for grad in grads:
+                # As in ManualEngine: two cheap reductions decide, and only a gradient with an entry
+                # out of range is counted and clipped (what clip_grad_value_ does to every one).
+                if grad.max() > self.clip or grad.min() < -self.clip:
+                    clipped += int((grad.abs() > self.clip).sum())
+                    grad.clamp_(-self.clip, self.clip)
+        self.optimizer.step()
+        self.hidden = state_last.detach()  # truncated BPTT: keep the value, drop the graph
+        return StepStats(float(loss), grad_norm, clipped)
+
+    @torch.no_grad()
+    def eval_loss(self, inputs: np.ndarray, targets: np.ndarray, state: np.ndarray):
+        state_tensor = self._tensor(state, self.model.W.dtype)
+        loss, state_last = self.model.loss(
+            self._tensor(inputs, torch.long), self._tensor(targets, torch.long), state_tensor
+        )
+        return float(loss), state_last.double().cpu().numpy()
+
+    @torch.no_grad()
+    def step_logits(self, tokens: np.ndarray, state: np.ndarray):
+        inputs = self._tensor(np.asarray(tokens).reshape(-1, 1), torch.long)  # (B,) -> (B, 1)
+        logits, state_next = self.model(inputs, self._tensor(state, self.model.W.dtype))
+        return logits[:, 0].double().cpu().numpy(), state_next.double().cpu().numpy()
+
+    def numpy_params(self) -> dict:
+        return self.model.numpy_params()
+
+    def export_state(self) -> EngineState:
+        """float64 copies of everything training continues from (see compare.model.checkpoint)."""
+        named = dict(self.model.named_parameters())
+        accumulators = {
+            name: self.optimizer.state[param]["sum"].double().cpu().numpy().copy() for name, param in named.items()
+        }
+        updates = int(self.optimizer.state[named["U"]]["step"])  # the same count for every parameter
+        hidden = None if self.hidden is None else self.hidden.double().cpu().numpy().copy()
+        return EngineState(self.model.numpy_params(), accumulators, updates, hidden)
+
+    @torch.no_grad()
+    def load_state(self, state: EngineState) -> None:
+        """Continue from ``state``, whichever implementation exported it."""
+        for name, param in self.model.named_parameters():
+            param.copy_(self._tensor(state.params[name]))  # copy_ casts to the model's dtype
+            self.optimizer.state[param]["sum"].copy_(self._tensor(state.accumulators[name]))
+            self.optimizer.state[param]["step"].fill_(state.updates)
+        if state.hidden is None:
+            self.hidden = None
+        else:
+            self.hidden = self._tensor(state.hidden, self.model.W.dtype).clone()  # never share the caller's array
+
+
+def make_engine(
+    impl: str,
+    params: dict,
+    lr: float,
+    clip: float,
+    dtype: str,
+    cell: str = "rnn",
+    eps: float = ADAGRAD_EPS,
+    device: str = "cpu",
+):
+    """A fresh engine for ``impl`` ('manual' or 'torch') starting from copies of ``params``.
+
+    ``device`` places the torch implementation ('cpu', 'cuda', 'cuda:1'); manual always runs on the CPU.
+    """
+    if impl == "manual":
+        return ManualEngine(params, lr, clip, dtype, cell, eps)
+    if impl == "torch":
+        return TorchEngine(params, lr, clip, dtype, cell, eps, device)
+    raise ValueError(f"unknown implementation {impl!r}; choose from {IMPLEMENTATIONS}")

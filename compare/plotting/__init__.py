@@ -1,0 +1,1 @@
+"""compare.plot's machinery: reading TensorBoard events, drawing the figure."""

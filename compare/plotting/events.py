@@ -1,0 +1,82 @@
+"""The losses a run logged, read back from its TensorBoard event files.
+
+A run directory holds runs/<run>/manual and runs/<run>/torch, whichever were trained, and
+runs/<run>/diff for a run trained with --impl both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from compare.model.checkpoint import IMPL_DIRS
+
+SMOOTH_TAG = "loss/smooth"
+VAL_TAG = "loss/val"
+DRIFT_TAGS = ("diff/max_abs_param", "diff/loss")
+DRIFT_DIR = "diff"
+
+
+class PlotError(ValueError):
+    """A run directory that cannot be plotted; the message says why."""
+
+
+@dataclass
+class Series:
+    """One scalar tag of one event directory: values by step."""
+
+    steps: list
+    values: list
+
+
+@dataclass
+class ImplCurves:
+    """The losses one implementation logged."""
+
+    impl: str
+    smooth: Series  # loss/smooth: the 0.999 moving average of the training loss
+    val: Series  # loss/val: the held-out text
+
+
+@dataclass
+class RunCurves:
+    """Everything the figure is drawn from."""
+
+    run_name: str
+    impls: list  # ImplCurves, in IMPL_DIRS order
+    drift: dict = field(default_factory=dict)  # tag -> Series; empty unless trained with --impl both
+
+
+def read_scalars(directory: Path, tags) -> dict:
+    """{tag: Series} for the ``tags`` present in the event files of ``directory``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(directory), size_guidance={"scalars": 0})  # 0: keep every point
+    accumulator.Reload()
+    present = set(accumulator.Tags()["scalars"])
+    return {
+        tag: Series(
+            [event.step for event in accumulator.Scalars(tag)], [event.value for event in accumulator.Scalars(tag)]
+        )
+        for tag in tags
+        if tag in present
+    }
+
+
+def read_run(run_dir: str | Path) -> RunCurves:
+    """The curves of runs/<run>; PlotError if it holds no implementation's losses."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise PlotError(f"{run_dir}: no such run directory")
+    impls = []
+    for impl in IMPL_DIRS:
+        scalars = read_scalars(run_dir / impl, (SMOOTH_TAG, VAL_TAG)) if (run_dir / impl).is_dir() else {}
+        if SMOOTH_TAG in scalars:
+            impls.append(ImplCurves(impl, scalars[SMOOTH_TAG], scalars.get(VAL_TAG, Series([], []))))
+    if not impls:
+        raise PlotError(
+            f"{run_dir}: no {SMOOTH_TAG} in {' or '.join(IMPL_DIRS)}/; "
+            f"expected a run directory written by python -m compare.train (runs/<run>)"
+        )
+    drift = read_scalars(run_dir / DRIFT_DIR, DRIFT_TAGS) if (run_dir / DRIFT_DIR).is_dir() else {}
+    return RunCurves(run_dir.resolve().name, impls, drift)

@@ -1,0 +1,1 @@
+"""compare.demo's HTTP server and its page."""

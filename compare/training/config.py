@@ -1,0 +1,293 @@
+"""What ``python -m compare.train`` trains: the settings, their flags, and how a resume merges them.
+
+A resumed run takes its settings from the checkpoint; the flags typed on the command
+line are applied on top, and those that would change the model or the trajectory
+(hidden size, learning rate, seed, ...) are refused with a one-line error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import asdict, dataclass
+
+from compare.cli.parser import CommandParser
+from compare.data.inputs import check_encoding
+from compare.model.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, run_dir_of
+from compare.model.sampling import MAX_SAMPLE_LENGTH
+from compare.training.ranks import DEFAULT_TIMEOUT_S
+
+# Settings a resume may change. Every other one shapes the model or the trajectory,
+# so it must match the checkpoint (the training text itself is checked by its hash).
+RESUME_MAY_CHANGE = frozenset(
+    {
+        "impl",
+        "data",
+        "encoding",
+        "errors",
+        "epochs",
+        "max_steps",
+        "threads",
+        "logdir",
+        "run_name",
+        "log_every",
+        "eval_every",
+        "sample_every",
+        "sample_length",
+        "checkpoint_every",
+        "resume",
+        "device",
+        "dist_timeout",
+    }
+)
+
+
+@dataclass
+class TrainConfig:
+    impl: str = "manual"
+    data: str | None = None  # None: the built-in corpus (pydoc_data.topics)
+    encoding: str = "utf-8"  # of --data
+    errors: str = "strict"  # what decoding does with bytes the encoding cannot read
+    val_frac: float = 0.05  # 0: no validation (no loss/val, no best.npz)
+    hidden_size: int = 100
+    cell: str = "rnn"  # rnn, lstm or gru
+    num_layers: int = 1
+    seq_length: int = 25
+    batch_size: int = 1
+    lr: float = 0.1
+    clip: float = 5.0
+    epochs: int = 5
+    max_steps: int | None = None
+    seed: int = 42
+    dtype: str = "float32"
+    threads: int | None = None
+    device: str = "cpu"  # of the torch implementation; manual always runs on the CPU
+    dist_timeout: float = DEFAULT_TIMEOUT_S  # seconds a data-parallel rank waits for the others
+    logdir: str = "runs"
+    run_name: str | None = None
+    log_every: int = 100
+    eval_every: int = 2000
+    sample_every: int = 5000
+    sample_length: int = 200
+    checkpoint_every: int = 1000
+    resume: str | None = None  # a run directory or checkpoint file to continue from
+
+
+def build_parser(with_defaults: bool = True) -> CommandParser:
+    """The CLI. Without defaults, parsing yields only the flags typed: what a resume applies."""
+    parser = CommandParser(
+        prog="python -m compare.train",
+        description="Train the character RNN by hand-written BPTT (manual), by autograd (torch), or both in lockstep.",
+        argument_default=None if with_defaults else argparse.SUPPRESS,
+    )
+    add_implementation_flags(parser)
+    add_data_flags(parser)
+    add_model_flags(parser)
+    add_optimization_flags(parser)
+    add_logging_flags(parser)
+    add_checkpoints_flags(parser)
+    if with_defaults:
+        parser.set_defaults(**asdict(TrainConfig()))
+    return parser
+
+
+def add_implementation_flags(parser: CommandParser) -> None:
+    impl = parser.add_argument_group("implementation")
+    impl.add_argument(
+        "--impl",
+        choices=["manual", "torch", "both"],
+        help="which implementation trains; 'both' runs them side by side on the same batches",
+    )
+    impl.add_argument(
+        "--dtype",
+        choices=["float32", "float64"],
+        help="floating-point type of parameters and activations in both implementations",
+    )
+    impl.add_argument(
+        "--threads", type=int, help="threads for NumPy's BLAS and for torch (default: leave the libraries' choice)"
+    )
+    impl.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        help="where the torch implementation runs; manual always runs on the CPU, so --impl both "
+        "with cuda compares a GPU torch run with the CPU manual one",
+    )
+    impl.add_argument(
+        "--dist-timeout",
+        type=float,
+        help="under torchrun: seconds a rank waits for the others in a collective before it stops "
+        "with an error (a rank that dies is noticed at once)",
+    )
+
+
+def add_data_flags(parser: CommandParser) -> None:
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--data", help="UTF-8 text file to train on (default: the built-in corpus, CPython's pydoc topics)"
+    )
+    data.add_argument("--encoding", help="encoding of --data (e.g. latin-1, utf-16)")
+    data.add_argument(
+        "--errors",
+        choices=["strict", "replace", "ignore"],
+        help="bytes --encoding cannot decode: stop with an error (strict), replace them with "
+        "U+FFFD (replace) or drop them (ignore)",
+    )
+    data.add_argument(
+        "--val-frac",
+        type=float,
+        help="fraction of the text, taken from its end, held out for validation; "
+        "0 trains on all of it, without validation and without best.npz",
+    )
+
+
+def add_model_flags(parser: CommandParser) -> None:
+    model = parser.add_argument_group("model")
+    model.add_argument("--hidden-size", type=int, help="H, the size of the hidden state")
+    model.add_argument(
+        "--cell",
+        choices=["rnn", "lstm", "gru"],
+        help="recurrent cell: vanilla tanh RNN, LSTM (forget-gate bias 1) or GRU (PyTorch's variant)",
+    )
+    model.add_argument("--num-layers", type=int, help="stacked recurrent layers (char-rnn uses 2)")
+
+
+def add_optimization_flags(parser: CommandParser) -> None:
+    optim = parser.add_argument_group("optimization")
+    optim.add_argument("--seq-length", type=int, help="T, characters per chunk: how far back truncated BPTT reaches")
+    optim.add_argument("--batch-size", type=int, help="B, parallel streams the text is split into")
+    optim.add_argument("--lr", type=float, help="AdaGrad learning rate")
+    optim.add_argument(
+        "--clip", type=float, help="clip every gradient entry to [-clip, clip] before the update; 0 turns clipping off"
+    )
+    optim.add_argument("--epochs", type=int, help="passes over the training text")
+    optim.add_argument(
+        "--max-steps", type=int, help="stop after this many steps even if epochs remain (default: no limit)"
+    )
+    optim.add_argument("--seed", type=int, help="seed of the weight initializer and of sampling")
+
+
+def add_logging_flags(parser: CommandParser) -> None:
+    logging = parser.add_argument_group("logging")
+    logging.add_argument("--logdir", help="TensorBoard log root")
+    logging.add_argument("--run-name", help="run directory under --logdir (default: a time stamp and the settings)")
+    logging.add_argument("--log-every", type=int, help="steps between scalar logs")
+    logging.add_argument("--eval-every", type=int, help="steps between validation losses (and best.npz updates)")
+    logging.add_argument("--sample-every", type=int, help="steps between text samples written to TensorBoard")
+    logging.add_argument("--sample-length", type=int, help="characters in each text sample")
+
+
+def add_checkpoints_flags(parser: CommandParser) -> None:
+    checkpoints = parser.add_argument_group("checkpoints")
+    checkpoints.add_argument(
+        "--checkpoint-every",
+        type=int,
+        help="steps between saves of latest.npz (it is also saved at the end and on Ctrl-C)",
+    )
+    checkpoints.add_argument(
+        "--resume",
+        help="continue from a run directory (runs/<run> or runs/<run>/<impl>) or a checkpoint "
+        "file, with its settings; only --impl, --data (same text), --threads, --device, "
+        "--dist-timeout, --epochs, --max-steps and the logging and checkpoint flags may "
+        "differ",
+    )
+
+
+def parse_args(argv=None) -> TrainConfig:
+    parser = build_parser()
+    config = TrainConfig(**vars(parser.parse_args(argv)))
+    if config.resume:
+        typed = vars(build_parser(with_defaults=False).parse_args(argv))
+        try:
+            config = TrainConfig(**resumed_settings(config.resume, typed))
+        except CheckpointError as error:
+            parser.error(str(error))
+    problem = config_problem(config)
+    if problem:
+        parser.error(problem)
+    return config
+
+
+def config_problem(config: TrainConfig) -> str | None:
+    """A one-line description of the first invalid setting and how to fix it, or None."""
+    defaults = TrainConfig()
+    positive = (
+        "hidden_size",
+        "num_layers",
+        "seq_length",
+        "batch_size",
+        "epochs",
+        "log_every",
+        "eval_every",
+        "sample_every",
+        "sample_length",
+        "checkpoint_every",
+    )
+    for name in positive:
+        if getattr(config, name) <= 0:
+            return (
+                f"--{name.replace('_', '-')} must be positive, got {getattr(config, name)} "
+                f"(the default is {getattr(defaults, name)})"
+            )
+    if not (math.isfinite(config.lr) and config.lr > 0):  # also rejects nan and inf
+        return f"--lr must be a positive number, got {config.lr} (the default is {defaults.lr})"
+    if not config.clip >= 0:
+        return f"--clip must be >= 0 (0 turns clipping off), got {config.clip}"
+    if config.max_steps is not None and config.max_steps <= 0:
+        return f"--max-steps must be positive (leave it out for no limit), got {config.max_steps}"
+    if not 0 <= config.val_frac < 1:
+        return f"--val-frac must be in [0, 1) (0 turns validation off), got {config.val_frac}"
+    if config.threads is not None and config.threads <= 0:
+        return f"--threads must be positive, got {config.threads}"
+    if config.sample_length > MAX_SAMPLE_LENGTH:
+        return f"--sample-length must be at most {MAX_SAMPLE_LENGTH:,}, got {config.sample_length:,}"
+    if not config.dist_timeout > 0:
+        return f"--dist-timeout must be a positive number of seconds, got {config.dist_timeout}"
+    return device_problem(config) or check_encoding(config.encoding)
+
+
+def device_problem(config: TrainConfig) -> str | None:
+    """--device cuda needs the torch implementation and a GPU that torch can see."""
+    if config.device != "cuda":
+        return None
+    if config.impl == "manual":
+        return (
+            "--device cuda places the torch implementation; --impl manual runs on the CPU only: "
+            "use --impl torch or both, or --device cpu"
+        )
+    import torch
+
+    if not torch.cuda.is_available():
+        return (
+            f"--device cuda: torch {torch.__version__} sees no CUDA GPU on this machine; "
+            "use --device cpu (or a CUDA build of torch on a GPU machine)"
+        )
+    return None
+
+
+def config_conflicts(stored: dict, wanted: dict) -> list:
+    """'--flag value (checkpoint: value)' for each setting that differs but may not change on resume."""
+    return [
+        f"--{name.replace('_', '-')} {value} (checkpoint: {stored.get(name)})"
+        for name, value in wanted.items()
+        if name not in RESUME_MAY_CHANGE and value != stored.get(name)
+    ]
+
+
+def resumed_settings(resume: str, given: dict) -> dict:
+    """The settings of the run that ``resume`` points at, with the ``given`` flags applied.
+
+    ``given`` holds only what was typed on the command line. The run continues in the
+    checkpoint's run directory unless --logdir or --run-name say otherwise.
+    """
+    source = find_checkpoint(resume)
+    stored = load_checkpoint(source).config
+    conflicts = config_conflicts(stored, given)
+    if conflicts:
+        raise CheckpointError(
+            f"these flags conflict with the checkpoint {source}: {'; '.join(conflicts)}; drop them to resume"
+        )
+    settings = {**stored, **given}
+    run_dir = run_dir_of(source)
+    if run_dir is not None and "logdir" not in given and "run_name" not in given:
+        settings.update(logdir=str(run_dir.parent), run_name=run_dir.name)
+    return settings

@@ -1,0 +1,29 @@
+"""What a finished run reports: final losses, speed and a sample per implementation."""
+
+from __future__ import annotations
+
+import math
+
+from compare.model.sampling import sample_text
+
+
+def chars_per_sec(steps: int, batch_size: int, seq_length: int, seconds: float) -> float:
+    """Characters trained per second of this implementation's own step time."""
+    return steps * batch_size * seq_length / max(seconds, 1e-12)
+
+
+def summarize(run, step: int) -> dict:
+    """Final figures per implementation (a Run at ``step``), and a sample at temperature 0.8."""
+    summary = {"run_dir": str(run.run_dir), "steps": step, "impls": {}}
+    for engine in run.engines:
+        progress = run.progress[engine.name]
+        val_loss = math.nan if progress.val_loss is None else progress.val_loss
+        summary["impls"][engine.name] = {
+            "train_loss": progress.smooth_loss,
+            "val_loss": val_loss,
+            "val_bits_per_char": val_loss / math.log(2),
+            "chars_per_sec": chars_per_sec(step, run.config.batch_size, run.config.seq_length, progress.seconds),
+            "losses": run.losses[engine.name],
+            "sample": sample_text(engine, run.vocab, 500, temperature=0.8, seed=run.config.seed),
+        }
+    return summary
