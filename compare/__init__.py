@@ -10,6 +10,7 @@ Commands (``python -m compare.<name> --help`` lists each one's flags):
     demo               a web page that generates text from a checkpoint                   docs/demo.md
     plot               a run's loss curves (and drift) as a PNG                           docs/demo.md
     cuda_check         on a GPU machine: --device cuda trains like the CPU                docs/distributed.md
+    report             every figure the docs quote, rerun; rewrites the generated blocks  README.md, docs/*.md
 
 Subpackages (each imports only downward: never a command module):
     cli         parser.py: the one argument parser (one-line errors, --debug); errors.py: run_cli, exit codes
@@ -25,4 +26,6 @@ Subpackages (each imports only downward: never a command module):
                 naive.py: the min-char-rnn baseline; cells.py; distributed.py; memory.py
     serving     server.py + page.html: the demo's HTTP server
     plotting    events.py: TensorBoard events read back; figure.py: the matplotlib figure
+    reporting   markers.py: the generated blocks; provenance.py: commit, CPU, threads, load; runner.py;
+                text.py; training.py, cells.py, benches.py: the sections; sections.py: their list; generate.py
 """

@@ -18,7 +18,10 @@ Everything runs in this one process, one implementation after another (their rep
 interleaved), with the same number of threads in NumPy's BLAS and in torch, from the same
 initial weights on the same batches. Speed is characters per second, the median of the
 repeats after a few untimed warm-up steps; its FLOP rate counts the multiply-adds of
-``compare.benchmarks.flops`` and is compared with the machine's own float32 matmul peak, measured first.
+``compare.benchmarks.flops`` and is compared with the machine's own float32 matmul peak on the
+same number of threads: measured before, between and after the configurations, on 1 thread and on
+every core, the best of each counting. A rate above that peak is flagged (the peak was measured
+under load), and a run in which other processes took more than 10% of the CPUs is not called clean.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import os
 import sys
 from pathlib import Path
 
-from compare.benchmarks.flops import available_cores
+from compare.benchmarks.flops import PEAK_MATRIX_SIZE, available_cores
 from compare.benchmarks.suite import BenchSettings, run
 from compare.benchmarks.timing import CONFIGS, IMPLS, Timer
 from compare.cli.errors import run_cli
@@ -44,7 +47,17 @@ def build_parser() -> CommandParser:
         description="Time the naive, manual, torch and torch-compiled implementations side by side, "
         "and measure the memory of compare.train on a large file.",
     )
-    what = parser.add_argument_group("what to measure")
+    add_what_flags(parser.add_argument_group("what to measure"))
+    add_how_flags(parser.add_argument_group("how to measure"))
+    out = parser.add_argument_group("output")
+    out.add_argument("--json", metavar="PATH", default=None, help="also write the results to PATH as JSON")
+    out.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar on stderr"
+    )
+    return parser
+
+
+def add_what_flags(what) -> None:
     what.add_argument(
         "--distributed",
         action="store_true",
@@ -79,7 +92,9 @@ def build_parser() -> CommandParser:
         help="also measure peak memory of compare.train on a generated text file, and encode time",
     )
     what.add_argument("--memory-mb", type=float, default=100.0, help="size of the generated text file, in MB")
-    how = parser.add_argument_group("how to measure")
+
+
+def add_how_flags(how) -> None:
     how.add_argument(
         "--threads",
         type=int,
@@ -95,6 +110,12 @@ def build_parser() -> CommandParser:
     )
     how.add_argument("--warmup", type=int, default=2, help="untimed training steps before the clock starts")
     how.add_argument("--repeats", type=int, default=3, help="timed repeats per implementation; the median is reported")
+    how.add_argument(
+        "--peak-size",
+        type=int,
+        default=PEAK_MATRIX_SIZE,
+        help="n of the n x n float32 matmul that measures the peak; a smaller one is quicker, but not the same peak",
+    )
     how.add_argument(
         "--omp-wait-policy",
         choices=OMP_POLICIES,
@@ -112,12 +133,6 @@ def build_parser() -> CommandParser:
         "implementation alike: after a few AdaGrad steps float32 softmax outputs underflow into "
         "denormals, which made the large configuration's output-layer products up to 7x slower",
     )
-    out = parser.add_argument_group("output")
-    out.add_argument("--json", metavar="PATH", default=None, help="also write the results to PATH as JSON")
-    out.add_argument(
-        "--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar on stderr"
-    )
-    return parser
 
 
 def parse_args(argv=None) -> BenchSettings:
@@ -140,6 +155,7 @@ def parse_args(argv=None) -> BenchSettings:
         omp_wait_policy=args.omp_wait_policy or os.environ.get("OMP_WAIT_POLICY", "unset").lower(),
         omp_wait_policy_flag=args.omp_wait_policy is not None,
         flush_denormals=args.flush_denormals,
+        peak_size=args.peak_size,
     )
 
 
@@ -156,6 +172,7 @@ def args_problem(args) -> str | None:
         ("--steps", args.steps, 1),
         ("--warmup", args.warmup, 0),
         ("--repeats", args.repeats, 1),
+        ("--peak-size", args.peak_size, 1),
     ):
         if value is not None and value < least:
             return f"{flag} must be at least {least}, got {value}"

@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +39,11 @@ TEXT = "the quick brown fox jumps over the lazy dog. " * 40
 CELLS = ("rnn", "lstm", "gru")
 
 
-def max_param_diff(first: dict, second: dict) -> float:
+def max_param_diff(first: dict[str, np.ndarray], second: dict[str, np.ndarray]) -> float:
     return max(float(np.max(np.abs(first[name] - second[name]))) for name in first)
 
 
-def train_engines(cell: str, torch_device: str) -> dict:
+def train_engines(cell: str, torch_device: str) -> dict[str, float]:
     """Manual (CPU) and torch (``torch_device``) side by side; their largest loss and weight differences."""
     from compare.data.corpus import StreamBatches, Vocab
     from compare.model.engines import make_engine
@@ -63,7 +64,7 @@ def train_engines(cell: str, torch_device: str) -> dict:
     return {"loss": loss_diff, "params": max_param_diff(manual.numpy_params(), autograd.numpy_params())}
 
 
-def check_engines() -> tuple:
+def check_engines() -> tuple[bool, list[str]]:
     """Part 1: returns (passed, lines to print)."""
     import torch
 
@@ -81,7 +82,7 @@ def check_engines() -> tuple:
     return passed, lines
 
 
-def train_flags(directory: Path, run_name: str) -> list:
+def train_flags(directory: Path, run_name: str) -> list[str]:
     corpus = directory / "corpus.txt"
     corpus.write_text(TEXT)
     return [
@@ -114,13 +115,13 @@ def train_flags(directory: Path, run_name: str) -> list:
     ]
 
 
-def checkpoint_params(directory: Path, run_name: str, impl: str) -> dict:
+def checkpoint_params(directory: Path, run_name: str, impl: str) -> dict[str, np.ndarray]:
     from compare.model.checkpoint import load_checkpoint
 
     return load_checkpoint(directory / "runs" / run_name / impl / "latest.npz").engine.params
 
 
-def run_command(command: list, directory: Path) -> tuple:
+def run_command(command: list[str], directory: Path) -> tuple[bool, str]:
     """(passed, output tail) of a command run to completion."""
     result = subprocess.run(
         command,
@@ -133,7 +134,7 @@ def run_command(command: list, directory: Path) -> tuple:
     return result.returncode == 0, (result.stdout + result.stderr)[-1500:]
 
 
-def check_run(directory: Path, run_name: str, command: list) -> tuple:
+def check_run(directory: Path, run_name: str, command: list[str]) -> tuple[bool, list[str]]:
     """Parts 2 and 3: run ``command``, then compare the two implementations' final weights."""
     ran, output = run_command(command, directory)
     if not ran:
@@ -148,7 +149,7 @@ def check_run(directory: Path, run_name: str, command: list) -> tuple:
     ]
 
 
-def missing_modules(names) -> list:
+def missing_modules(names: Iterable[str]) -> list[str]:
     import importlib.util
 
     return [name for name in names if importlib.util.find_spec(name) is None]
@@ -157,12 +158,12 @@ def missing_modules(names) -> list:
 PROG = "python -m compare.cuda_check"
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """The command line; a machine without a GPU is a FAIL (exit 1), a bad flag one line (exit 2)."""
     return run_cli(PROG, cuda_check_command, argv)
 
 
-def cuda_check_command(argv: list) -> int:
+def cuda_check_command(argv: list[str]) -> int:
     CommandParser(prog=PROG, description=__doc__.splitlines()[0]).parse_args(argv)
     import torch
     import torch.distributed

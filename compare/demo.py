@@ -26,7 +26,7 @@ class DemoConfig:
     port: int = 8000
 
 
-def parse_args(argv=None) -> DemoConfig:
+def parse_args(argv: list[str] | None = None) -> DemoConfig:
     parser = CommandParser(prog=PROG, description="Serve a page that generates text from a training checkpoint.")
     model = parser.add_argument_group("model")
     model.add_argument(
@@ -47,12 +47,12 @@ def parse_args(argv=None) -> DemoConfig:
     return config
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """The command line; errors end as one line on stderr and exit code 2."""
     return run_cli(PROG, demo_command, argv)
 
 
-def demo_command(argv: list) -> int:
+def demo_command(argv: list[str]) -> int:
     config = parse_args(argv)
     model = load_demo_model(config.checkpoint)  # a CheckpointError is a UsageError: one line, exit 2
     try:

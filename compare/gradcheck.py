@@ -156,12 +156,12 @@ def build_parser() -> CommandParser:
     return parser
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """The command line; errors end as one line on stderr, exit code 2 for bad input."""
     return run_cli(PROG, gradcheck_command, argv)
 
 
-def gradcheck_command(argv: list) -> int:
+def gradcheck_command(argv: list[str]) -> int:
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     json_path, with_original = args.pop("json"), args.pop("with_original")

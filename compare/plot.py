@@ -36,7 +36,7 @@ class PlotConfig:
     dpi: int = 100
 
 
-def parse_args(argv=None) -> PlotConfig:
+def parse_args(argv: list[str] | None = None) -> PlotConfig:
     parser = CommandParser(prog=PROG, description="Plot a run's smooth training loss and validation loss per step.")
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by compare.train (runs/<run>)")
     output = parser.add_argument_group("output")
@@ -60,12 +60,12 @@ def parse_args(argv=None) -> PlotConfig:
     return config
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """The command line; errors end as one line on stderr and exit code 2."""
     return run_cli(PROG, plot_command, argv)
 
 
-def plot_command(argv: list) -> int:
+def plot_command(argv: list[str]) -> int:
     config = parse_args(argv)
     out = Path(config.out) if config.out else Path(config.run_dir) / "loss.png"
     try:

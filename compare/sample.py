@@ -20,7 +20,7 @@ from compare.model.sampling import MAX_SAMPLE_LENGTH
 PROG = "python -m compare.sample"
 
 
-def parse_args(argv=None) -> SampleConfig:
+def parse_args(argv: list[str] | None = None) -> SampleConfig:
     parser = CommandParser(
         prog=PROG,
         description="Generate text one character at a time from a training checkpoint.",
@@ -70,12 +70,12 @@ def parse_args(argv=None) -> SampleConfig:
     return config
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """The command line; errors end as one line on stderr and exit code 2."""
     return run_cli(PROG, sample_command, argv)
 
 
-def sample_command(argv: list) -> int:
+def sample_command(argv: list[str]) -> int:
     config = parse_args(argv)
     try:
         text = generate_from_checkpoint(config)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import signal
 import sys
+from typing import Any
 
 from compare.cli.errors import run_cli
 from compare.training.config import parse_args
@@ -28,7 +29,7 @@ from compare.training.stop import StopRequest
 PROG = "python -m compare.train"
 
 
-def print_summary(summary: dict) -> None:
+def print_summary(summary: dict[str, Any]) -> None:
     print(f"\nrun directory: {summary['run_dir']}  ({summary['steps']} steps)")
     for name, result in summary["impls"].items():
         val = (
@@ -44,12 +45,12 @@ def print_summary(summary: dict) -> None:
         print(f"\n--- sample ({name}, temperature 0.8) ---\n{result['sample']}")
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """The command line; errors end as one line on stderr, exit code 2 (bad input) or 1 (training failed)."""
     return run_cli(cli_prog(PROG), train_command, argv)  # under torchrun, each line names its rank
 
 
-def train_command(argv: list) -> int:
+def train_command(argv: list[str]) -> int:
     config = parse_args(argv)
     stop = StopRequest()
     previous_handlers = {number: signal.signal(number, stop.handle) for number in (signal.SIGINT, signal.SIGTERM)}
@@ -62,6 +63,7 @@ def train_command(argv: list) -> int:
         for number, handler in previous_handlers.items():
             signal.signal(number, handler)
     if stop.requested:
+        assert stop.signal_number is not None  # a stop is requested by a signal
         if is_main_process():  # under torchrun, rank 0 speaks for every rank
             print(
                 f"stopped by {signal.Signals(stop.signal_number).name} after step {summary['steps']}; "

@@ -20,13 +20,13 @@ class Adagrad:
     ``accumulators`` holds G for each parameter name (same shapes as params).
     """
 
-    def __init__(self, params: dict, lr: float = 0.1, eps: float = 1e-10):
+    def __init__(self, params: dict[str, np.ndarray], lr: float = 0.1, eps: float = 1e-10) -> None:
         self.params = params
         self.lr = lr
         self.eps = eps
         self.accumulators = {name: np.zeros_like(value) for name, value in params.items()}
 
-    def step(self, grads: dict) -> None:
+    def step(self, grads: dict[str, np.ndarray]) -> None:
         """Apply one update with ``grads`` (a dict keyed like params)."""
         for name, grad in grads.items():
             accumulator = self.accumulators[name]

@@ -34,7 +34,9 @@ class LSTMCache:
     W: np.ndarray  # (4H, H)
 
 
-def recurrence_forward(x_proj: np.ndarray, W: np.ndarray, state0: np.ndarray):
+def recurrence_forward(
+    x_proj: np.ndarray, W: np.ndarray, state0: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, LSTMCache]:
     """h_t and s_t for t = 1..T, from x_proj_t = b + U x_t and the carried state.
 
     x_proj:  (T, B, 4H)  b + U x_t
@@ -65,7 +67,7 @@ def recurrence_forward(x_proj: np.ndarray, W: np.ndarray, state0: np.ndarray):
     return hidden[1:], state_last, LSTMCache(gates, hidden, cells, tanh_cells, W)
 
 
-def recurrence_backward(d_hidden: np.ndarray, cache: LSTMCache):
+def recurrence_backward(d_hidden: np.ndarray, cache: LSTMCache) -> tuple[np.ndarray, np.ndarray]:
     """dL/dx_proj_t and dL/dW, from dL/dh_t of the layer above.
 
     d_hidden: (T, B, H)   dL/dh_t from the layer above (the output layer, or U of the next layer)

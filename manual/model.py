@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from manual import gru, lstm, rnn
 
@@ -34,18 +35,20 @@ from manual import gru, lstm, rnn
 CELLS = {"rnn": rnn, "lstm": lstm, "gru": gru}
 
 
-def layer_param_names(layer: int) -> dict:
+def layer_param_names(layer: int) -> dict[str, str]:
     """{'U': 'U', 'W': 'W', 'b': 'b'} for layer 0, {'U': 'U2', ...} for layer 1 (the second)."""
     suffix = "" if layer == 0 else str(layer + 1)
     return {name: name + suffix for name in ("U", "W", "b")}
 
 
-def count_layers(params: dict) -> int:
+def count_layers(params: dict[str, np.ndarray]) -> int:
     """L, the number of recurrent layers: one W, W2, ... per layer."""
     return sum(1 for name in params if name.startswith("W"))
 
 
-def zero_state(cell: str, num_layers: int, batch_size: int, hidden_size: int, dtype=np.float64) -> np.ndarray:
+def zero_state(
+    cell: str, num_layers: int, batch_size: int, hidden_size: int, dtype: DTypeLike = np.float64
+) -> np.ndarray:
     """(L, P, B, H) zeros: the state every epoch starts from."""
     return np.zeros((num_layers, CELLS[cell].STATE_PARTS, batch_size, hidden_size), dtype=dtype)
 
@@ -53,7 +56,7 @@ def zero_state(cell: str, num_layers: int, batch_size: int, hidden_size: int, dt
 @dataclass
 class LayerCache:
     below: np.ndarray | None  # (T, B, H) the layer's input from below; None for layer 1 (tokens)
-    recurrence: object  # the cell's own cache
+    recurrence: rnn.RNNCache | lstm.LSTMCache | gru.GRUCache  # the cell's own cache
 
 
 @dataclass
@@ -64,18 +67,22 @@ class Cache:
     cell: str
     inputs: np.ndarray
     targets: np.ndarray
-    layers: list
+    layers: list[LayerCache]
     top: np.ndarray
     probs: np.ndarray
-    params: dict
+    params: dict[str, np.ndarray]
     state_last: np.ndarray  # (L, P, B, H): carried into the next chunk
 
 
-def run_layers(params: dict, inputs_tb: np.ndarray, state0: np.ndarray, cell: str):
+def run_layers(
+    params: dict[str, np.ndarray], inputs_tb: np.ndarray, state0: np.ndarray, cell: str
+) -> tuple[np.ndarray, np.ndarray, list[LayerCache]]:
     """The recurrent stack over a chunk. inputs_tb: (T, B) ids; state0: (L, P, B, H).
     Returns (top hidden (T, B, H), state_last (L, P, B, H), list of LayerCache)."""
     recurrence = CELLS[cell]
-    below, layers, states = None, [], []
+    below: np.ndarray | None = None  # the layer below's hidden states; None under layer 1 (tokens)
+    layers: list[LayerCache] = []
+    states: list[np.ndarray] = []
     for layer in range(len(state0)):
         names = layer_param_names(layer)
         U, W, b = params[names["U"]], params[names["W"]], params[names["b"]]
@@ -89,10 +96,13 @@ def run_layers(params: dict, inputs_tb: np.ndarray, state0: np.ndarray, cell: st
         layers.append(LayerCache(below, cache))
         states.append(state_last)
         below = hidden
+    assert below is not None  # L >= 1 layers ran: below holds the top layer's hidden states
     return below, np.stack(states), layers
 
 
-def forward(params: dict, inputs: np.ndarray, targets: np.ndarray, state0: np.ndarray, cell: str = "rnn"):
+def forward(
+    params: dict[str, np.ndarray], inputs: np.ndarray, targets: np.ndarray, state0: np.ndarray, cell: str = "rnn"
+) -> tuple[np.number, Cache]:
     """Mean cross-entropy of a batch.
 
     inputs, targets: (B, T) int ids, targets shifted by one; state0: (L, P, B, H).
@@ -107,7 +117,7 @@ def forward(params: dict, inputs: np.ndarray, targets: np.ndarray, state0: np.nd
     return loss, Cache(cell, inputs_tb, targets_tb, layers, top, probs, params, state_last)
 
 
-def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray):
+def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.number]:
     """Row-wise softmax and mean negative log-likelihood.
 
     logits: (N, V); targets: (N,) int. Returns (probs (N, V), loss scalar).
@@ -123,7 +133,7 @@ def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray):
     return probs, -log_likelihood.mean()
 
 
-def backward(cache: Cache) -> dict:
+def backward(cache: Cache) -> dict[str, np.ndarray]:
     """Gradients of the mean loss with respect to every parameter (same names and shapes).
 
     No clipping here: clipping belongs to the training step, and clipping inside
@@ -164,7 +174,9 @@ def backward(cache: Cache) -> dict:
     return grads
 
 
-def step(params: dict, tokens: np.ndarray, state: np.ndarray, cell: str = "rnn"):
+def step(
+    params: dict[str, np.ndarray], tokens: np.ndarray, state: np.ndarray, cell: str = "rnn"
+) -> tuple[np.ndarray, np.ndarray]:
     """One time step without loss, for sampling. tokens: (B,) ids; state: (L, P, B, H).
     Returns (logits (B, V), state (L, P, B, H))."""
     top, state_last, _ = run_layers(params, np.asarray(tokens)[None], state, cell)  # (B,) -> (1, B)

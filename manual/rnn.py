@@ -32,7 +32,9 @@ class RNNCache:
     W: np.ndarray  # (H, H)
 
 
-def recurrence_forward(x_proj: np.ndarray, W: np.ndarray, state0: np.ndarray):
+def recurrence_forward(
+    x_proj: np.ndarray, W: np.ndarray, state0: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, RNNCache]:
     """h_t for t = 1..T, from x_proj_t = b + U x_t and the carried state.
 
     x_proj:  (T, B, H)   b + U x_t
@@ -54,7 +56,7 @@ def recurrence_forward(x_proj: np.ndarray, W: np.ndarray, state0: np.ndarray):
     return hidden[1:], hidden[-1][None], RNNCache(hidden, W)
 
 
-def recurrence_backward(d_hidden: np.ndarray, cache: RNNCache):
+def recurrence_backward(d_hidden: np.ndarray, cache: RNNCache) -> tuple[np.ndarray, np.ndarray]:
     """dL/dx_proj_t and dL/dW, from dL/dh_t of the layer above.
 
     d_hidden: (T, B, H)  dL/dh_t from the layer above (the output layer, or U of the next layer)

@@ -5,6 +5,7 @@ Outside CI a machine without Chromium skips these tests with the install command
 stop running there. ``BPTT_CHROMIUM`` points the tests at another binary (or at none, to
 try the skip on a machine that has Chromium).
 """
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,16 @@ import pytest
 
 CHROMIUM = os.environ.get("BPTT_CHROMIUM", "/usr/bin/chromium")  # Debian's package; never `playwright install`
 # --no-sandbox: CI runs as root. The rest keep Chromium from reaching for the network, which is closed here.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def require_chromium() -> str:
@@ -25,8 +34,10 @@ def require_chromium() -> str:
     except ImportError:
         pytest.fail('playwright is not installed: pip install -e ".[dev]"')
     if not Path(CHROMIUM).is_file():
-        message = (f"no Chromium at {CHROMIUM}: the browser tests need Debian's package "
-                   "(apt-get install chromium); .ci/run installs it")
+        message = (
+            f"no Chromium at {CHROMIUM}: the browser tests need Debian's package "
+            "(apt-get install chromium); .ci/run installs it"
+        )
         if os.environ.get("CI"):
             pytest.fail(message + " (CI is set, so the browser tests must run)")
         pytest.skip(message)

@@ -1,8 +1,8 @@
 """Shared fixtures: the grid of small float64 problems (built in tests/problems.py), torch on one thread."""
+
 from __future__ import annotations
 
 import pytest
-
 from problems import MODEL_GRID, random_problem
 
 

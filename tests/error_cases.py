@@ -8,6 +8,7 @@ arguments; run_case runs the command there (in this process) and records the exi
 and stderr. Paths are relative to the working directory, so the messages read as a
 user would see them.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,18 +16,31 @@ import errno
 import hashlib
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 from unittest import mock
 
 import numpy as np
-
 from tiny_runs import PHRASE, train_argv
 
 # Small and fast: a run of these settings takes well under a second.
-FAST = ["--hidden-size", "8", "--seq-length", "8", "--batch-size", "2", "--max-steps", "3",
-        "--eval-every", "2", "--sample-every", "10", "--sample-length", "10"]
+FAST = [
+    "--hidden-size",
+    "8",
+    "--seq-length",
+    "8",
+    "--batch-size",
+    "2",
+    "--max-steps",
+    "3",
+    "--eval-every",
+    "2",
+    "--sample-every",
+    "10",
+    "--sample-length",
+    "10",
+]
 TRAINED = "runs/trained"  # a finished tiny run, made once per working directory by trained_run()
 
 
@@ -136,11 +150,13 @@ def sample_trained(*flags) -> Callable[[Path], list]:
 
 def train_on(content, *flags) -> Callable[[Path], list]:
     """Arguments that train on a file holding ``content`` (named after a hash of it)."""
+
     def make_argv(directory: Path) -> list:
         raw = content if isinstance(content, bytes) else content.encode("utf-8")
         name = f"data-{hashlib.sha1(raw).hexdigest()[:8]}"
         run_name = f"{name}-{hashlib.sha1(repr(flags).encode()).hexdigest()[:8]}"  # one run directory per case
         return ["--data", write(directory, f"{name}.txt", content), *FAST, "--run-name", run_name, *flags]
+
     return make_argv
 
 
@@ -150,108 +166,330 @@ def resume_with(*flags) -> Callable[[Path], list]:
 
 CASES = [
     # Inputs
-    train_case("data-missing", "Inputs", "`--data` names a file that does not exist",
-               lambda d: ["--data", "no-such-file.txt"], 2, "no such file"),
-    train_case("data-directory", "Inputs", "`--data` names a directory",
-               lambda d: ["--data", "."], 2, "is a directory"),
+    train_case(
+        "data-missing",
+        "Inputs",
+        "`--data` names a file that does not exist",
+        lambda d: ["--data", "no-such-file.txt"],
+        2,
+        "no such file",
+    ),
+    train_case(
+        "data-directory", "Inputs", "`--data` names a directory", lambda d: ["--data", "."], 2, "is a directory"
+    ),
     train_case("data-empty", "Inputs", "`--data` is an empty file", train_on(""), 2, "is empty"),
-    train_case("data-too-short", "Inputs", "the training split is shorter than one batch",
-               train_on("hello world", "--batch-size", "4"), 2, "needs 33", "lower --batch-size or --seq-length"),
-    train_case("val-split-empty", "Inputs", "`--val-frac` holds out no character",
-               train_on(PHRASE * 3, "--val-frac", "0.001"), 2, "too few to validate", "--val-frac 0"),
-    train_case("data-not-utf8", "Inputs", "`--data` is not valid UTF-8",
-               train_on(b"caf\xe9 au lait " * 10), 2, "byte 0xe9 at byte offset 3", "--encoding", "--errors replace"),
-    train_case("data-latin1", "Inputs", "... and `--encoding latin-1` is given",
-               train_on(b"caf\xe9 au lait " * 10, "--encoding", "latin-1"), 0),
-    train_case("data-errors-replace", "Inputs", "... or `--errors replace` is given",
-               train_on(b"caf\xe9 au lait " * 10, "--errors", "replace"), 0),
-    train_case("data-binary", "Inputs", "`--data` is a binary file (NUL bytes)",
-               train_on(bytes(range(256)) * 4), 2, "looks binary", "give a text file"),
-    train_case("data-one-character", "Inputs", "the text has a single distinct character",
-               train_on("a" * 500), 2, "single distinct character", "at least two different characters"),
-    train_case("data-cjk", "Inputs", "the text has 3,000 distinct characters (CJK)",
-               train_on(cjk_text()), 0, note="trains normally, with 16-bit token ids"),
-    Case("gradcheck-data-not-utf8", "Inputs", "`compare.gradcheck --data` is not valid UTF-8", "gradcheck",
-         lambda d: ["--data", write(d, "latin1.txt", b"caf\xe9 au lait " * 10)], 2, ("byte offset 3",)),
+    train_case(
+        "data-too-short",
+        "Inputs",
+        "the training split is shorter than one batch",
+        train_on("hello world", "--batch-size", "4"),
+        2,
+        "needs 33",
+        "lower --batch-size or --seq-length",
+    ),
+    train_case(
+        "val-split-empty",
+        "Inputs",
+        "`--val-frac` holds out no character",
+        train_on(PHRASE * 3, "--val-frac", "0.001"),
+        2,
+        "too few to validate",
+        "--val-frac 0",
+    ),
+    train_case(
+        "data-not-utf8",
+        "Inputs",
+        "`--data` is not valid UTF-8",
+        train_on(b"caf\xe9 au lait " * 10),
+        2,
+        "byte 0xe9 at byte offset 3",
+        "--encoding",
+        "--errors replace",
+    ),
+    train_case(
+        "data-latin1",
+        "Inputs",
+        "... and `--encoding latin-1` is given",
+        train_on(b"caf\xe9 au lait " * 10, "--encoding", "latin-1"),
+        0,
+    ),
+    train_case(
+        "data-errors-replace",
+        "Inputs",
+        "... or `--errors replace` is given",
+        train_on(b"caf\xe9 au lait " * 10, "--errors", "replace"),
+        0,
+    ),
+    train_case(
+        "data-binary",
+        "Inputs",
+        "`--data` is a binary file (NUL bytes)",
+        train_on(bytes(range(256)) * 4),
+        2,
+        "looks binary",
+        "give a text file",
+    ),
+    train_case(
+        "data-one-character",
+        "Inputs",
+        "the text has a single distinct character",
+        train_on("a" * 500),
+        2,
+        "single distinct character",
+        "at least two different characters",
+    ),
+    train_case(
+        "data-cjk",
+        "Inputs",
+        "the text has 3,000 distinct characters (CJK)",
+        train_on(cjk_text()),
+        0,
+        note="trains normally, with 16-bit token ids",
+    ),
+    Case(
+        "gradcheck-data-not-utf8",
+        "Inputs",
+        "`compare.gradcheck --data` is not valid UTF-8",
+        "gradcheck",
+        lambda d: ["--data", write(d, "latin1.txt", b"caf\xe9 au lait " * 10)],
+        2,
+        ("byte offset 3",),
+    ),
     # Hyperparameters
-    train_case("hidden-size-0", "Hyperparameters", "`--hidden-size 0`",
-               lambda d: ["--hidden-size", "0"], 2, "--hidden-size must be positive", "default is 100"),
-    train_case("seq-length-0", "Hyperparameters", "`--seq-length 0`",
-               lambda d: ["--seq-length", "0"], 2, "--seq-length must be positive"),
-    train_case("batch-size-negative", "Hyperparameters", "`--batch-size -1`",
-               lambda d: ["--batch-size", "-1"], 2, "--batch-size must be positive"),
-    train_case("epochs-0", "Hyperparameters", "`--epochs 0`",
-               lambda d: ["--epochs", "0"], 2, "--epochs must be positive"),
-    train_case("max-steps-0", "Hyperparameters", "`--max-steps 0` (leave it out for no limit)",
-               lambda d: ["--max-steps", "0"], 2, "--max-steps must be positive"),
+    train_case(
+        "hidden-size-0",
+        "Hyperparameters",
+        "`--hidden-size 0`",
+        lambda d: ["--hidden-size", "0"],
+        2,
+        "--hidden-size must be positive",
+        "default is 100",
+    ),
+    train_case(
+        "seq-length-0",
+        "Hyperparameters",
+        "`--seq-length 0`",
+        lambda d: ["--seq-length", "0"],
+        2,
+        "--seq-length must be positive",
+    ),
+    train_case(
+        "batch-size-negative",
+        "Hyperparameters",
+        "`--batch-size -1`",
+        lambda d: ["--batch-size", "-1"],
+        2,
+        "--batch-size must be positive",
+    ),
+    train_case(
+        "epochs-0", "Hyperparameters", "`--epochs 0`", lambda d: ["--epochs", "0"], 2, "--epochs must be positive"
+    ),
+    train_case(
+        "max-steps-0",
+        "Hyperparameters",
+        "`--max-steps 0` (leave it out for no limit)",
+        lambda d: ["--max-steps", "0"],
+        2,
+        "--max-steps must be positive",
+    ),
     train_case("lr-0", "Hyperparameters", "`--lr 0`", lambda d: ["--lr", "0"], 2, "--lr must be a positive number"),
-    train_case("lr-nan", "Hyperparameters", "`--lr nan`",
-               lambda d: ["--lr", "nan"], 2, "--lr must be a positive number"),
+    train_case(
+        "lr-nan", "Hyperparameters", "`--lr nan`", lambda d: ["--lr", "nan"], 2, "--lr must be a positive number"
+    ),
     train_case("clip-negative", "Hyperparameters", "`--clip -1`", lambda d: ["--clip", "-1"], 2, "--clip must be >= 0"),
     train_case("val-frac-1", "Hyperparameters", "`--val-frac 1`", lambda d: ["--val-frac", "1"], 2, "in [0, 1)"),
-    train_case("val-frac-negative", "Hyperparameters", "`--val-frac -0.1`",
-               lambda d: ["--val-frac", "-0.1"], 2, "in [0, 1)"),
-    train_case("val-frac-0", "Hyperparameters", "`--val-frac 0` (no validation, no best.npz)",
-               lambda d: ["--data", corpus(d), *FAST, "--val-frac", "0", "--run-name", "no-validation"], 0,
-               note="trains on all the text; no loss/val, no best.npz; the summary says "
-                    "`no validation (--val-frac 0)`"),
-    train_case("encoding-unknown", "Hyperparameters", "`--encoding klingon`",
-               lambda d: ["--encoding", "klingon"], 2, "not an encoding Python knows"),
-    sample_case("temperature-negative", "Hyperparameters", "`compare.sample --temperature -1`",
-                sample_trained("--temperature", "-1"), 2, "--temperature must be >= 0"),
-    sample_case("temperature-100", "Hyperparameters", "`compare.sample --temperature 100`",
-                sample_trained("--temperature", "100", "--length", "20"), 0),
-    sample_case("prime-unknown", "Hyperparameters", "`compare.sample --prime` with characters not in the text",
-                sample_trained("--prime", "Zürich"), 2, "not in the vocabulary: 'Zü'",
-                "use characters of the training text"),
-    sample_case("length-0", "Hyperparameters", "`compare.sample --length 0`",
-                sample_trained("--length", "0"), 2, "--length must be between 1 and 1,000,000"),
-    sample_case("length-huge", "Hyperparameters", "`compare.sample --length 1000000000000`",
-                sample_trained("--length", str(10**12)), 2, "--length must be between 1 and 1,000,000"),
-    Case("gradcheck-hidden-size-0", "Hyperparameters", "`compare.gradcheck --hidden-size 0`", "gradcheck",
-         lambda d: ["--hidden-size", "0"], 2, ("--hidden-size must be positive",)),
+    train_case(
+        "val-frac-negative", "Hyperparameters", "`--val-frac -0.1`", lambda d: ["--val-frac", "-0.1"], 2, "in [0, 1)"
+    ),
+    train_case(
+        "val-frac-0",
+        "Hyperparameters",
+        "`--val-frac 0` (no validation, no best.npz)",
+        lambda d: ["--data", corpus(d), *FAST, "--val-frac", "0", "--run-name", "no-validation"],
+        0,
+        note="trains on all the text; no loss/val, no best.npz; the summary says `no validation (--val-frac 0)`",
+    ),
+    train_case(
+        "encoding-unknown",
+        "Hyperparameters",
+        "`--encoding klingon`",
+        lambda d: ["--encoding", "klingon"],
+        2,
+        "not an encoding Python knows",
+    ),
+    sample_case(
+        "temperature-negative",
+        "Hyperparameters",
+        "`compare.sample --temperature -1`",
+        sample_trained("--temperature", "-1"),
+        2,
+        "--temperature must be >= 0",
+    ),
+    sample_case(
+        "temperature-100",
+        "Hyperparameters",
+        "`compare.sample --temperature 100`",
+        sample_trained("--temperature", "100", "--length", "20"),
+        0,
+    ),
+    sample_case(
+        "prime-unknown",
+        "Hyperparameters",
+        "`compare.sample --prime` with characters not in the text",
+        sample_trained("--prime", "Zürich"),
+        2,
+        "not in the vocabulary: 'Zü'",
+        "use characters of the training text",
+    ),
+    sample_case(
+        "length-0",
+        "Hyperparameters",
+        "`compare.sample --length 0`",
+        sample_trained("--length", "0"),
+        2,
+        "--length must be between 1 and 1,000,000",
+    ),
+    sample_case(
+        "length-huge",
+        "Hyperparameters",
+        "`compare.sample --length 1000000000000`",
+        sample_trained("--length", str(10**12)),
+        2,
+        "--length must be between 1 and 1,000,000",
+    ),
+    Case(
+        "gradcheck-hidden-size-0",
+        "Hyperparameters",
+        "`compare.gradcheck --hidden-size 0`",
+        "gradcheck",
+        lambda d: ["--hidden-size", "0"],
+        2,
+        ("--hidden-size must be positive",),
+    ),
     # Checkpoints
-    sample_case("checkpoint-missing", "Checkpoints", "`--checkpoint` names nothing",
-                lambda d: ["--checkpoint", "no-such.npz"], 2, "no such checkpoint file or run directory"),
-    train_case("resume-missing", "Checkpoints", "`--resume` names nothing",
-               lambda d: ["--resume", "runs/no-such-run"], 2, "no such checkpoint file or run directory"),
-    sample_case("checkpoint-truncated", "Checkpoints", "the checkpoint is truncated",
-                lambda d: ["--checkpoint", damaged_checkpoint(d, "truncated.npz", lambda data: data[: len(data) // 2])],
-                2, "not a readable .npz checkpoint", "best.npz"),
-    sample_case("checkpoint-not-npz", "Checkpoints", "the checkpoint is some other file",
-                lambda d: ["--checkpoint", write(d, "notes.npz", "not a checkpoint")], 2, "not a readable .npz"),
-    sample_case("checkpoint-foreign-npz", "Checkpoints", "the checkpoint is an .npz of something else",
-                lambda d: ["--checkpoint", damaged_checkpoint(d, "foreign.npz", foreign_npz)], 2,
-                "not a bptt-compare-checkpoint file"),
-    sample_case("checkpoint-newer", "Checkpoints", "the checkpoint has a newer format version",
-                lambda d: ["--checkpoint", checkpoint_of_version(d, 2)], 2, "newer bptt-compare",
-                "update bptt-compare"),
-    train_case("resume-other-shape", "Checkpoints", "`--resume` with a `--hidden-size` that contradicts the checkpoint",
-               resume_with("--hidden-size", "32", "--max-steps", "10"), 2, "--hidden-size 32 (checkpoint: 16)",
-               "drop them to resume"),
-    train_case("resume-other-text", "Checkpoints", "`--resume` with a different `--data` text",
-               lambda d: ["--resume", trained_run(d), "--data", write(d, "other.txt", PHRASE.upper() * 20),
-                          "--max-steps", "10"], 2, "training text differs", "same --data"),
-    train_case("resume-finished", "Checkpoints", "`--resume` a run that has done all its steps",
-               resume_with("--max-steps", "5"), 2, "raise --epochs or --max-steps"),
+    sample_case(
+        "checkpoint-missing",
+        "Checkpoints",
+        "`--checkpoint` names nothing",
+        lambda d: ["--checkpoint", "no-such.npz"],
+        2,
+        "no such checkpoint file or run directory",
+    ),
+    train_case(
+        "resume-missing",
+        "Checkpoints",
+        "`--resume` names nothing",
+        lambda d: ["--resume", "runs/no-such-run"],
+        2,
+        "no such checkpoint file or run directory",
+    ),
+    sample_case(
+        "checkpoint-truncated",
+        "Checkpoints",
+        "the checkpoint is truncated",
+        lambda d: ["--checkpoint", damaged_checkpoint(d, "truncated.npz", lambda data: data[: len(data) // 2])],
+        2,
+        "not a readable .npz checkpoint",
+        "best.npz",
+    ),
+    sample_case(
+        "checkpoint-not-npz",
+        "Checkpoints",
+        "the checkpoint is some other file",
+        lambda d: ["--checkpoint", write(d, "notes.npz", "not a checkpoint")],
+        2,
+        "not a readable .npz",
+    ),
+    sample_case(
+        "checkpoint-foreign-npz",
+        "Checkpoints",
+        "the checkpoint is an .npz of something else",
+        lambda d: ["--checkpoint", damaged_checkpoint(d, "foreign.npz", foreign_npz)],
+        2,
+        "not a bptt-compare-checkpoint file",
+    ),
+    sample_case(
+        "checkpoint-newer",
+        "Checkpoints",
+        "the checkpoint has a newer format version",
+        lambda d: ["--checkpoint", checkpoint_of_version(d, 2)],
+        2,
+        "newer bptt-compare",
+        "update bptt-compare",
+    ),
+    train_case(
+        "resume-other-shape",
+        "Checkpoints",
+        "`--resume` with a `--hidden-size` that contradicts the checkpoint",
+        resume_with("--hidden-size", "32", "--max-steps", "10"),
+        2,
+        "--hidden-size 32 (checkpoint: 16)",
+        "drop them to resume",
+    ),
+    train_case(
+        "resume-other-text",
+        "Checkpoints",
+        "`--resume` with a different `--data` text",
+        lambda d: [
+            "--resume",
+            trained_run(d),
+            "--data",
+            write(d, "other.txt", PHRASE.upper() * 20),
+            "--max-steps",
+            "10",
+        ],
+        2,
+        "training text differs",
+        "same --data",
+    ),
+    train_case(
+        "resume-finished",
+        "Checkpoints",
+        "`--resume` a run that has done all its steps",
+        resume_with("--max-steps", "5"),
+        2,
+        "raise --epochs or --max-steps",
+    ),
     # Output
-    train_case("logdir-unwritable", "Output", "`--logdir` cannot be written",
-               lambda d: ["--data", corpus(d), *FAST, "--logdir", f"{write(d, 'a-file', 'x')}/runs",
-                          "--run-name", "run"], 2,
-               "cannot write", "choose a --logdir you can write to"),
-    Case("gradcheck-json-unwritable", "Output", "`compare.gradcheck --json` into a missing directory", "gradcheck",
-         lambda d: ["--sample", "1", "--json", "no-such-dir/out.json"], 2, ("no such directory",)),
+    train_case(
+        "logdir-unwritable",
+        "Output",
+        "`--logdir` cannot be written",
+        lambda d: ["--data", corpus(d), *FAST, "--logdir", f"{write(d, 'a-file', 'x')}/runs", "--run-name", "run"],
+        2,
+        "cannot write",
+        "choose a --logdir you can write to",
+    ),
+    Case(
+        "gradcheck-json-unwritable",
+        "Output",
+        "`compare.gradcheck --json` into a missing directory",
+        "gradcheck",
+        lambda d: ["--sample", "1", "--json", "no-such-dir/out.json"],
+        2,
+        ("no such directory",),
+    ),
     # Faults
-    train_case("diverges", "Faults", "the loss diverges (`--lr 10000`)",
-               lambda d: ["--data", corpus(d), *FAST, "--lr", "10000", "--checkpoint-every", "1",
-                          "--run-name", "diverges"], 1,
-               "training diverged at step 1", "start again with a lower --lr"),
-    train_case("disk-full", "Faults", "the disk is full when a checkpoint is saved",
-               lambda d: ["--data", corpus(d), *FAST, "--checkpoint-every", "1", "--run-name", "disk-full"], 1,
-               "No space left on device",
-               "the last good checkpoint, runs/disk-full/manual/latest.npz (step 1), is intact",
-               "--resume runs/disk-full",
-               fault=disk_full_after_first_save),
+    train_case(
+        "diverges",
+        "Faults",
+        "the loss diverges (`--lr 10000`)",
+        lambda d: ["--data", corpus(d), *FAST, "--lr", "10000", "--checkpoint-every", "1", "--run-name", "diverges"],
+        1,
+        "training diverged at step 1",
+        "start again with a lower --lr",
+    ),
+    train_case(
+        "disk-full",
+        "Faults",
+        "the disk is full when a checkpoint is saved",
+        lambda d: ["--data", corpus(d), *FAST, "--checkpoint-every", "1", "--run-name", "disk-full"],
+        1,
+        "No space left on device",
+        "the last good checkpoint, runs/disk-full/manual/latest.npz (step 1), is intact",
+        "--resume runs/disk-full",
+        fault=disk_full_after_first_save,
+    ),
 ]
 
 

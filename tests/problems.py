@@ -3,6 +3,7 @@
 Every test that needs random weights or a random batch draws them here, so that both
 implementations (and every test) see the same kind of problem.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,12 +25,15 @@ def random_params(vocab_size=7, hidden_size=5, seed=0, weight_std=0.5, cell="rnn
     entry is far from zero and relative errors mean something.
     """
     rng = np.random.default_rng(seed)  # returns a Generator unchanged
-    return {name: rng.normal(0.0, weight_std, size=shape)
-            for name, shape in param_shapes(vocab_size, hidden_size, cell, num_layers).items()}
+    return {
+        name: rng.normal(0.0, weight_std, size=shape)
+        for name, shape in param_shapes(vocab_size, hidden_size, cell, num_layers).items()
+    }
 
 
-def random_problem(vocab_size=7, hidden_size=5, batch_size=3, seq_length=6, seed=0, weight_std=0.5,
-                   cell="rnn", num_layers=1) -> dict:
+def random_problem(
+    vocab_size=7, hidden_size=5, batch_size=3, seq_length=6, seed=0, weight_std=0.5, cell="rnn", num_layers=1
+) -> dict:
     """Parameters, a batch and a nonzero carried-in state (hidden and, for lstm, cell), all float64.
 
     Keys: cell, params, inputs and targets (B, T) int64, state0 (layers, parts, B, H).

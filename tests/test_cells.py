@@ -1,8 +1,11 @@
 """Every cell (LSTM, GRU) and stacked layers, end to end: training with both implementations,
 the checkpoint it leaves, and sampling from that checkpoint with either implementation."""
+
 from __future__ import annotations
 
 import pytest
+from problems import CELLS_AND_LAYERS
+from tiny_runs import train_argv
 
 from compare.data.corpus import Vocab
 from compare.model.checkpoint import load_checkpoint
@@ -11,8 +14,6 @@ from compare.model.init import param_shapes
 from compare.model.sampling import sample_text
 from compare.training.config import parse_args
 from compare.training.loop import train
-from problems import CELLS_AND_LAYERS
-from tiny_runs import train_argv
 
 
 @pytest.mark.parametrize("cell, num_layers", CELLS_AND_LAYERS)
@@ -28,7 +29,9 @@ def test_training_checkpoints_and_sampling_cover_every_cell(tmp_path, cell, num_
 
     # One checkpoint, two implementations, one generator: the same text.
     vocab = Vocab(checkpoint.vocab)
-    texts = {impl: sample_text(sampling_engine(checkpoint, impl), vocab, 200, temperature=0.8, prime="the ", seed=5)
-             for impl in ("manual", "torch")}
+    texts = {
+        impl: sample_text(sampling_engine(checkpoint, impl), vocab, 200, temperature=0.8, prime="the ", seed=5)
+        for impl in ("manual", "torch")
+    }
     assert texts["manual"] == texts["torch"]
     assert len(texts["manual"]) == 200

@@ -1,4 +1,5 @@
 """Checkpoints: one file format for both implementations, atomic writes, exact resume, Ctrl-C."""
+
 from __future__ import annotations
 
 import signal
@@ -10,18 +11,24 @@ from dataclasses import asdict, replace
 import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
-
-from compare.model.state import EngineState
-from compare.model.checkpoint import (Checkpoint, CheckpointError, RunProgress, find_checkpoint,
-                                load_checkpoint, save_checkpoint)
-from compare.data.corpus import StreamBatches, Vocab
-from compare.model.engines import make_engine
-from compare.model.init import init_params
-from compare.training.config import TrainConfig, parse_args
-from compare.train import main
-from compare.training.loop import train
 from problems import CELLS_AND_LAYERS, random_params
 from tiny_runs import PHRASE, train_argv
+
+from compare.data.corpus import StreamBatches, Vocab
+from compare.model.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    RunProgress,
+    find_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from compare.model.engines import make_engine
+from compare.model.init import init_params
+from compare.model.state import EngineState
+from compare.train import main
+from compare.training.config import TrainConfig, parse_args
+from compare.training.loop import train
 
 STATE_ARRAYS = ("params", "accumulators")
 
@@ -32,10 +39,16 @@ def small_checkpoint(step: int = 7, hidden: bool = True) -> Checkpoint:
     params = random_params(vocab_size=5, hidden_size=3, seed=rng, weight_std=1.0)
     accumulators = {name: rng.random(value.shape) for name, value in params.items()}
     state = EngineState(params, accumulators, updates=step, hidden=rng.normal(size=(2, 3)) if hidden else None)
-    return Checkpoint(impl="manual", step=step, vocab="abcde", data_sha256="0" * 64,
-                      config=asdict(TrainConfig(hidden_size=3, batch_size=2)),
-                      progress=RunProgress(smooth_loss=1.5, seconds=2.0, val_loss=1.25, best_val_loss=1.0),
-                      engine=state, torch_rng_state=rng.integers(0, 256, size=16, dtype=np.uint8))
+    return Checkpoint(
+        impl="manual",
+        step=step,
+        vocab="abcde",
+        data_sha256="0" * 64,
+        config=asdict(TrainConfig(hidden_size=3, batch_size=2)),
+        progress=RunProgress(smooth_loss=1.5, seconds=2.0, val_loss=1.25, best_val_loss=1.0),
+        engine=state,
+        torch_rng_state=rng.integers(0, 256, size=16, dtype=np.uint8),
+    )
 
 
 def assert_states_equal(first: EngineState, second: EngineState) -> None:
@@ -83,8 +96,12 @@ def test_broken_or_foreign_files_are_refused_with_a_reason(tmp_path):
         arrays = dict(archive)
     arrays["header"] = np.frombuffer(bytes(arrays["header"]).replace(b'"version": 1', b'"version": 2'), np.uint8)
     np.savez(tmp_path / "future.npz", **arrays)
-    for name, reason in [("truncated", "not a readable"), ("text", "not a readable"), ("future", "version 2"),
-                         ("missing", "no such")]:
+    for name, reason in [
+        ("truncated", "not a readable"),
+        ("text", "not a readable"),
+        ("future", "version 2"),
+        ("missing", "no such"),
+    ]:
         with pytest.raises(CheckpointError, match=reason):
             load_checkpoint(tmp_path / f"{name}.npz")
 
@@ -114,15 +131,20 @@ def trained_engine(impl: str, batches: StreamBatches, params: dict, steps: int):
     return engine
 
 
-@pytest.mark.parametrize("writer, reader", [("manual", "torch"), ("torch", "manual"),
-                                            ("manual", "manual"), ("torch", "torch")])
+@pytest.mark.parametrize(
+    "writer, reader", [("manual", "torch"), ("torch", "manual"), ("manual", "manual"), ("torch", "torch")]
+)
 def test_a_checkpoint_continues_in_either_implementation(tmp_path, writer, reader):
     vocab = Vocab.from_text(PHRASE)
     batches = StreamBatches(vocab.encode(PHRASE * 10), batch_size=2, seq_length=10)
     params = init_params(len(vocab), 16, seed=1)
     source = trained_engine(writer, batches, params, steps=5)
-    checkpoint = replace(small_checkpoint(), vocab=vocab.chars, engine=source.export_state(),
-                         config=asdict(TrainConfig(hidden_size=16, batch_size=2)))
+    checkpoint = replace(
+        small_checkpoint(),
+        vocab=vocab.chars,
+        engine=source.export_state(),
+        config=asdict(TrainConfig(hidden_size=16, batch_size=2)),
+    )
     save_checkpoint(tmp_path / "latest.npz", checkpoint)
 
     target = make_engine(reader, init_params(len(vocab), 16, seed=2), lr=0.1, clip=0.5, dtype="float64")
@@ -164,10 +186,21 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path, impl):
 def test_a_manual_checkpoint_resumes_in_torch_with_the_same_losses(tmp_path):
     whole = train(parse_args(train_argv(tmp_path, "whole", impl="manual", max_steps=60)))
     train(parse_args(train_argv(tmp_path, "split", impl="manual", max_steps=40)))
-    resumed = train(parse_args(["--resume", str(tmp_path / "runs" / "split" / "manual" / "latest.npz"),
-                                "--impl", "torch", "--max-steps", "60"]))
-    np.testing.assert_allclose(resumed["impls"]["torch"]["losses"], whole["impls"]["manual"]["losses"][40:],
-                               rtol=0, atol=1e-12)  # float64, two summation orders over 20 steps: rounding only
+    resumed = train(
+        parse_args(
+            [
+                "--resume",
+                str(tmp_path / "runs" / "split" / "manual" / "latest.npz"),
+                "--impl",
+                "torch",
+                "--max-steps",
+                "60",
+            ]
+        )
+    )
+    np.testing.assert_allclose(
+        resumed["impls"]["torch"]["losses"], whole["impls"]["manual"]["losses"][40:], rtol=0, atol=1e-12
+    )  # float64, two summation orders over 20 steps: rounding only
     assert (tmp_path / "runs" / "split" / "torch" / "latest.npz").is_file()
 
 
@@ -176,10 +209,21 @@ def test_a_checkpoint_resumes_in_the_other_implementation(tmp_path, cell, num_la
     flags = {"cell": cell, "num_layers": num_layers}
     whole = train(parse_args(train_argv(tmp_path, "whole", impl="manual", max_steps=30, **flags)))
     train(parse_args(train_argv(tmp_path, "split", impl="manual", max_steps=20, **flags)))
-    resumed = train(parse_args(["--resume", str(tmp_path / "runs" / "split" / "manual" / "latest.npz"),
-                                "--impl", "torch", "--max-steps", "30"]))
-    np.testing.assert_allclose(resumed["impls"]["torch"]["losses"], whole["impls"]["manual"]["losses"][20:],
-                               rtol=0, atol=1e-12)  # float64, two summation orders over 10 steps: rounding only
+    resumed = train(
+        parse_args(
+            [
+                "--resume",
+                str(tmp_path / "runs" / "split" / "manual" / "latest.npz"),
+                "--impl",
+                "torch",
+                "--max-steps",
+                "30",
+            ]
+        )
+    )
+    np.testing.assert_allclose(
+        resumed["impls"]["torch"]["losses"], whole["impls"]["manual"]["losses"][20:], rtol=0, atol=1e-12
+    )  # float64, two summation orders over 10 steps: rounding only
 
 
 def test_resume_refuses_flags_that_change_the_model(tmp_path, capsys):
@@ -207,8 +251,9 @@ def test_a_signal_mid_run_leaves_a_loadable_checkpoint_and_event_file(tmp_path, 
     argv = train_argv(tmp_path, epochs=10**6, checkpoint_every=20)
     stderr_path = tmp_path / "stderr.txt"
     with open(stderr_path, "w") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "compare.train", *argv], cwd=tmp_path,
-                                   stdout=subprocess.DEVNULL, stderr=stderr)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "compare.train", *argv], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr
+        )
         latest = tmp_path / "runs" / "run" / "manual" / "latest.npz"
         deadline = time.monotonic() + 120
         while not latest.exists() and process.poll() is None and time.monotonic() < deadline:

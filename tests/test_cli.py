@@ -1,4 +1,5 @@
 """The training CLI end to end: event files read back with TensorBoard's own reader, and its flags."""
+
 from __future__ import annotations
 
 import subprocess
@@ -7,17 +8,18 @@ from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tiny_runs import train_argv
 
 from compare.training.config import parse_args
-from tiny_runs import train_argv
 
 SCALAR_TAGS = {"loss/train", "loss/smooth", "loss/val", "speed/chars_per_sec", "grad/global_norm"}
 STEPS = 30
 
 
 def run_train(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "compare.train", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "compare.train", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def load_events(run_dir: Path) -> EventAccumulator:
@@ -35,9 +37,31 @@ def corpus(tmp_path_factory):
 
 @pytest.mark.parametrize("impl", ["manual", "torch", "both"])
 def test_train_cli_writes_the_documented_tags(tmp_path, corpus, impl):
-    result = run_train("--impl", impl, "--data", str(corpus), "--max-steps", str(STEPS), "--batch-size", "2",
-                       "--seq-length", "8", "--hidden-size", "16", "--log-every", "10", "--eval-every", "15",
-                       "--sample-every", "15", "--logdir", str(tmp_path), "--run-name", "cli", cwd=tmp_path)
+    result = run_train(
+        "--impl",
+        impl,
+        "--data",
+        str(corpus),
+        "--max-steps",
+        str(STEPS),
+        "--batch-size",
+        "2",
+        "--seq-length",
+        "8",
+        "--hidden-size",
+        "16",
+        "--log-every",
+        "10",
+        "--eval-every",
+        "15",
+        "--sample-every",
+        "15",
+        "--logdir",
+        str(tmp_path),
+        "--run-name",
+        "cli",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert "run directory" in result.stdout
 
@@ -63,9 +87,27 @@ def test_train_cli_writes_the_documented_tags(tmp_path, corpus, impl):
 
 
 def test_float64_drift_is_rounding_only(tmp_path, corpus):
-    result = run_train("--impl", "both", "--dtype", "float64", "--data", str(corpus), "--max-steps", "20",
-                       "--batch-size", "2", "--seq-length", "8", "--hidden-size", "8", "--logdir", str(tmp_path),
-                       "--run-name", "f64", cwd=tmp_path)
+    result = run_train(
+        "--impl",
+        "both",
+        "--dtype",
+        "float64",
+        "--data",
+        str(corpus),
+        "--max-steps",
+        "20",
+        "--batch-size",
+        "2",
+        "--seq-length",
+        "8",
+        "--hidden-size",
+        "8",
+        "--logdir",
+        str(tmp_path),
+        "--run-name",
+        "f64",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     drift = load_events(tmp_path / "f64" / "diff")
     # float64 rounding only: at H 8 and 20 steps AdaGrad's first update does not amplify it (docs/tolerances.md)
@@ -73,8 +115,10 @@ def test_float64_drift_is_rounding_only(tmp_path, corpus):
     assert max(e.value for e in drift.Scalars("diff/loss")) < 1e-12
 
 
-@pytest.mark.parametrize("flag, value", [("--hidden-size", "0"), ("--lr", "-1"), ("--batch-size", "-2"),
-                                         ("--val-frac", "1.5"), ("--clip", "-1")])
+@pytest.mark.parametrize(
+    "flag, value",
+    [("--hidden-size", "0"), ("--lr", "-1"), ("--batch-size", "-2"), ("--val-frac", "1.5"), ("--clip", "-1")],
+)
 def test_bad_hyperparameters_exit_2_with_one_line(tmp_path, flag, value):
     result = run_train(flag, value, "--logdir", str(tmp_path), cwd=tmp_path)
     assert result.returncode == 2
@@ -98,7 +142,24 @@ def test_device_cuda_is_refused_in_one_line_where_it_cannot_run(tmp_path, capsys
 def test_help_documents_every_flag(tmp_path):
     result = run_train("--help", cwd=tmp_path)
     assert result.returncode == 0
-    for flag in ("--impl", "--data", "--hidden-size", "--seq-length", "--batch-size", "--lr", "--clip", "--epochs",
-                 "--max-steps", "--seed", "--dtype", "--val-frac", "--log-every", "--eval-every", "--sample-every",
-                 "--logdir", "--run-name", "--threads"):
+    for flag in (
+        "--impl",
+        "--data",
+        "--hidden-size",
+        "--seq-length",
+        "--batch-size",
+        "--lr",
+        "--clip",
+        "--epochs",
+        "--max-steps",
+        "--seed",
+        "--dtype",
+        "--val-frac",
+        "--log-every",
+        "--eval-every",
+        "--sample-every",
+        "--logdir",
+        "--run-name",
+        "--threads",
+    ):
         assert flag in result.stdout

@@ -1,11 +1,20 @@
 """Corpus, vocabulary, encoding and batching: the part both implementations share."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from compare.data.corpus import (StreamBatches, Vocab, builtin_corpus, encode_file, load_text, split_train_val,
-                                 text_digest, token_dtype)
+from compare.data.corpus import (
+    StreamBatches,
+    Vocab,
+    builtin_corpus,
+    encode_file,
+    load_text,
+    split_train_val,
+    text_digest,
+    token_dtype,
+)
 
 
 def test_builtin_corpus_is_stable_and_large():

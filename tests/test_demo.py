@@ -1,4 +1,5 @@
 """The demo server's JSON API: status codes, validation, determinism, concurrent requests, the CLI."""
+
 from __future__ import annotations
 
 import http.client
@@ -11,13 +12,13 @@ from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import pytest
+from tiny_runs import PHRASE, train_argv
 
 from compare.model.checkpoint import BEST, load_checkpoint
-from compare.serving.server import MAX_LENGTH, DemoServer, load_demo_model
 from compare.model.generate import SampleConfig, generate_from_checkpoint
+from compare.serving.server import MAX_LENGTH, DemoServer, load_demo_model
 from compare.training.config import parse_args
 from compare.training.loop import train
-from tiny_runs import PHRASE, train_argv
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +96,9 @@ def test_generate_returns_the_requested_length_and_the_cli_text(server, run_dir)
     status, answer = generate(server, length=200, temperature=0.8, prime="the ", seed=5, impl="torch")
     assert status == 200
     assert len(answer["text"]) == 200
-    assert answer["prime"] + answer["text"] == cli_text(run_dir, impl="torch", length=200, temperature=0.8,
-                                                        prime="the ", seed=5)
+    assert answer["prime"] + answer["text"] == cli_text(
+        run_dir, impl="torch", length=200, temperature=0.8, prime="the ", seed=5
+    )
 
 
 def test_defaults_fill_every_missing_field(server):
@@ -116,29 +118,38 @@ def test_a_request_without_seed_reports_the_seed_that_reproduces_it(server):
     assert generate(server, length=100, seed=first["seed"])[1]["text"] == first["text"]
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"length": MAX_LENGTH + 1}, "length"),
-    ({"length": 0}, "length"),
-    ({"length": "50"}, "length"),
-    ({"length": True}, "length"),
-    ({"temperature": 1.51}, "temperature"),
-    ({"temperature": -0.1}, "temperature"),
-    ({"temperature": "hot"}, "temperature"),
-    ({"prime": "the Ü"}, "not in the vocabulary: 'Ü'"),
-    ({"prime": "x" * 1001}, "prime"),
-    ({"impl": "tensorflow"}, "impl"),
-    ({"seed": -1}, "seed"),
-    ({"lenght": 10}, "unknown fields: lenght"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"length": MAX_LENGTH + 1}, "length"),
+        ({"length": 0}, "length"),
+        ({"length": "50"}, "length"),
+        ({"length": True}, "length"),
+        ({"temperature": 1.51}, "temperature"),
+        ({"temperature": -0.1}, "temperature"),
+        ({"temperature": "hot"}, "temperature"),
+        ({"prime": "the Ü"}, "not in the vocabulary: 'Ü'"),
+        ({"prime": "x" * 1001}, "prime"),
+        ({"impl": "tensorflow"}, "impl"),
+        ({"seed": -1}, "seed"),
+        ({"lenght": 10}, "unknown fields: lenght"),
+    ],
+)
 def test_bad_fields_are_400_with_a_message(server, fields, message):
     status, answer = generate(server, **fields)
     assert status == 400
     assert message in answer["error"]
 
 
-@pytest.mark.parametrize("body, message", [(b"not json", "JSON"), (b"[1, 2]", "JSON object"),
-                                           (b'{"temperature": NaN}', "temperature"),
-                                           (b"\xff\xfe", "JSON")])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"not json", "JSON"),
+        (b"[1, 2]", "JSON object"),
+        (b'{"temperature": NaN}', "temperature"),
+        (b"\xff\xfe", "JSON"),
+    ],
+)
 def test_bad_bodies_are_400_with_a_message(server, body, message):
     status, answer = request(server, "POST", "/api/generate", body)
     assert status == 400
@@ -154,11 +165,19 @@ def test_an_oversized_body_is_refused_unread(server):
 def test_concurrent_requests_each_get_their_own_answer(server, run_dir):
     # Different seeds, implementations and temperatures at once: a shared generator or hidden
     # state would mix them up. Each answer must equal the CLI's text for its own settings.
-    settings = [{"impl": ("manual", "torch")[i % 2], "seed": i, "temperature": 0.3 + 0.1 * i, "length": 400,
-                 "prime": PHRASE[: i + 1]} for i in range(12)]
+    settings = [
+        {
+            "impl": ("manual", "torch")[i % 2],
+            "seed": i,
+            "temperature": 0.3 + 0.1 * i,
+            "length": 400,
+            "prime": PHRASE[: i + 1],
+        }
+        for i in range(12)
+    ]
     with ThreadPoolExecutor(max_workers=12) as pool:
         answers = list(pool.map(lambda fields: generate(server, **fields), settings))
-    for fields, (status, answer) in zip(settings, answers):
+    for fields, (status, answer) in zip(settings, answers, strict=True):
         assert status == 200
         assert (answer["seed"], answer["impl"]) == (fields["seed"], fields["impl"])
         assert answer["prime"] + answer["text"] == cli_text(run_dir, **fields)
@@ -174,14 +193,19 @@ def test_a_model_with_broken_weights_answers_500_with_a_message(run_dir):
 
 
 def run_demo_cli(*args, timeout=60):
-    return subprocess.run([sys.executable, "-m", "compare.demo", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "compare.demo", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.mark.slow  # a subprocess that imports torch: about 4 s
 def test_cli_serves_on_port_0_and_prints_the_url(run_dir):
-    process = subprocess.Popen([sys.executable, "-m", "compare.demo", "--checkpoint", str(run_dir), "--port", "0"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "compare.demo", "--checkpoint", str(run_dir), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = process.stdout.readline()  # "serving <run> (...) at http://127.0.0.1:<port>/"
         url = urlsplit(line.split(" at ")[-1].strip())
@@ -195,9 +219,14 @@ def test_cli_serves_on_port_0_and_prints_the_url(run_dir):
         process.communicate(timeout=30)
 
 
-@pytest.mark.parametrize("args, flag", [(["--checkpoint", "/no/such/run"], "/no/such/run"),
-                                        (["--checkpoint", ".", "--port", "70000"], "--port"),
-                                        (["--port", "8000"], "--checkpoint")])
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["--checkpoint", "/no/such/run"], "/no/such/run"),
+        (["--checkpoint", ".", "--port", "70000"], "--port"),
+        (["--port", "8000"], "--checkpoint"),
+    ],
+)
 def test_bad_arguments_exit_2_with_one_line(tmp_path, args, flag):
     result = run_demo_cli(*args)
     assert result.returncode == 2

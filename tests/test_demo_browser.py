@@ -5,6 +5,7 @@ than skipping quietly. Playwright only drives the system's browser here: never
 ``playwright install`` (no browser downloads). The screenshot is kept in the test's
 tmp_path and copied to test-artifacts/demo_page.png at the repository root.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -13,12 +14,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from browser import CHROMIUM_ARGS, require_chromium
+from tiny_runs import train_argv
 
 from compare.model.generate import SampleConfig, generate_from_checkpoint
 from compare.training.config import parse_args
 from compare.training.loop import train
-from browser import CHROMIUM_ARGS, require_chromium
-from tiny_runs import train_argv
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 TIMEOUT_MS = 30_000
@@ -35,8 +36,12 @@ def run_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def demo_url(run_dir):
     """python -m compare.demo on a free port, as a user would start it; its printed URL."""
-    process = subprocess.Popen([sys.executable, "-m", "compare.demo", "--checkpoint", str(run_dir), "--port", "0"],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "compare.demo", "--checkpoint", str(run_dir), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     line = process.stdout.readline()  # "serving <run> (...) at http://127.0.0.1:<port>/"
     if " at http://" not in line:
         process.kill()
@@ -102,8 +107,9 @@ def test_slider_and_generate_show_text_of_the_requested_length(page, run_dir, tm
     text = page.text_content("#output-text")
     assert len(text) == 321
     assert page.text_content("#output-prime") == "the "
-    cli = generate_from_checkpoint(SampleConfig(checkpoint=str(run_dir), impl="torch", length=321,
-                                                temperature=0.3, prime="the ", seed=7))
+    cli = generate_from_checkpoint(
+        SampleConfig(checkpoint=str(run_dir), impl="torch", length=321, temperature=0.3, prime="the ", seed=7)
+    )
     assert "the " + text == cli  # the page shows what python -m compare.sample prints
     assert page.is_hidden("#error")
     save_screenshot(page, tmp_path, "demo_page.png")

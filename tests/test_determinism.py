@@ -3,6 +3,7 @@
 Each run is a separate process, so nothing carries over between them (memory layout,
 thread pools, hash seeds): what a user sees when they run the command twice.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -12,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tiny_runs import train_argv
 
 from compare.model.checkpoint import load_checkpoint
-from tiny_runs import train_argv
 
 IMPLS = ("manual", "torch")
 
@@ -27,8 +28,13 @@ def run_twice(directory: Path, dtype: str) -> list:
     processes = {}
     for run_name in ("first", "second"):
         argv = train_argv(directory, run_name, impl="both", dtype=dtype, max_steps=60)
-        processes[run_name] = subprocess.Popen([sys.executable, "-m", "compare.train", *argv], cwd=directory,
-                                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        processes[run_name] = subprocess.Popen(
+            [sys.executable, "-m", "compare.train", *argv],
+            cwd=directory,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     for process in processes.values():
         _, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr

@@ -5,6 +5,7 @@ torchrun (``python -m torch.distributed.run --standalone``, a free port, no netw
 where a rank is killed, as two plain processes given the variables torchrun would set, so that
 what stops the survivor is its own process group's error and not torchrun cleaning up.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,15 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_runs import train_argv
 
 from compare.model.checkpoint import load_checkpoint
-from compare.training.distributed import DataParallel, StopVote, short_reason
-from compare.training.ranks import batch_split_problem
-from compare.training.stop import StopRequest
 from compare.train import main
 from compare.training.config import parse_args
+from compare.training.distributed import DataParallel, StopVote, short_reason
 from compare.training.loop import train
-from tiny_runs import train_argv
+from compare.training.ranks import batch_split_problem
+from compare.training.stop import StopRequest
 
 TESTS = Path(__file__).resolve().parent
 TOLERANCE = 1e-12  # float64, the batch's gradient summed in halves: rounding only (docs/tolerances.md)
@@ -47,8 +48,17 @@ def torchrun(directory: Path, argv: list, processes: int = 2) -> dict:
     same sample, computed by each rank from its own copy.
     """
     losses = directory / f"losses-{time.monotonic_ns()}.json"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-               str(TESTS / "dist_train.py"), str(losses), *map(str, argv)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(processes),
+        str(TESTS / "dist_train.py"),
+        str(losses),
+        *map(str, argv),
+    ]
     result = subprocess.run(command, cwd=directory, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     ended_with = [json.loads(Path(f"{losses}.rank{rank}").read_text()) for rank in range(processes)]
@@ -63,8 +73,9 @@ def final_state(directory: Path, run_name: str, impl: str):
 def assert_close_states(first, second, atol: float) -> None:
     for kind in ("params", "accumulators"):
         for name in getattr(first, kind):
-            np.testing.assert_allclose(getattr(first, kind)[name], getattr(second, kind)[name], rtol=0, atol=atol,
-                                       err_msg=f"{kind}/{name}")
+            np.testing.assert_allclose(
+                getattr(first, kind)[name], getattr(second, kind)[name], rtol=0, atol=atol, err_msg=f"{kind}/{name}"
+            )
     np.testing.assert_allclose(first.hidden, second.hidden, rtol=0, atol=atol, err_msg="hidden")
 
 
@@ -91,10 +102,21 @@ def test_a_two_process_run_resumes_under_two_processes_or_one(tmp_path, two_proc
     directory, uninterrupted = two_process_run
     torchrun(tmp_path, run_argv(tmp_path, "split", max_steps=5))
     # The checkpoint holds all B rows of the hidden state, so one process can continue it too.
-    alone = train(parse_args(["--resume", str(tmp_path / "runs" / "split" / "manual" / "latest.npz"),
-                              "--run-name", "alone", "--impl", "manual", "--max-steps", str(STEPS)]))
-    np.testing.assert_allclose(alone["impls"]["manual"]["losses"], uninterrupted["manual"][5:], rtol=0,
-                               atol=TOLERANCE)
+    alone = train(
+        parse_args(
+            [
+                "--resume",
+                str(tmp_path / "runs" / "split" / "manual" / "latest.npz"),
+                "--run-name",
+                "alone",
+                "--impl",
+                "manual",
+                "--max-steps",
+                str(STEPS),
+            ]
+        )
+    )
+    np.testing.assert_allclose(alone["impls"]["manual"]["losses"], uninterrupted["manual"][5:], rtol=0, atol=TOLERANCE)
     resumed = torchrun(tmp_path, ["--resume", tmp_path / "runs" / "split", "--max-steps", STEPS])
     for impl in ("manual", "torch"):
         assert resumed[impl] == uninterrupted[impl][5:]  # exactly: the very same arithmetic
@@ -111,11 +133,25 @@ def start_ranks(directory: Path, argv: list, world_size: int = 2) -> list:
     """The ranks of a run as plain processes, with the variables torchrun would give them."""
     port, processes = free_port(), []
     for rank in range(world_size):
-        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
-               "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size), "OMP_NUM_THREADS": "1"}
+        env = {
+            **os.environ,
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(world_size),
+            "OMP_NUM_THREADS": "1",
+        }
         with open(directory / f"stderr-{rank}.txt", "w") as stderr:
-            processes.append(subprocess.Popen([sys.executable, "-m", "compare.train", *map(str, argv)], cwd=directory,
-                                              env=env, stdout=subprocess.DEVNULL, stderr=stderr))
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "compare.train", *map(str, argv)],
+                    cwd=directory,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=stderr,
+                )
+            )
     return processes
 
 
@@ -127,12 +163,21 @@ def wait_for(path: Path, processes: list, seconds: float = 120) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fault, victim, survivor", [(signal.SIGKILL, 0, 1), (signal.SIGSTOP, 1, 0)],
-                         ids=["rank-0-killed", "rank-1-frozen"])
+@pytest.mark.parametrize(
+    "fault, victim, survivor", [(signal.SIGKILL, 0, 1), (signal.SIGSTOP, 1, 0)], ids=["rank-0-killed", "rank-1-frozen"]
+)
 def test_a_lost_rank_stops_the_other_with_one_line_and_the_checkpoint_survives(tmp_path, fault, victim, survivor):
     timeout = 5  # seconds: how long a frozen rank is waited for
-    argv = run_argv(tmp_path, "run", impl="manual", max_steps=10**6, checkpoint_every=10, eval_every=10**6,
-                    sample_every=10**6, dist_timeout=timeout)
+    argv = run_argv(
+        tmp_path,
+        "run",
+        impl="manual",
+        max_steps=10**6,
+        checkpoint_every=10,
+        eval_every=10**6,
+        sample_every=10**6,
+        dist_timeout=timeout,
+    )
     processes = start_ranks(tmp_path, argv)
     latest = tmp_path / "runs" / "run" / "manual" / "latest.npz"
     try:
@@ -187,9 +232,11 @@ def test_a_signal_is_acted_on_only_once_every_rank_has_voted():
 
 
 def test_gloo_errors_are_shortened_to_their_reason():
-    error = RuntimeError("[/__w/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error "
-                         "[127.0.0.1]:36516: Connection reset by peer. This is typically caused by a remote worker "
-                         "hanging or bugs in the application. GLHF!")
+    error = RuntimeError(
+        "[/__w/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error "
+        "[127.0.0.1]:36516: Connection reset by peer. This is typically caused by a remote worker "
+        "hanging or bugs in the application. GLHF!"
+    )
     assert short_reason(error) == "Read error [127.0.0.1]:36516: Connection reset by peer"
 
 

@@ -3,6 +3,7 @@
 The rows live in tests/error_cases.py; most run in this process (fast), a few as real
 processes, so that what a user's terminal shows is tested too.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -13,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from error_cases import CASES, FAST, Case, Outcome, cjk_text, corpus, run_case, trained_run, working_directory
 
-from compare.model.checkpoint import load_checkpoint
 from compare.data.corpus import Vocab
+from compare.model.checkpoint import load_checkpoint
 from compare.sample import main as sample_main
 from compare.training.config import parse_args
 from compare.training.loop import train
-from error_cases import CASES, FAST, Case, Outcome, cjk_text, corpus, run_case, trained_run, working_directory
 
 CASES_BY_NAME = {case.name: case for case in CASES}
 
@@ -63,14 +64,24 @@ def test_a_real_process_prints_the_same_single_line(name, workspace):
     case = CASES_BY_NAME[name]
     with working_directory(workspace):
         argv = case.make_argv(workspace)
-    result = subprocess.run([sys.executable, "-m", f"compare.{case.command}", *argv], cwd=workspace,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", f"compare.{case.command}", *argv],
+        cwd=workspace,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert_reported_as_documented(case, Outcome(result.returncode, result.stderr, result.stdout))
 
 
 def test_debug_shows_the_traceback_and_keeps_the_exit_code(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "compare.train", "--data", "missing.txt", "--debug"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "compare.train", "--data", "missing.txt", "--debug"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert "Traceback" in result.stderr and "UsageError: --data missing.txt: no such file" in result.stderr
 

@@ -1,4 +1,5 @@
 """Faults during training: divergence, a full disk, a kill while saving. No good checkpoint is lost."""
+
 from __future__ import annotations
 
 import errno
@@ -14,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_runs import train_argv
 
 import compare.training.loop
 from compare.model.checkpoint import load_checkpoint, save_checkpoint
 from compare.train import main
 from compare.training.config import parse_args
 from compare.training.loop import train
-from tiny_runs import train_argv
 
 DISK_FULL = OSError(errno.ENOSPC, "No space left on device")
 
@@ -106,8 +107,9 @@ def tiny_tmpfs(tmp_path):
     mount_point.mkdir()
     if shutil.which("mount") is None or os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
-                             capture_output=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)], capture_output=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
     try:

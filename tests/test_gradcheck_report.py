@@ -3,6 +3,7 @@
 Its runtime is measured with ``time python -m compare.gradcheck``, not asserted here: timing
 depends on the machine, not the code. Why each tolerance is what it is: docs/tolerances.md.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from problems import CELLS_AND_LAYERS
 
 import manual
 from compare.gradcheck import GradcheckSettings, choose_entries, format_report, main, run_gradcheck
 from compare.gradients.methods import relative_error
 from compare.model.init import param_shapes
-from problems import CELLS_AND_LAYERS
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ("b", "c", "U", "W", "V")
@@ -38,6 +39,7 @@ def max_errors(report: dict, method: str) -> dict:
 
 
 # ----- the report's targets --------------------------------------------------------------
+
 
 @pytest.mark.parametrize("method", ["central", "torch-central"])
 def test_centred_differences_reach_the_originals_order(report, method):
@@ -84,6 +86,7 @@ def test_gradient_check_report_for_every_cell(cell, num_layers):
 
 # ----- the check has teeth ---------------------------------------------------------------
 
+
 def backward_with_dW_scaled(factor: float):
     """manual.backward, but with dW multiplied by ``factor``: a deliberately wrong gradient."""
     correct_backward = manual.backward
@@ -117,6 +120,7 @@ def test_only_the_complex_step_sees_an_error_of_one_part_in_a_hundred_million(mo
 
 # ----- pieces ----------------------------------------------------------------------------
 
+
 def test_relative_error_is_the_originals_formula():
     analytic = np.array([1.0, 0.0, -2.0, 1e-20])
     numerical = np.array([3.0, 0.0, -2.0, 0.0])
@@ -126,8 +130,9 @@ def test_relative_error_is_the_originals_formula():
 
 
 def test_sample_draws_distinct_entries_reproducibly():
-    params = {name: np.zeros(shape) for name, shape in
-              {"b": (5,), "c": (7,), "U": (5, 7), "W": (5, 5), "V": (7, 5)}.items()}
+    params = {
+        name: np.zeros(shape) for name, shape in {"b": (5,), "c": (7,), "U": (5, 7), "W": (5, 5), "V": (7, 5)}.items()
+    }
     entries = choose_entries(params, sample=6, seed=3)
     assert {name: len(indices) for name, indices in entries.items()} == {"b": 5, "c": 6, "U": 6, "W": 6, "V": 6}
     assert all(len(np.unique(indices)) == len(indices) for indices in entries.values())
@@ -146,13 +151,17 @@ def test_report_states_settings_above_a_markdown_table(report):
 
 # ----- the command line ------------------------------------------------------------------
 
+
 def test_command_writes_the_json_interface(tmp_path):
     """The stable interface scripts read. --sample 3 keeps this run short: what is tested
     here is the plumbing and the format; the full-size numbers are tested above."""
     path = tmp_path / "gradcheck.json"
     completed = subprocess.run(
         [sys.executable, "-m", "compare.gradcheck", "--sample", "3", "--json", str(path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert completed.returncode == 0, completed.stderr
     assert "| weights |" in completed.stdout
@@ -168,18 +177,21 @@ def test_command_writes_the_json_interface(tmp_path):
         assert all(cell["max"] <= limit for cell in summary.values()), (method, summary)
 
 
-@pytest.mark.parametrize("argv", [
-    ["--hidden-size", "0"],
-    ["--seq-length", "-1"],
-    ["--hidden-size", "five"],
-    ["--step", "0"],
-    ["--step", "nan"],
-    ["--complex-step", "-1e-30"],
-    ["--eps", "0"],
-    ["--sample", "0"],
-    ["--methods", "forward-difference"],
-    ["--data", "/no/such/file.txt"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--hidden-size", "0"],
+        ["--seq-length", "-1"],
+        ["--hidden-size", "five"],
+        ["--step", "0"],
+        ["--step", "nan"],
+        ["--complex-step", "-1e-30"],
+        ["--eps", "0"],
+        ["--sample", "0"],
+        ["--methods", "forward-difference"],
+        ["--data", "/no/such/file.txt"],
+    ],
+)
 def test_bad_flags_exit_2_with_one_line(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)

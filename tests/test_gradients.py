@@ -2,15 +2,16 @@
 centred finite differences, torch.autograd on the torch twin, and PyTorch's own
 nn.RNN / nn.LSTM / nn.GRU; for every cell, with 1 and 2 layers, B = 1 and B = 4.
 Why each tolerance is what it is: docs/tolerances.md."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from twins import as_tensors, manual_loss_and_grads, torch_loss_and_grads, torch_model
 
 import manual
-from twins import as_tensors, manual_loss_and_grads, torch_loss_and_grads, torch_model
 
 
 def relative_error(analytic, numeric, eps=1e-16):
@@ -33,8 +34,9 @@ def central_difference(problem, name, step):
         loss_at = {}
         for multiple in (-2, -1, 1, 2):
             params[name][index] = original + multiple * step
-            loss_at[multiple], _ = manual.forward(params, problem["inputs"], problem["targets"], problem["state0"],
-                                                  problem["cell"])
+            loss_at[multiple], _ = manual.forward(
+                params, problem["inputs"], problem["targets"], problem["state0"], problem["cell"]
+            )
         params[name][index] = original
         grad[index] = (8 * (loss_at[1] - loss_at[-1]) - (loss_at[2] - loss_at[-2])) / (12 * step)
     return grad
@@ -66,14 +68,20 @@ def test_torch_model_passes_autograd_gradcheck(problem):
     inputs, targets, state0 = (torch.from_numpy(problem[key]) for key in ("inputs", "targets", "state0"))
 
     def loss_of(*tensors):
-        logits, _ = torch.func.functional_call(model, dict(zip(names, tensors)), (inputs, state0))
+        logits, _ = torch.func.functional_call(model, dict(zip(names, tensors, strict=True)), (inputs, state0))
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
     leaves = tuple(torch.from_numpy(problem["params"][name]).clone().requires_grad_() for name in names)
     # The full Jacobian for the one-layer rnn (cheap); fast mode (a random projection v^T J u) for the rest.
     slow_mode = problem["cell"] == "rnn" and len(state0) == 1
-    assert torch.autograd.gradcheck(loss_of, leaves, eps=1e-6, atol=1e-5, rtol=1e-3,  # gradcheck's float64 defaults
-                                    fast_mode=not slow_mode)
+    assert torch.autograd.gradcheck(
+        loss_of,
+        leaves,
+        eps=1e-6,
+        atol=1e-5,
+        rtol=1e-3,  # gradcheck's float64 defaults
+        fast_mode=not slow_mode,
+    )
 
 
 PYTORCH_MODULES = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
@@ -91,14 +99,18 @@ def pytorch_module_oracle(problem):
     params = as_tensors(problem["params"])
     vocab_size, hidden_size = params["V"].shape
     num_layers = sum(1 for name in params if name.startswith("W"))
-    module = PYTORCH_MODULES[problem["cell"]](vocab_size, hidden_size, num_layers=num_layers, batch_first=True,
-                                              dtype=torch.float64)
+    module = PYTORCH_MODULES[problem["cell"]](
+        vocab_size, hidden_size, num_layers=num_layers, batch_first=True, dtype=torch.float64
+    )
     ours = {}  # our parameter name -> the module's tensor that plays its part
     with torch.no_grad():
         for layer in range(num_layers):
             names = manual.layer_param_names(layer)
-            for our_name, theirs in (("U", f"weight_ih_l{layer}"), ("W", f"weight_hh_l{layer}"),
-                                     ("b", f"bias_ih_l{layer}")):
+            for our_name, theirs in (
+                ("U", f"weight_ih_l{layer}"),
+                ("W", f"weight_hh_l{layer}"),
+                ("b", f"bias_ih_l{layer}"),
+            ):
                 getattr(module, theirs).copy_(params[names[our_name]])
                 ours[names[our_name]] = getattr(module, theirs)
             getattr(module, f"bias_hh_l{layer}").zero_()
@@ -118,8 +130,9 @@ def pytorch_module_oracle(problem):
 
 def test_both_implementations_equal_pytorch_modules(problem):
     oracle_hidden, oracle_final, oracle_grads = pytorch_module_oracle(problem)
-    _, cache = manual.forward(problem["params"], problem["inputs"], problem["targets"], problem["state0"],
-                              problem["cell"])
+    _, cache = manual.forward(
+        problem["params"], problem["inputs"], problem["targets"], problem["state0"], problem["cell"]
+    )
     manual_hidden = torch.from_numpy(cache.top.transpose(1, 0, 2))  # (T, B, H) -> (B, T, H)
     # Forward values: float64 rounding of a T = 6 step recurrence, nothing more.
     torch.testing.assert_close(manual_hidden, oracle_hidden, rtol=1e-12, atol=1e-14)

@@ -1,4 +1,5 @@
 """The weight initializer both implementations start from: names, shapes, draws, biases."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +10,12 @@ from compare.model.init import init_params, param_shapes
 def test_init_params_shapes_and_determinism():
     params = init_params(vocab_size=11, hidden_size=7, seed=1)
     assert {name: value.shape for name, value in params.items()} == {
-        "U": (7, 11), "W": (7, 7), "V": (11, 7), "b": (7,), "c": (11,)}
+        "U": (7, 11),
+        "W": (7, 7),
+        "V": (11, 7),
+        "b": (7,),
+        "c": (11,),
+    }
     assert all(value.dtype == np.float64 for value in params.values())
     assert not params["b"].any() and not params["c"].any()
     assert 0.008 < params["U"].std() < 0.012  # N(0, 0.01^2): 77 draws land within 20% of the std
@@ -19,8 +25,16 @@ def test_init_params_shapes_and_determinism():
 
 def test_parameter_names_and_shapes():
     shapes = param_shapes(vocab_size=11, hidden_size=5, cell="lstm", num_layers=2)
-    assert shapes == {"U": (20, 11), "W": (20, 5), "U2": (20, 5), "W2": (20, 5), "V": (11, 5),
-                      "b": (20,), "b2": (20,), "c": (11,)}
+    assert shapes == {
+        "U": (20, 11),
+        "W": (20, 5),
+        "U2": (20, 5),
+        "W2": (20, 5),
+        "V": (11, 5),
+        "b": (20,),
+        "b2": (20,),
+        "c": (11,),
+    }
     assert param_shapes(11, 5, "gru", 1) == {"U": (15, 11), "W": (15, 5), "V": (11, 5), "b": (15,), "c": (11,)}
     assert param_shapes(11, 5, "rnn", 1) == {"U": (5, 11), "W": (5, 5), "V": (11, 5), "b": (5,), "c": (11,)}
 

@@ -6,6 +6,7 @@
 - the modules of compare/ import each other without a cycle;
 - manual/ and torchref/ import neither each other nor compare/.
 """
+
 from __future__ import annotations
 
 import ast
@@ -56,12 +57,14 @@ def test_the_machinery_never_imports_a_command():
 
 def test_compare_has_no_import_cycle():
     graph = package_modules("compare")
-    graph = {module: {name for name in imports if name in graph and name != module} for module, imports in graph.items()}
+    graph = {
+        module: {name for name in imports if name in graph and name != module} for module, imports in graph.items()
+    }
     finished, on_path = set(), []
 
     def visit(module):
         if module in on_path:
-            raise AssertionError(f"import cycle: {' -> '.join(on_path[on_path.index(module):] + [module])}")
+            raise AssertionError(f"import cycle: {' -> '.join(on_path[on_path.index(module) :] + [module])}")
         if module in finished:
             return
         on_path.append(module)

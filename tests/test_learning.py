@@ -1,4 +1,5 @@
 """Learning works: on text from a known Markov chain, validation loss approaches its entropy rate."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -48,9 +49,23 @@ def test_validation_loss_reaches_the_entropy_rate(tmp_path, impl):
     text = sample_chain(transitions, 60000)
     data = tmp_path / "markov.txt"
     data.write_text(text)
-    config = TrainConfig(impl=impl, data=str(data), val_frac=0.1, hidden_size=32, seq_length=20, batch_size=16,
-                         epochs=3, seed=0, dtype="float64", logdir=str(tmp_path / "runs"), run_name="markov",
-                         log_every=50, eval_every=10**6, sample_every=10**6, sample_length=20)
+    config = TrainConfig(
+        impl=impl,
+        data=str(data),
+        val_frac=0.1,
+        hidden_size=32,
+        seq_length=20,
+        batch_size=16,
+        epochs=3,
+        seed=0,
+        dtype="float64",
+        logdir=str(tmp_path / "runs"),
+        run_name="markov",
+        log_every=50,
+        eval_every=10**6,
+        sample_every=10**6,
+        sample_length=20,
+    )
     val_loss = train(config)["impls"][impl]["val_loss"]
 
     floor = oracle_loss(transitions, text[-6000:])  # the true chain on the same validation text (1.447)

@@ -1,25 +1,29 @@
 """Both implementations trained side by side from one init on one data order, for every cell."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from problems import CELLS_AND_LAYERS
+from twins import as_tensors
 
 from compare.data.corpus import StreamBatches, Vocab, builtin_corpus
 from compare.model.engines import ADAGRAD_EPS, make_engine
 from compare.model.init import init_params
-from problems import CELLS_AND_LAYERS
-from twins import as_tensors
 
 
-def lockstep_run(steps, cell="rnn", num_layers=1, eps=ADAGRAD_EPS, hidden_size=16, batch_size=4, seq_length=10,
-                 clip=0.1):
+def lockstep_run(
+    steps, cell="rnn", num_layers=1, eps=ADAGRAD_EPS, hidden_size=16, batch_size=4, seq_length=10, clip=0.1
+):
     """Train both engines in float64; per step: (manual StepStats, torch StepStats, params of each)."""
     text = builtin_corpus()[:20000]
     vocab = Vocab.from_text(text)
     batches = StreamBatches(vocab.encode(text), batch_size, seq_length)
     params = init_params(len(vocab), hidden_size, 3, cell, num_layers)
-    engines = [make_engine(impl, params, lr=0.1, clip=clip, dtype="float64", cell=cell, eps=eps)
-               for impl in ("manual", "torch")]
+    engines = [
+        make_engine(impl, params, lr=0.1, clip=clip, dtype="float64", cell=cell, eps=eps)
+        for impl in ("manual", "torch")
+    ]
     for engine in engines:
         engine.reset_hidden(batch_size)
     history = []
@@ -35,8 +39,13 @@ def assert_lockstep(history, tolerance):
     clipped_steps = 0
     for step, ((manual_stats, torch_stats), (manual_params, torch_params)) in enumerate(history):
         assert abs(manual_stats.loss - torch_stats.loss) < tolerance, f"step {step}"
-        torch.testing.assert_close(as_tensors(manual_params), as_tensors(torch_params), rtol=0, atol=tolerance,
-                                   msg=lambda m: f"step {step}: {m}")
+        torch.testing.assert_close(
+            as_tensors(manual_params),
+            as_tensors(torch_params),
+            rtol=0,
+            atol=tolerance,
+            msg=lambda m, step=step: f"step {step}: {m}",
+        )
         assert manual_stats.clipped == torch_stats.clipped
         clipped_steps += manual_stats.clipped > 0
     # The comparison must cover the clipping path, and not only steps where it did nothing.

@@ -1,12 +1,13 @@
 """The hand-written AdaGrad against torch.optim.Adagrad on one gradient sequence."""
+
 from __future__ import annotations
 
 import numpy as np
 import torch
-
-from manual import Adagrad
 from problems import random_params
 from twins import as_tensors
+
+from manual import Adagrad
 
 
 def test_manual_adagrad_equals_torch_adagrad():
@@ -25,9 +26,14 @@ def test_manual_adagrad_equals_torch_adagrad():
         for name, param in torch_params.items():
             param.grad = torch.from_numpy(grads[name].copy())
         torch_optimizer.step()
-        torch.testing.assert_close(as_tensors(manual_params), {k: v.detach() for k, v in torch_params.items()},
-                                   rtol=1e-15, atol=1e-15,  # same formula, same operation order: a few ulps
-                                   msg=lambda m: f"step {step}: {m}")
+        torch.testing.assert_close(
+            as_tensors(manual_params),
+            {k: v.detach() for k, v in torch_params.items()},
+            rtol=1e-15,
+            atol=1e-15,  # same formula, same operation order: a few ulps
+            msg=lambda m, step=step: f"step {step}: {m}",
+        )
     for name, param in torch_params.items():
-        np.testing.assert_allclose(manual_optimizer.accumulators[name],
-                                   torch_optimizer.state[param]["sum"].numpy(), rtol=1e-15, atol=0)  # a few ulps
+        np.testing.assert_allclose(
+            manual_optimizer.accumulators[name], torch_optimizer.state[param]["sum"].numpy(), rtol=1e-15, atol=0
+        )  # a few ulps

@@ -1,4 +1,5 @@
 """The loss plot of real runs: the figure's lines are the event files' numbers, the PNG has the asked size."""
+
 from __future__ import annotations
 
 import shutil
@@ -7,13 +8,13 @@ from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tiny_runs import train_argv
 
 from compare.plot import main
 from compare.plotting.events import read_run
 from compare.plotting.figure import draw_figure
 from compare.training.config import parse_args
 from compare.training.loop import train
-from tiny_runs import train_argv
 
 STEPS = 30
 
@@ -90,9 +91,10 @@ def test_cli_writes_a_png_of_the_asked_size(runs, tmp_path, capsys):
     assert png_size(runs["torch"] / "loss.png") == (800, 600)
 
 
-@pytest.mark.parametrize("argv, message", [(["/no/such/run"], "no such run directory"),
-                                           (["."], "no loss/smooth"),
-                                           ([".", "--dpi", "0"], "--dpi")])
+@pytest.mark.parametrize(
+    "argv, message",
+    [(["/no/such/run"], "no such run directory"), (["."], "no loss/smooth"), ([".", "--dpi", "0"], "--dpi")],
+)
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)  # "." is then an empty directory, not a run
     try:

@@ -1,20 +1,21 @@
 """Sampling: float64 probabilities for any temperature, one random stream for both implementations."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
-import manual
-from compare.model.checkpoint import load_checkpoint
-from compare.data.corpus import Vocab
-from compare.model.engines import make_engine
-from compare.model.init import init_params
-from compare.sample import main as sample_main
-from compare.model.sampling import probabilities, sample_text
-from compare.training.config import parse_args
-from compare.training.loop import train
 from problems import random_params
 from tiny_runs import PHRASE, WORDS, train_argv
+
+import manual
+from compare.data.corpus import Vocab
+from compare.model.checkpoint import load_checkpoint
+from compare.model.engines import make_engine
+from compare.model.init import init_params
+from compare.model.sampling import probabilities, sample_text
+from compare.sample import main as sample_main
+from compare.training.config import parse_args
+from compare.training.loop import train
 
 VOCAB = Vocab.from_text(PHRASE)
 
@@ -75,8 +76,9 @@ def test_top_k_keeps_only_the_k_most_likely_characters():
     logits = np.array([1.0, 4.0, 3.0, -2.0, 2.0])
     probs = probabilities(logits, 1.0, top_k=2)
     assert np.flatnonzero(probs).tolist() == [1, 2]
-    np.testing.assert_allclose(probs[[1, 2]], np.exp([4.0, 3.0]) / np.exp([4.0, 3.0]).sum(),
-                               rtol=1e-15)  # the same two-term softmax: a few ulps
+    np.testing.assert_allclose(
+        probs[[1, 2]], np.exp([4.0, 3.0]) / np.exp([4.0, 3.0]).sum(), rtol=1e-15
+    )  # the same two-term softmax: a few ulps
     assert probabilities(logits, 1.0, top_k=99).tolist() == probabilities(logits, 1.0).tolist()
 
 
@@ -95,8 +97,10 @@ def test_same_seed_same_text_other_seed_other_text():
 @pytest.mark.parametrize("temperature, top_k", [(0.0, None), (0.5, None), (1.0, None), (2.0, None), (1.0, 3)])
 def test_both_implementations_write_the_same_text(temperature, top_k):
     manual_engine, torch_engine = engines_with_random_weights()
-    texts = [sample_text(engine, VOCAB, 300, temperature, prime="the ", seed=11, top_k=top_k)
-             for engine in (manual_engine, torch_engine)]
+    texts = [
+        sample_text(engine, VOCAB, 300, temperature, prime="the ", seed=11, top_k=top_k)
+        for engine in (manual_engine, torch_engine)
+    ]
     assert texts[0] == texts[1]
     assert len(set(texts[0])) > 3  # a real sample, not one character repeated
 
@@ -127,8 +131,25 @@ def test_a_trained_model_spells_words_of_its_corpus_and_an_untrained_one_does_no
 def test_the_command_prints_the_same_text_with_either_implementation(trained_run, capsys):
     outputs = []
     for impl in ("manual", "torch"):
-        assert sample_main(["--checkpoint", str(trained_run), "--impl", impl, "--prime", "the ", "--seed", "4",
-                            "--length", "150", "--top-k", "5"]) == 0
+        assert (
+            sample_main(
+                [
+                    "--checkpoint",
+                    str(trained_run),
+                    "--impl",
+                    impl,
+                    "--prime",
+                    "the ",
+                    "--seed",
+                    "4",
+                    "--length",
+                    "150",
+                    "--top-k",
+                    "5",
+                ]
+            )
+            == 0
+        )
         outputs.append(capsys.readouterr().out)
     assert outputs[0] == outputs[1] and outputs[0].startswith("the ")
 
@@ -148,13 +169,16 @@ def test_training_logs_samples_made_by_the_same_code(trained_run):
     assert logged == "    " + expected.replace("\n", "\n    ")  # Logger.text indents for Markdown
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--prime", "héllo wörld"], "not in the vocabulary: 'éö'"),
-    (["--temperature", "-0.5"], "--temperature must be >= 0"),
-    (["--temperature", "nan"], "--temperature must be >= 0"),
-    (["--top-k", "0"], "--top-k must be a positive"),
-    (["--length", "-1"], "--length must be between 1 and"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--prime", "héllo wörld"], "not in the vocabulary: 'éö'"),
+        (["--temperature", "-0.5"], "--temperature must be >= 0"),
+        (["--temperature", "nan"], "--temperature must be >= 0"),
+        (["--top-k", "0"], "--top-k must be a positive"),
+        (["--length", "-1"], "--length must be between 1 and"),
+    ],
+)
 def test_bad_input_is_one_line_on_stderr_and_exit_2(trained_run, capsys, flags, message):
     try:
         exit_code = sample_main(["--checkpoint", str(trained_run), *flags])

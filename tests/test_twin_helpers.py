@@ -1,6 +1,7 @@
 """The helpers that ``manual`` and ``torchref`` each keep a copy of, so that neither imports
 the other: the parameter names per layer, the cell table (cells, gate blocks, state parts)
 and the layer count of a parameter dict. Both copies must say the same thing."""
+
 from __future__ import annotations
 
 import numpy as np

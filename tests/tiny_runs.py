@@ -1,4 +1,5 @@
 """Tiny training runs for the checkpoint and sampling tests: a few seconds each, float64."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,9 +24,19 @@ def train_argv(directory: Path, run_name: str = "run", **flags) -> list:
     ``flags`` add or replace settings: max_steps=90 becomes --max-steps 90.
     """
     settings = {
-        "data": write_corpus(directory), "hidden_size": 16, "seq_length": 10, "batch_size": 2,
-        "dtype": "float64", "seed": 3, "logdir": directory / "runs", "run_name": run_name,
-        "log_every": 1, "eval_every": 20, "sample_every": 50, "sample_length": 20, "checkpoint_every": 25,
+        "data": write_corpus(directory),
+        "hidden_size": 16,
+        "seq_length": 10,
+        "batch_size": 2,
+        "dtype": "float64",
+        "seed": 3,
+        "logdir": directory / "runs",
+        "run_name": run_name,
+        "log_every": 1,
+        "eval_every": 20,
+        "sample_every": 50,
+        "sample_length": 20,
+        "checkpoint_every": 25,
     }
     settings.update(flags)
     argv = []

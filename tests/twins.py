@@ -1,4 +1,5 @@
 """Run one problem through both implementations and hand back comparable NumPy/torch values."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,8 +11,9 @@ import torchref
 
 def manual_loss_and_grads(problem):
     """(loss float, grads dict of float64 arrays) from the hand-written backward pass."""
-    loss, cache = manual.forward(problem["params"], problem["inputs"], problem["targets"], problem["state0"],
-                                 problem["cell"])
+    loss, cache = manual.forward(
+        problem["params"], problem["inputs"], problem["targets"], problem["state0"], problem["cell"]
+    )
     return float(loss), manual.backward(cache)
 
 
@@ -22,8 +24,9 @@ def torch_model(problem) -> torchref.CharRNN:
 def torch_loss_and_grads(problem):
     """(loss float, grads dict of float64 tensors) from autograd on the torch twin."""
     model = torch_model(problem)
-    loss, _ = model.loss(torch.from_numpy(problem["inputs"]), torch.from_numpy(problem["targets"]),
-                         torch.from_numpy(problem["state0"]))
+    loss, _ = model.loss(
+        torch.from_numpy(problem["inputs"]), torch.from_numpy(problem["targets"]), torch.from_numpy(problem["state0"])
+    )
     loss.backward()
     return float(loss.detach()), {name: param.grad for name, param in model.named_parameters()}
 

@@ -6,6 +6,7 @@ Each row of CASES is run for real (in a temporary directory) and shows the exact
 user sees; the rows of GUARANTEES are not one command's answer, so each names the test
 that checks it (tests/test_errors.py checks that those tests exist).
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -22,24 +23,43 @@ def what_the_user_sees(case: Case, outcome: Outcome) -> str:
 
 # Rows that are not one command's answer; each names the test that checks it.
 GUARANTEES = [
-    ("Faults: any error, with `--debug`", "the traceback, then the same one line", "2 or 1",
-     "tests/test_errors.py::test_debug_shows_the_traceback_and_keeps_the_exit_code"),
-    ("Faults: Ctrl-C or SIGTERM during training",
-     "`stopped by SIGINT after step N; checkpoint saved; continue with --resume runs/<run>`", "130 / 143",
-     "tests/test_checkpoint.py::test_a_signal_mid_run_leaves_a_loadable_checkpoint_and_event_file"),
-    ("Faults: the process is killed (`kill -9`) while saving",
-     "nothing; the checkpoint on disk is the previous or the new one, whole (at most a stray "
-     "`.latest.npz.<id>.tmp` is left)", "137 (SIGKILL)",
-     "tests/test_faults.py::test_a_kill_during_a_save_loop_never_leaves_a_broken_checkpoint"),
-    ("Determinism: the same seed and flags, run twice",
-     "identical loss curves and weights, bit for bit (manual and torch, float32 and float64)", "0",
-     "tests/test_determinism.py"),
-    ("Determinism: random shapes, seeds, batch sizes, carried hidden states",
-     "manual and autograd gradients agree (float64, hypothesis)", "",
-     "tests/test_properties.py::test_manual_gradients_equal_autograd"),
-    ("Determinism: any temperature in [0, 100], any prime of known characters, any top-k",
-     "sampling never fails and never returns an unknown character (hypothesis)", "",
-     "tests/test_properties.py::test_sampling_never_fails_nor_leaves_the_vocabulary"),
+    (
+        "Faults: any error, with `--debug`",
+        "the traceback, then the same one line",
+        "2 or 1",
+        "tests/test_errors.py::test_debug_shows_the_traceback_and_keeps_the_exit_code",
+    ),
+    (
+        "Faults: Ctrl-C or SIGTERM during training",
+        "`stopped by SIGINT after step N; checkpoint saved; continue with --resume runs/<run>`",
+        "130 / 143",
+        "tests/test_checkpoint.py::test_a_signal_mid_run_leaves_a_loadable_checkpoint_and_event_file",
+    ),
+    (
+        "Faults: the process is killed (`kill -9`) while saving",
+        "nothing; the checkpoint on disk is the previous or the new one, whole (at most a stray "
+        "`.latest.npz.<id>.tmp` is left)",
+        "137 (SIGKILL)",
+        "tests/test_faults.py::test_a_kill_during_a_save_loop_never_leaves_a_broken_checkpoint",
+    ),
+    (
+        "Determinism: the same seed and flags, run twice",
+        "identical loss curves and weights, bit for bit (manual and torch, float32 and float64)",
+        "0",
+        "tests/test_determinism.py",
+    ),
+    (
+        "Determinism: random shapes, seeds, batch sizes, carried hidden states",
+        "manual and autograd gradients agree (float64, hypothesis)",
+        "",
+        "tests/test_properties.py::test_manual_gradients_equal_autograd",
+    ),
+    (
+        "Determinism: any temperature in [0, 100], any prime of known characters, any top-k",
+        "sampling never fails and never returns an unknown character (hypothesis)",
+        "",
+        "tests/test_properties.py::test_sampling_never_fails_nor_leaves_the_vocabulary",
+    ),
 ]
 
 

@@ -14,7 +14,7 @@ GATES = 3
 STATE_PARTS = 1  # state[0] = h
 
 
-def step(x_proj: torch.Tensor, W: torch.Tensor, state: torch.Tensor):
+def step(x_proj: torch.Tensor, W: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """x_proj (B, 3H) = b + U x_t; W (3H, H); state (1, B, H). Returns (h_t (B, H), state_t)."""
     h = state[0]
     x_r, x_z, x_n = x_proj.chunk(GATES, dim=1)

@@ -15,7 +15,7 @@ GATES = 4
 STATE_PARTS = 2  # state[0] = h, state[1] = s
 
 
-def step(x_proj: torch.Tensor, W: torch.Tensor, state: torch.Tensor):
+def step(x_proj: torch.Tensor, W: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """x_proj (B, 4H) = b + U x_t; W (4H, H); state (2, B, H). Returns (h_t (B, H), state_t)."""
     h, s = state
     i, f, g, o = (x_proj + h @ W.T).chunk(GATES, dim=1)

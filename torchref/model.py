@@ -24,13 +24,13 @@ from torchref import gru, lstm, rnn
 CELLS = {"rnn": rnn, "lstm": lstm, "gru": gru}
 
 
-def layer_param_names(layer: int) -> dict:
+def layer_param_names(layer: int) -> dict[str, str]:
     """{'U': 'U', 'W': 'W', 'b': 'b'} for layer 0, {'U': 'U2', ...} for layer 1 (the second)."""
     suffix = "" if layer == 0 else str(layer + 1)
     return {name: name + suffix for name in ("U", "W", "b")}
 
 
-def count_layers(params: dict) -> int:
+def count_layers(params: dict[str, np.ndarray]) -> int:
     """L, the number of recurrent layers: one W, W2, ... per layer."""
     return sum(1 for name in params if name.startswith("W"))
 
@@ -38,9 +38,19 @@ def count_layers(params: dict) -> int:
 class CharRNN(nn.Module):
     """params: dict of NumPy arrays (copied, never shared); cell: 'rnn', 'lstm' or 'gru'."""
 
+    # Registered by name in __init__ (setattr), with U, b and any deeper layer's U2, W2, b2; declared
+    # here so that the type checker knows the ones read as attributes. Annotations only: no class attributes.
+    W: nn.Parameter
+    V: nn.Parameter
+    c: nn.Parameter
+
     def __init__(
-        self, params: dict, cell: str = "rnn", dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"
-    ):
+        self,
+        params: dict[str, np.ndarray],
+        cell: str = "rnn",
+        dtype: torch.dtype = torch.float64,
+        device: str | torch.device = "cpu",
+    ) -> None:
         super().__init__()
         self.cell = cell
         self.num_layers = count_layers(params)
@@ -57,10 +67,11 @@ class CharRNN(nn.Module):
         parts = CELLS[self.cell].STATE_PARTS
         return self.W.new_zeros(self.num_layers, parts, batch_size, self.hidden_size)
 
-    def forward(self, inputs: torch.Tensor, state0: torch.Tensor):
+    def forward(self, inputs: torch.Tensor, state0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """inputs: (B, T) long; state0: (L, P, B, H). Returns (logits (B, T, V), state_T (L, P, B, H))."""
         step = CELLS[self.cell].step
-        below, states = None, []
+        below: torch.Tensor | None = None  # the layer below's hidden states; None under layer 1 (tokens)
+        states: list[torch.Tensor] = []
         for layer in range(self.num_layers):
             names = layer_param_names(layer)
             U, W, b = (getattr(self, names[key]) for key in ("U", "W", "b"))
@@ -76,15 +87,18 @@ class CharRNN(nn.Module):
                 hidden_states.append(h)
             below = torch.stack(hidden_states, dim=1)  # (B, T, H)
             states.append(state)
+        assert below is not None  # L >= 1 layers ran: below holds the top layer's hidden states
         logits = below @ self.V.T + self.c  # (B, T, V): o_t = c + V h_t
         return logits, torch.stack(states)
 
-    def loss(self, inputs: torch.Tensor, targets: torch.Tensor, state0: torch.Tensor):
+    def loss(
+        self, inputs: torch.Tensor, targets: torch.Tensor, state0: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean cross-entropy in nats per character. Returns (loss, state_T)."""
         logits, state_last = self(inputs, state0)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
         return loss, state_last
 
-    def numpy_params(self) -> dict:
+    def numpy_params(self) -> dict[str, np.ndarray]:
         """float64 NumPy copies of every parameter, by name."""
         return {name: param.detach().cpu().double().numpy().copy() for name, param in self.named_parameters()}

@@ -13,7 +13,7 @@ GATES = 1
 STATE_PARTS = 1  # state[0] = h
 
 
-def step(x_proj: torch.Tensor, W: torch.Tensor, state: torch.Tensor):
+def step(x_proj: torch.Tensor, W: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """x_proj (B, H) = b + U x_t; W (H, H); state (1, B, H). Returns (h_t (B, H), state_t)."""
     h_prev = state.squeeze(0)  # (1, B, H) -> (B, H): a view both ways, where state[0]'s backward fills a zero tensor
     h = torch.tanh(torch.addmm(x_proj, h_prev, W.T))  # h_t = tanh(b + W h_{t-1} + U x_t); addmm(x, h, W^T) = x + h W^T

@@ -265,7 +265,7 @@ def table(results: list) -> str:
 
 def measure_all(args) -> list:
     """Every implementation, configuration and layout, ``--rounds`` times, interleaved."""
-    results = {}
+    results: dict[tuple, Result] = {}
     for round_number in range(args.rounds):
         for config in comma_list(args.configs):
             for impl in comma_list(args.impls):

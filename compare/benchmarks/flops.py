@@ -21,12 +21,14 @@ from __future__ import annotations
 import os
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 PEAK_MATRIX_SIZE = 2048  # n of the n x n float32 product that measures the peak
-PEAK_REPEATS = 5
+PEAK_REPEATS = 3  # timed products per library and measurement; the benchmark measures it several times
+CLEAN_LOAD_PCT = 10.0  # above this share of the CPUs taken by other processes, a run is not clean
 
 
 def macs_per_char(hidden_size: int, vocab_size: int) -> int:
@@ -41,10 +43,12 @@ def flops_per_char(hidden_size: int, vocab_size: int) -> int:
 
 @dataclass
 class MatmulPeak:
-    """GFLOP/s of one large float32 matrix product, the best of a few, in each library."""
+    """GFLOP/s of one large float32 matrix product on ``threads`` threads, the best of a few, in each library."""
 
     numpy_gflops: float
     torch_gflops: float
+    threads: int = 1
+    when: str = ""  # where in the benchmark it was measured, e.g. "before seed"
 
     @property
     def gflops(self) -> float:
@@ -63,18 +67,63 @@ def best_seconds(multiply, repeats: int) -> float:
     return min(times)
 
 
-def measure_matmul_peak(size: int = PEAK_MATRIX_SIZE, repeats: int = PEAK_REPEATS) -> MatmulPeak:
-    """Time an n x n by n x n float32 product (2 n^3 operations) in NumPy and in torch."""
+def measure_matmul_peak(threads: int, size: int = PEAK_MATRIX_SIZE, repeats: int = PEAK_REPEATS) -> MatmulPeak:
+    """Time an n x n by n x n float32 product (2 n^3 operations) in NumPy and in torch on ``threads`` threads."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng(0)
     left = rng.standard_normal((size, size), dtype=np.float32)
     right = rng.standard_normal((size, size), dtype=np.float32)
     left_tensor, right_tensor = torch.from_numpy(left), torch.from_numpy(right)
     operations = 2 * size**3
-    numpy_seconds = best_seconds(lambda: left @ right, repeats)
-    torch_seconds = best_seconds(lambda: left_tensor @ right_tensor, repeats)
-    return MatmulPeak(operations / numpy_seconds / 1e9, operations / torch_seconds / 1e9)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(limits=threads):  # restores the caller's BLAS limit on the way out
+            numpy_seconds = best_seconds(lambda: left @ right, repeats)
+            torch_seconds = best_seconds(lambda: left_tensor @ right_tensor, repeats)
+    finally:
+        torch.set_num_threads(threads_before)
+    return MatmulPeak(operations / numpy_seconds / 1e9, operations / torch_seconds / 1e9, threads)
+
+
+@dataclass
+class PeakLog:
+    """The matmul peak measured again and again during a benchmark, for each thread count; the best counts.
+
+    Another process that takes a core while the peak is measured makes the peak too low and
+    every "% of peak" too high; measuring it before, between and after the timed
+    configurations and keeping the best gives the quietest moment of the run.
+    """
+
+    thread_counts: tuple
+    size: int = PEAK_MATRIX_SIZE
+    samples: list = field(default_factory=list)
+
+    def measure(self, when: str, tick=lambda: None) -> None:
+        for threads in self.thread_counts:
+            sample = measure_matmul_peak(threads, self.size)
+            sample.when = when
+            self.samples.append(sample)
+            tick()
+
+    def best(self, threads: int) -> MatmulPeak:
+        """The best of every measurement on ``threads`` threads, each library's best on its own."""
+        samples = [sample for sample in self.samples if sample.threads == threads]
+        if not samples:
+            raise ValueError(f"the peak was never measured on {threads} thread(s)")
+        numpy_best = max(sample.numpy_gflops for sample in samples)
+        torch_best = max(sample.torch_gflops for sample in samples)
+        return MatmulPeak(numpy_best, torch_best, threads, f"best of {len(samples)}")
+
+    def count(self, threads: int) -> int:
+        return sum(sample.threads == threads for sample in self.samples)
+
+
+def peak_thread_counts(threads: int) -> tuple:
+    """1 thread, every core, and the benchmark's own thread count if it is neither."""
+    return tuple(sorted({1, available_cores(), threads}))
 
 
 def cpu_model() -> str:
@@ -97,46 +146,86 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def system_busy_seconds() -> float | None:
-    """CPU seconds every process on the machine has used since boot (Linux /proc/stat), or None."""
+def allowed_cpus() -> set | None:
     try:
-        with open("/proc/stat", encoding="ascii") as stat:
-            fields = [int(value) for value in stat.readline().split()[1:]]
-    except (OSError, ValueError):
+        return set(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
         return None
-    idle = fields[3] + fields[4]  # idle and iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")  # user .. steal, without guest (counted in user)
 
 
 @dataclass
 class LoadMonitor:
-    """How much CPU other processes took while this one was measuring: a shared machine's noise.
+    """The share of this process's CPUs that other processes used between ``start()`` and ``other_load_pct()``.
 
-    Timing is only trustworthy when the rest of the machine is idle; this measures that,
-    between ``start()`` and ``other_load_pct()``, as the CPU time the whole machine used
-    minus this process's own (children included), over the cores' wall-clock capacity.
+    Timing is only trustworthy when the rest of the machine is idle. From /proc (Linux): the
+    busy clock ticks of the CPUs this process may run on (/proc/stat, one line per CPU), minus
+    the ticks of this process and of its descendants, live (torch.compile's worker processes)
+    or finished (/proc/PID/stat), over all the ticks of those CPUs, busy or idle. All in the
+    kernel's clock ticks, so no wall clock is involved. ``proc`` and ``pid`` are for tests.
     """
 
-    cores: int
-    started_wall: float = 0.0
-    started_busy: float | None = None
-    started_own: float = 0.0
+    proc: Path = Path("/proc")
+    pid: int = field(default_factory=os.getpid)
+    cpus: set | None = field(default_factory=allowed_cpus)  # None: every CPU
+    started: tuple | None = None  # (busy, total, own) ticks at start()
 
     def start(self) -> LoadMonitor:
-        self.started_wall, self.started_busy, self.started_own = time.perf_counter(), system_busy_seconds(), own_cpu()
+        self.started = self.ticks()
         return self
 
-    def other_load_pct(self) -> float | None:
-        """Percent of the machine's CPU capacity used by other processes since start(), or None."""
-        busy = system_busy_seconds()
-        if busy is None or self.started_busy is None:
+    def ticks(self) -> tuple | None:
+        """(busy, total) ticks of the CPUs and this process tree's ticks, or None without /proc."""
+        try:
+            busy, total = cpu_ticks((self.proc / "stat").read_text(encoding="ascii"), self.cpus)
+            return busy, total, process_tree_ticks(self.proc, self.pid)
+        except (OSError, ValueError):
             return None
-        capacity = (time.perf_counter() - self.started_wall) * (os.cpu_count() or self.cores)
-        others = (busy - self.started_busy) - (own_cpu() - self.started_own)
-        return max(0.0, 100.0 * others / capacity)
+
+    def other_load_pct(self) -> float | None:
+        """Percent of the CPUs' capacity that other processes used since start(), or None where unreadable."""
+        now = self.ticks()
+        if now is None or self.started is None:
+            return None
+        busy, total, own = (later - earlier for later, earlier in zip(now, self.started, strict=True))
+        if total <= 0:
+            return None
+        return min(100.0, max(0.0, 100.0 * (busy - own) / total))
 
 
-def own_cpu() -> float:
-    """CPU seconds used by this process and its finished children."""
-    times = os.times()
-    return times.user + times.system + times.children_user + times.children_system
+def cpu_ticks(stat_text: str, cpus: set | None) -> tuple:
+    """(busy, total) clock ticks of ``cpus`` (every CPU when None) from the text of /proc/stat."""
+    busy = total = 0
+    for line in stat_text.splitlines():
+        name, *values = line.split() or [""]
+        if not (name.startswith("cpu") and name[3:].isdigit()) or (cpus is not None and int(name[3:]) not in cpus):
+            continue  # the "cpu" line sums every CPU, those this process may not use included
+        user, nice, system, idle, iowait, irq, softirq, steal = (int(value) for value in values[:8])
+        busy += user + nice + system + irq + softirq + steal  # guest time is already inside user
+        total += user + nice + system + idle + iowait + irq + softirq + steal
+    if total == 0:
+        raise ValueError("no per-CPU lines for these CPUs in /proc/stat")
+    return busy, total
+
+
+def process_tree_ticks(proc: Path, root_pid: int) -> int:
+    """Clock ticks used by ``root_pid`` and every descendant, each with its finished children (/proc/PID/stat)."""
+    children: dict[int, list[int]] = {}
+    own_ticks: dict[int, int] = {}
+    for stat_path in proc.glob("[0-9]*/stat"):
+        try:
+            text = stat_path.read_text(encoding="ascii", errors="replace")
+        except OSError:  # the process ended while we looked
+            continue
+        fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) ": the name may hold spaces
+        pid = int(stat_path.parent.name)
+        children.setdefault(int(fields[1]), []).append(pid)  # fields[1] is the parent's pid
+        own_ticks[pid] = sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+    if root_pid not in own_ticks:
+        raise ValueError(f"no /proc/{root_pid}/stat")
+    tree, frontier = {root_pid}, [root_pid]
+    while frontier:
+        for child in children.get(frontier.pop(), []):
+            if child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return sum(own_ticks[pid] for pid in tree)

@@ -103,6 +103,7 @@ class NaiveEngine(ManualEngine):
         super().__init__(params, lr, clip, dtype)
 
     def train_step(self, inputs: np.ndarray, targets: np.ndarray):
+        assert self.hidden is not None, "reset_hidden() or load_state() comes before the first step"
         h0 = self.hidden[0, 0]  # the engine's (layers, parts, B, H) state holds one (B, H) array here
         result = loss_and_grads(self.params, inputs, targets, h0)
         self.hidden = result.h_last[None, None]

@@ -1,4 +1,10 @@
-"""The speed and memory benchmark that ``python -m compare.bench`` runs: the settings, the run, the JSON."""
+"""The speed and memory benchmark that ``python -m compare.bench`` runs: the settings, the run, the JSON.
+
+The float32 matmul peak is measured again before the first group of configurations (each
+configuration of the speed table, then each scaling sweep) and after every group, on 1 thread
+and on every core; the best of each is the peak. Other processes' share of the CPUs is
+measured over the same span and decides whether the run is called clean.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from compare.benchmarks.flops import LoadMonitor
+from compare.benchmarks.flops import PEAK_MATRIX_SIZE, LoadMonitor, PeakLog, peak_thread_counts
 from compare.benchmarks.timing import CONFIGS, SWEEP_IMPLS, Timer, sweep_configs
 
 
@@ -26,6 +32,27 @@ class BenchSettings:
     omp_wait_policy: str  # what torch's OpenMP runtime will see: the flag's value, else the environment's
     omp_wait_policy_flag: bool  # whether the flag asked for it (then it is set before torch is imported)
     flush_denormals: bool
+    peak_size: int = PEAK_MATRIX_SIZE  # n of the n x n product that measures the matmul peak
+
+
+@dataclass
+class Group:
+    """Configurations timed together, with the matmul peak measured before and after them."""
+
+    name: str
+    configs: list
+    impls: tuple
+    sweep: bool  # a scaling sweep (the second tables) rather than a row of the speed table
+
+
+def plan_groups(settings: BenchSettings) -> list:
+    groups = [Group(name, [CONFIGS[name]], tuple(settings.impls), False) for name in settings.configs]
+    groups = groups if settings.speed else []
+    if settings.scaling:
+        for sweep in ("hidden", "batch"):
+            configs = [config for config in sweep_configs() if config.name.startswith(sweep + ":")]
+            groups.append(Group(f"the {sweep} sweep", configs, SWEEP_IMPLS, True))
+    return groups
 
 
 def progress_bar(total: int, enabled: bool):
@@ -34,22 +61,66 @@ def progress_bar(total: int, enabled: bool):
     return tqdm(total=total, desc="bench", unit="run", disable=not enabled, dynamic_ncols=True, file=sys.stderr)
 
 
-def measure_machine(settings: BenchSettings):
+def describe_machine(settings: BenchSettings, peaks: PeakLog):
     import numpy
     import torch
 
-    from compare.benchmarks.flops import cpu_model, measure_matmul_peak
+    from compare.benchmarks.flops import cpu_model
     from compare.benchmarks.report import Machine
 
     versions = {"numpy": numpy.__version__, "torch": torch.__version__, "python": sys.version.split()[0]}
-    return Machine(
-        cpu_model(),
-        settings.threads,
-        measure_matmul_peak(),
-        settings.omp_wait_policy,
-        settings.flush_denormals,
-        versions,
+    return Machine(cpu_model(), settings.threads, peaks, settings.omp_wait_policy, settings.flush_denormals, versions)
+
+
+def measure_groups(settings: BenchSettings, groups: list, peaks: PeakLog, bar) -> tuple:
+    """(speed, scaling) measurements, the matmul peak measured before, between and after the groups."""
+    from compare.data.corpus import Vocab, builtin_corpus
+
+    text = builtin_corpus()
+    vocab = Vocab.from_text(text)
+    tokens = vocab.encode(text)
+    speed: list = []
+    scaling: list = []
+    peaks.measure(f"before {groups[0].name}", tick=bar.update)
+    for group in groups:
+        for config in group.configs:
+            bar.set_description(f"bench {config.name}")
+            measured = settings.timer.measure(config, group.impls, tokens, len(vocab), tick=bar.update)
+            (scaling if group.sweep else speed).extend(measured)
+        bar.set_description("bench matmul peak")
+        peaks.measure(f"after {group.name}", tick=bar.update)
+    return speed, scaling
+
+
+def report_timing(machine, speed: list, scaling: list, other_load_pct: float | None) -> dict:
+    """Print the peaks, the load verdict and the tables; return the JSON document so far."""
+    from compare.benchmarks import report
+
+    clean, verdict = report.load_verdict(other_load_pct)
+    measured = speed + scaling
+    by_key = report.by_config_and_impl(measured)
+    document = {"machine": machine.as_json(), "results": [], "scaling": []}
+    document["machine"].update(
+        other_load_pct=other_load_pct, clean=clean, peak_exceeded=bool(report.above_peak(measured, machine))
     )
+    print(f"{machine.header()}\n{machine.peak_lines()}\n{verdict}\n")
+    tables = []
+    if speed:
+        tables.append((report.speed_table(speed, machine), speed))
+        document["results"] = [report.result_json(m, machine, by_key) for m in speed]
+    if scaling:
+        for sweep, title in (("hidden", "Hidden size doubling"), ("batch", "Batch size doubling")):
+            rows = [m for m in scaling if m.config.name.startswith(sweep + ":")]
+            fixed = (
+                f"batch {rows[0].config.batch_size}" if sweep == "hidden" else f"hidden {rows[0].config.hidden_size}"
+            )
+            table = report.scaling_table(rows, machine, sweep)
+            tables.append((f"{title} ({fixed}, T {rows[0].config.seq_length}):\n\n{table}", rows))
+        document["scaling"] = [report.result_json(m, machine, by_key) for m in scaling]
+    for table, rows in tables:
+        warning = report.peak_warning(rows, machine)  # next to the table whose rate beat the peak
+        print(table + ("\n" + warning if warning else "") + "\n")
+    return document
 
 
 def run(settings: BenchSettings) -> dict:
@@ -58,54 +129,29 @@ def run(settings: BenchSettings) -> dict:
     from threadpoolctl import threadpool_limits
 
     from compare.benchmarks import report
-    from compare.data.corpus import Vocab, builtin_corpus
 
     started = time.perf_counter()
-    text = builtin_corpus()
-    vocab = Vocab.from_text(text)
-    tokens = vocab.encode(text)
-    speed_configs = [CONFIGS[name] for name in settings.configs] if settings.speed else []
-    sweeps = sweep_configs() if settings.scaling else []
-    runs = (sum(len(settings.impls) for _ in speed_configs) + len(sweeps) * len(SWEEP_IMPLS)) * (
-        1 + settings.timer.repeats
-    ) + (5 if settings.memory else 0)
-    document = {"results": [], "scaling": []}
+    groups = plan_groups(settings)
+    peaks = PeakLog(peak_thread_counts(settings.threads), settings.peak_size)
+    timed_runs = sum(len(config_group.configs) * len(config_group.impls) for config_group in groups)
+    peak_runs = (len(groups) + 1) * len(peaks.thread_counts) if groups else 0
+    runs = timed_runs * (1 + settings.timer.repeats) + peak_runs + (5 if settings.memory else 0)
+    document = {"machine": describe_machine(settings, peaks).as_json(), "results": [], "scaling": []}
     torch.set_num_threads(settings.threads)
     torch.set_flush_denormal(settings.flush_denormals)  # this thread's floating-point mode: NumPy's work too
     with threadpool_limits(limits=settings.threads), progress_bar(runs, settings.progress) as bar:
-        load = LoadMonitor(settings.threads).start()
-        machine = measure_machine(settings)
-        document["machine"] = machine.as_json()
-        print(machine.header() + "\n")
-        speed = []
-        for config in speed_configs:
-            bar.set_description(f"bench {config.name}")
-            speed += settings.timer.measure(config, settings.impls, tokens, len(vocab), tick=bar.update)
-        if speed:
-            print(report.speed_table(speed, machine) + "\n")
-            document["results"] = [report.result_json(m, machine) for m in speed]
-        scaling = []
-        for config in sweeps:
-            bar.set_description(f"bench {config.name}")
-            scaling += settings.timer.measure(config, SWEEP_IMPLS, tokens, len(vocab), tick=bar.update)
-        if scaling:
-            print(f"Hidden size doubling (batch {sweeps[0].batch_size}, T 25):\n")
-            print(report.scaling_table(scaling, machine, "hidden") + "\n")
-            print(f"Batch size doubling (hidden {sweeps[-1].hidden_size}, T 25):\n")
-            print(report.scaling_table(scaling, machine, "batch") + "\n")
-            document["scaling"] = [report.result_json(m, machine) for m in scaling]
-        document["machine"]["other_load_pct"] = load.other_load_pct()
-        print(report.load_note(document["machine"]["other_load_pct"]) + "\n")
+        if groups:
+            load = LoadMonitor().start()
+            speed, scaling = measure_groups(settings, groups, peaks, bar)
+            document = report_timing(describe_machine(settings, peaks), speed, scaling, load.other_load_pct())
+        else:  # memory only: no peak to measure, no timing to disturb
+            print(describe_machine(settings, peaks).header() + "\n")
         if settings.memory:
             from compare.benchmarks.memory import measure_memory, memory_table
 
             bar.set_description("bench memory")
-            memory = measure_memory(
-                settings.memory_mb,
-                settings.threads,
-                str(Path(__file__).resolve().parents[2]),
-                tick=lambda: bar.update(),
-            )
+            repo = str(Path(__file__).resolve().parents[2])
+            memory = measure_memory(settings.memory_mb, settings.threads, repo, tick=lambda: bar.update())
             print(memory_table(memory) + "\n")
             document["memory"] = report.memory_json(memory)
     document["seconds"] = time.perf_counter() - started

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 DEBUG_FLAG = "--debug"
 
@@ -58,7 +58,7 @@ def report(prog: str, message: str, debug: bool = False) -> None:
     print(f"{prog}: error: {one_line(message)}", file=sys.stderr)
 
 
-def run_cli(prog: str, command: Callable[[list], int], argv: list | None = None) -> int:
+def run_cli(prog: str, command: Callable[[list[str]], int], argv: Sequence[str] | None = None) -> int:
     """Run ``command(argv)`` and turn its exceptions into one line on stderr and an exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = DEBUG_FLAG in argv

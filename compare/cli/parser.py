@@ -10,6 +10,8 @@ flag whose default is None or off, gets no second ``(default: ...)``.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from compare.cli.errors import DEBUG_FLAG
 
@@ -17,14 +19,20 @@ from compare.cli.errors import DEBUG_FLAG
 class ReadByRunCli(argparse.Action):
     """Accepts --debug and stores nothing: run_cli has already looked for it in argv."""
 
-    def __call__(self, parser, namespace, values, option_string=None):
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
         pass
 
 
 class DefaultOnceFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """argparse's ``(default: X)`` suffix, only where the help does not already say it."""
 
-    def _get_help_string(self, action: argparse.Action) -> str:
+    def _get_help_string(self, action: argparse.Action) -> str | None:
         help_text = action.help or ""
         says_default = "default" in help_text
         meaningless = action.default in (None, False, argparse.SUPPRESS) or action.option_strings == []
@@ -36,7 +44,7 @@ class DefaultOnceFormatter(argparse.ArgumentDefaultsHelpFormatter):
 class CommandParser(argparse.ArgumentParser):
     """argparse, but an error is one line (no usage block) before exit code 2, and ``--debug`` is known."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", DefaultOnceFormatter)
         super().__init__(*args, **kwargs)
         self.add_argument(
@@ -47,7 +55,7 @@ class CommandParser(argparse.ArgumentParser):
             help="on an error, also print the full Python traceback",
         )
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
 def text_digest(text: str) -> str:
@@ -48,7 +50,7 @@ CHUNK_CHARS = 1 << 20  # 1M characters: a 4 MB code-point array at a time, howev
 UNICODE_SIZE = 0x110000  # code points run from 0 to 0x10FFFF
 
 
-def text_chunks(text: str, size: int | None = None):
+def text_chunks(text: str, size: int | None = None) -> Iterator[str]:
     """Consecutive pieces of at most ``size`` (default CHUNK_CHARS) characters that join back into ``text``."""
     size = size or CHUNK_CHARS
     for start in range(0, len(text), size):
@@ -117,7 +119,7 @@ class Vocab:
         if unknown:
             raise ValueError(f"characters not in the vocabulary: {''.join(map(chr, sorted(unknown)))!r}")
 
-    def decode(self, ids) -> str:
+    def decode(self, ids: ArrayLike) -> str:
         return "".join(self.chars[i] for i in np.asarray(ids).reshape(-1).tolist())
 
 
@@ -130,7 +132,7 @@ class EncodedText:
     sha256: str  # hex digest of the text's UTF-8 bytes: the same as text_digest(text)
 
 
-def text_pieces(path: str | Path, encoding: str = "utf-8", errors: str = "strict"):
+def text_pieces(path: str | Path, encoding: str = "utf-8", errors: str = "strict") -> Iterator[str]:
     """The text of ``path`` as consecutive pieces of at most CHUNK_CHARS characters.
 
     Read in text mode, like ``load_text``: the same decoding, the same newline translation.
@@ -167,7 +169,7 @@ def encode_file(path: str | Path, encoding: str = "utf-8", errors: str = "strict
     return EncodedText(vocab, tokens, digest.hexdigest())
 
 
-def split_train_val(tokens: np.ndarray, val_frac: float):
+def split_train_val(tokens: np.ndarray, val_frac: float) -> tuple[np.ndarray, np.ndarray]:
     """The last ``val_frac`` of the tokens is held out for validation. Returns (train, val)."""
     n_val = int(round(len(tokens) * val_frac))
     return tokens[: len(tokens) - n_val], tokens[len(tokens) - n_val :]
@@ -197,7 +199,7 @@ class StreamBatches:
     def __len__(self) -> int:
         return self.steps_per_epoch
 
-    def get_batch(self, index: int):
+    def get_batch(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Chunk ``index`` of the epoch: (inputs, targets), each (B, T) int64."""
         cols = slice(index * self.seq_length, (index + 1) * self.seq_length)
         return self.inputs[:, cols].astype(np.int64), self.targets[:, cols].astype(np.int64)

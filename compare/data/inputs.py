@@ -11,6 +11,7 @@ import codecs
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -138,6 +139,17 @@ def check_writable_directory(directory: Path, flag_value: str) -> None:
         ) from None
 
 
+class CorpusSettings(Protocol):
+    """The settings ``load_corpus`` reads: a compare.training.config.TrainConfig (which sits above this package)."""
+
+    data: str | None
+    encoding: str
+    errors: str
+    val_frac: float
+    batch_size: int
+    seq_length: int
+
+
 @dataclass
 class Corpus:
     """The training text, read, checked and split: all that training needs of --data."""
@@ -148,7 +160,7 @@ class Corpus:
     val_tokens: np.ndarray  # empty with --val-frac 0
 
 
-def load_corpus(config) -> Corpus:
+def load_corpus(config: CorpusSettings) -> Corpus:
     """Read and check the text ``config`` (a TrainConfig) names; UsageError if it cannot be trained on."""
     text = read_corpus(config.data, config.encoding, config.errors)
     vocab = Vocab.from_text(text)

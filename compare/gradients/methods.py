@@ -15,9 +15,10 @@ and the relative error used by the original write-up,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import SupportsFloat
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ import torchref
 TABLE_PARAMS = ("b", "c", "U", "W", "V")  # the original Table 1's row order; deeper layers follow
 
 
-def table_order(names) -> list:
+def table_order(names: Collection[str]) -> list[str]:
     """Table 1's rows first (b, c, U, W, V), then each deeper layer's b, U, W (b2, U2, W2, ...)."""
     extra = sorted((name for name in names if name not in TABLE_PARAMS), key=lambda name: (int(name[1:]), name))
     return [name for name in TABLE_PARAMS if name in names] + extra
@@ -38,7 +39,7 @@ def table_order(names) -> list:
 class Problem:
     """One forward/backward pass: the same parameters, batch and initial state for every method."""
 
-    params: dict  # float64, see compare.model.init.param_shapes
+    params: dict[str, np.ndarray]  # float64, see compare.model.init.param_shapes
     inputs: np.ndarray  # (B, T) int token ids
     targets: np.ndarray  # (B, T) int token ids, inputs shifted by one
     state0: np.ndarray  # (L, P, B, H) initial state (zero in the original)
@@ -54,12 +55,12 @@ def relative_error(analytic: np.ndarray, numerical: np.ndarray, eps: float) -> n
     return np.abs(analytic - numerical) / np.maximum(eps, np.abs(analytic) + np.abs(numerical))
 
 
-def at_entries(arrays: dict, entries: dict) -> dict:
+def at_entries(arrays: dict[str, np.ndarray], entries: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Pick the checked entries: name -> 1-D array of arrays[name].flat[entries[name]]."""
     return {name: arrays[name].reshape(-1)[indices] for name, indices in entries.items()}
 
 
-def nudged(params: dict, name: str, flat_index: int, delta) -> dict:
+def nudged(params: dict[str, np.ndarray], name: str, flat_index: int, delta: complex) -> dict[str, np.ndarray]:
     """A copy of params with one entry moved by delta (real or imaginary); params unchanged."""
     moved = dict(params)
     moved[name] = params[name].copy()
@@ -68,7 +69,7 @@ def nudged(params: dict, name: str, flat_index: int, delta) -> dict:
 
 
 @contextmanager
-def torch_single_thread():
+def torch_single_thread() -> Iterator[None]:
     """Run torch on one thread for the duration, then restore the caller's setting.
 
     The tensors here hold a few hundred numbers: a thread pool cannot speed them up, and
@@ -86,10 +87,10 @@ def torch_single_thread():
 # ----- losses as functions of the parameters ---------------------------------------------
 
 
-def manual_loss_function(problem: Problem) -> Callable[[dict], complex]:
+def manual_loss_function(problem: Problem) -> Callable[[dict[str, np.ndarray]], np.number]:
     """params -> loss of ``manual.forward``; complex params give a complex loss."""
 
-    def loss_of(params: dict):
+    def loss_of(params: dict[str, np.ndarray]) -> np.number:
         loss, _ = manual.forward(params, problem.inputs, problem.targets, problem.state0, problem.cell)
         return loss
 
@@ -106,23 +107,27 @@ class TorchLoss:
         self.targets = torch.from_numpy(problem.targets).long()
         self.state0 = torch.from_numpy(problem.state0).double()
 
-    def __call__(self, params: dict) -> float:
+    def __call__(self, params: dict[str, np.ndarray]) -> float:
         """Loss at ``params`` (copied into the model, which is one module reused for speed)."""
         with torch.no_grad():
             self.load(params)
             loss, _ = self.model.loss(self.inputs, self.targets, self.state0)
         return float(loss)
 
-    def gradient(self) -> dict:
+    def gradient(self) -> dict[str, np.ndarray]:
         """Autograd gradients at the problem's parameters, as float64 NumPy arrays."""
         with torch.no_grad():
             self.load(self.params)
         self.model.zero_grad(set_to_none=True)
         loss, _ = self.model.loss(self.inputs, self.targets, self.state0)
         loss.backward()
-        return {name: param.grad.numpy().copy() for name, param in self.model.named_parameters()}
+        grads = {}
+        for name, param in self.model.named_parameters():
+            assert param.grad is not None  # every parameter enters the loss, so backward gave each a gradient
+            grads[name] = param.grad.numpy().copy()
+        return grads
 
-    def load(self, params: dict) -> None:
+    def load(self, params: dict[str, np.ndarray]) -> None:
         for name, param in self.model.named_parameters():
             param.copy_(torch.from_numpy(params[name]))
 
@@ -130,20 +135,25 @@ class TorchLoss:
 # ----- gradient estimates at the checked entries -----------------------------------------
 
 
-def manual_gradient(problem: Problem, entries: dict) -> dict:
+def manual_gradient(problem: Problem, entries: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Hand-written BPTT gradients at the checked entries."""
     _, cache = manual.forward(problem.params, problem.inputs, problem.targets, problem.state0, problem.cell)
     return at_entries(manual.backward(cache), entries)
 
 
-def autograd_gradient(problem: Problem, entries: dict) -> dict:
+def autograd_gradient(problem: Problem, entries: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """PyTorch autograd gradients at the checked entries."""
     return at_entries(TorchLoss(problem).gradient(), entries)
 
 
-def central_differences(loss_of: Callable[[dict], float], params: dict, entries: dict, step: float) -> dict:
+def central_differences(
+    loss_of: Callable[[dict[str, np.ndarray]], SupportsFloat],
+    params: dict[str, np.ndarray],
+    entries: dict[str, np.ndarray],
+    step: float,
+) -> dict[str, np.ndarray]:
     """(L(theta + h) - L(theta - h)) / 2h for every checked entry, one entry at a time."""
-    estimates = {}
+    estimates: dict[str, np.ndarray] = {}
     for name, indices in entries.items():
         estimates[name] = np.array(
             [
@@ -155,7 +165,7 @@ def central_differences(loss_of: Callable[[dict], float], params: dict, entries:
     return estimates
 
 
-def complex_step(problem: Problem, entries: dict, step: float) -> dict:
+def complex_step(problem: Problem, entries: dict[str, np.ndarray], step: float) -> dict[str, np.ndarray]:
     """Im L(theta + i h) / h for every checked entry, on the manual forward pass in complex128.
 
     L(theta + ih) = L(theta) + ih L'(theta) - h^2 L''(theta)/2 - ..., so the imaginary part
@@ -164,7 +174,7 @@ def complex_step(problem: Problem, entries: dict, step: float) -> dict:
     """
     loss_of = manual_loss_function(problem)
     complex_params = {name: value.astype(np.complex128) for name, value in problem.params.items()}
-    estimates = {}
+    estimates: dict[str, np.ndarray] = {}
     for name, indices in entries.items():
         estimates[name] = np.array([loss_of(nudged(complex_params, name, i, 1j * step)).imag / step for i in indices])
     return estimates
@@ -173,7 +183,7 @@ def complex_step(problem: Problem, entries: dict, step: float) -> dict:
 # ----- summary ---------------------------------------------------------------------------
 
 
-def summarize(errors: dict) -> dict:
+def summarize(errors: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
     """name -> {"max", "avg"} of the relative errors, in Table 1's order, plus "All".
 
     "All": max is the largest error of any entry (the max of the rows' maxima, as in the
@@ -187,6 +197,8 @@ def summarize(errors: dict) -> dict:
     return summary
 
 
-def compare_gradients(analytic: dict, numerical: dict, eps: float) -> dict:
+def compare_gradients(
+    analytic: dict[str, np.ndarray], numerical: dict[str, np.ndarray], eps: float
+) -> dict[str, dict[str, float]]:
     """Relative errors of two gradient estimates, summarized per parameter."""
     return summarize({name: relative_error(analytic[name], numerical[name], eps) for name in analytic})

@@ -11,6 +11,7 @@ max and average per parameter, for each comparison in METHODS.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +58,7 @@ class GradcheckSettings:
     complex_step: float = 1e-30  # h of the complex step
     eps: float = 1e-16  # floor of the relative error's denominator
     sample: int | None = None  # None: every entry; N: N random entries per parameter
-    methods: list = field(default_factory=lambda: list(METHODS))
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
 
 
 def invalid_setting(settings: GradcheckSettings) -> str | None:
@@ -92,7 +93,7 @@ def build_problem(settings: GradcheckSettings) -> Problem:
     return Problem(params, inputs, targets, state0, settings.cell)
 
 
-def choose_entries(params: dict, sample: int | None, seed: int) -> dict:
+def choose_entries(params: dict[str, np.ndarray], sample: int | None, seed: int) -> dict[str, np.ndarray]:
     """name -> sorted flat indices to check: all of them, or ``sample`` drawn without replacement."""
     if sample is None:
         return {name: np.arange(params[name].size) for name in table_order(params)}
@@ -103,7 +104,9 @@ def choose_entries(params: dict, sample: int | None, seed: int) -> dict:
     }
 
 
-def run_method(method: str, problem: Problem, entries: dict, settings: GradcheckSettings) -> dict:
+def run_method(
+    method: str, problem: Problem, entries: dict[str, np.ndarray], settings: GradcheckSettings
+) -> dict[str, dict[str, float]]:
     """The summary (param -> {"max", "avg"}) of one comparison; see METHODS."""
     if method == "central":
         numerical = central_differences(manual_loss_function(problem), problem.params, entries, settings.step)
@@ -123,12 +126,12 @@ def run_method(method: str, problem: Problem, entries: dict, settings: Gradcheck
     raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
 
 
-def run_gradcheck(settings: GradcheckSettings) -> dict:
+def run_gradcheck(settings: GradcheckSettings) -> dict[str, Any]:
     """The report as the JSON interface: {"settings": {...}, "results": {METHOD: {PARAM: {"max", "avg"}}}}."""
     return check_problem(build_problem(settings), settings)
 
 
-def check_problem(problem: Problem, settings: GradcheckSettings) -> dict:
+def check_problem(problem: Problem, settings: GradcheckSettings) -> dict[str, Any]:
     """run_gradcheck on a problem already built from the settings."""
     entries = choose_entries(problem.params, settings.sample, settings.seed)
     record = asdict(settings)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from compare.gradients.report import METHODS
 from compare.model.init import INIT_STD
 
 # The original write-up's Table 1: (max, avg); it gave no average over all weights.
-ORIGINAL_TABLE1 = {
+ORIGINAL_TABLE1: dict[str, tuple[float, float | None]] = {
     "b": (6.21e-09, 3.45e-09),
     "c": (9.74e-10, 7.07e-10),
     "U": (5.38e-08, 7.64e-10),
@@ -16,7 +18,7 @@ ORIGINAL_TABLE1 = {
 }
 
 
-def describe_settings(record: dict) -> str:
+def describe_settings(record: dict[str, Any]) -> str:
     """One Markdown paragraph stating what the table was computed from."""
     corpus = "the built-in corpus" if record["data"] is None else f"`{record['data']}`"
     checked = sum(record["entries_checked"].values())
@@ -32,13 +34,13 @@ def describe_settings(record: dict) -> str:
     )
 
 
-def format_number(value) -> str:
+def format_number(value: float | None) -> str:
     return "" if value is None else f"{value:.2e}"
 
 
-def format_table(results: dict, with_original: bool = False) -> str:
+def format_table(results: dict[str, dict[str, dict[str, float]]], with_original: bool = False) -> str:
     """Markdown table: a "weights" column, then a max/avg column pair per comparison."""
-    columns = {"original": ORIGINAL_TABLE1} if with_original else {}
+    columns: dict[str, dict[str, tuple[float, float | None]]] = {"original": ORIGINAL_TABLE1} if with_original else {}
     columns.update(
         {
             method: {row: (cell["max"], cell["avg"]) for row, cell in summary.items()}
@@ -56,7 +58,7 @@ def format_table(results: dict, with_original: bool = False) -> str:
     return "\n".join([header, rule, *rows])
 
 
-def format_report(report: dict, with_original: bool = False) -> str:
+def format_report(report: dict[str, Any], with_original: bool = False) -> str:
     """Settings, table and a legend of the columns, all Markdown."""
     legend = [f"- `{method}`: {METHODS[method]}" for method in report["results"]]
     if with_original:

@@ -32,8 +32,10 @@ import json
 import os
 import uuid
 import zipfile
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -71,7 +73,7 @@ class Checkpoint:
     step: int  # training steps done; with the config it fixes the data position
     vocab: str  # the characters, in token-id order
     data_sha256: str  # of the training text, so that a resume on other text is refused
-    config: dict  # the TrainConfig, as a dict
+    config: dict[str, Any]  # the TrainConfig, as a dict
     progress: RunProgress
     engine: EngineState
     torch_rng_state: np.ndarray  # uint8, from torch.get_rng_state()
@@ -90,7 +92,9 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> None:
         "config": checkpoint.config,
         "progress": asdict(checkpoint.progress),
     }
-    arrays = {"header": np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)}
+    # Any, not np.ndarray: numpy's stub would match a ** of arrays against savez's allow_pickle: bool
+    # (a keyword no name here can be).
+    arrays: dict[str, Any] = {"header": np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)}
     for name in checkpoint.engine.params:
         arrays[f"params/{name}"] = np.asarray(checkpoint.engine.params[name], dtype=np.float64)
         arrays[f"accumulators/{name}"] = np.asarray(checkpoint.engine.accumulators[name], dtype=np.float64)
@@ -100,7 +104,7 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> None:
     atomic_write(Path(path), lambda file: np.savez(file, **arrays))
 
 
-def atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Call ``write(file)`` on a temporary file next to ``path``, fsync it, then rename it over ``path``.
 
     The rename is atomic, so ``path`` always holds either the old file or the complete
@@ -162,7 +166,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     return checkpoint
 
 
-def read_arrays(path: Path) -> dict:
+def read_arrays(path: Path) -> dict[str, np.ndarray]:
     """Every array in the ``.npz`` at ``path``, read into memory."""
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file; give a .npz written by compare.train")
@@ -178,7 +182,7 @@ def read_arrays(path: Path) -> dict:
         ) from error
 
 
-def read_header(arrays: dict, path: Path) -> dict:
+def read_header(arrays: dict[str, np.ndarray], path: Path) -> dict[str, Any]:
     try:
         header = json.loads(arrays["header"].tobytes().decode("utf-8"))
     except (KeyError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -200,11 +204,11 @@ def read_header(arrays: dict, path: Path) -> dict:
     return header
 
 
-def required_arrays(names) -> list:
+def required_arrays(names: Iterable[str]) -> list[str]:
     return [f"{kind}/{name}" for kind in ("params", "accumulators") for name in names] + ["torch_rng_state"]
 
 
-def model_shapes(config: dict, vocab_size: int) -> dict:
+def model_shapes(config: dict[str, Any], vocab_size: int) -> dict[str, tuple[int, ...]]:
     """{name: shape} of the model a checkpoint's config describes (cell and layers default to the seed model)."""
     return param_shapes(vocab_size, config["hidden_size"], config.get("cell", "rnn"), config.get("num_layers", 1))
 
@@ -219,7 +223,7 @@ def check_shapes(checkpoint: Checkpoint, path: Path) -> None:
                 raise CheckpointError(f"{path}: {kind}/{name} has shape {arrays[name].shape}, expected {shape}")
 
 
-def find_checkpoint(path: str | Path, impl: str | None = None, names=(LATEST,)) -> Path:
+def find_checkpoint(path: str | Path, impl: str | None = None, names: Sequence[str] = (LATEST,)) -> Path:
     """The checkpoint file that ``path`` means for ``impl``.
 
     ``path`` is a checkpoint file, an implementation's run directory (runs/<run>/manual)

@@ -9,6 +9,7 @@ backward and before the update, and carry the hidden state from chunk to chunk.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol, SupportsFloat
 
 import numpy as np
 import torch
@@ -32,20 +33,62 @@ class StepStats:
     clipped: int  # how many gradient entries the clip changed
 
 
+class Engine(Protocol):
+    """What the training loop, validation, sampling and checkpoints ask of an engine.
+
+    ManualEngine and TorchEngine below, and compare.training.parallel_engine.DataParallelEngine
+    around either one. Every array crosses as NumPy (float64 where a docstring says so), whatever
+    the engine computes in.
+    """
+
+    name: str
+
+    def reset_hidden(self, batch_size: int) -> None: ...
+
+    def train_step(self, inputs: np.ndarray, targets: np.ndarray) -> StepStats: ...
+
+    def zero_state(self, batch_size: int) -> np.ndarray: ...
+
+    def eval_loss(self, inputs: np.ndarray, targets: np.ndarray, state: np.ndarray) -> tuple[float, np.ndarray]: ...
+
+    def step_logits(self, tokens: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def numpy_params(self) -> dict[str, np.ndarray]: ...
+
+    def export_state(self) -> EngineState: ...
+
+    def load_state(self, state: EngineState) -> None: ...
+
+
+class GradientAverager(Protocol):
+    """The hook between backward and clipping in a data-parallel run: compare.training.distributed.DataParallel."""
+
+    def average_arrays(self, grads: dict[str, np.ndarray], loss: SupportsFloat) -> float: ...
+
+    def average_tensors(self, grads: list[torch.Tensor], loss: SupportsFloat) -> float: ...
+
+
 class ManualEngine:
     name = "manual"
 
     def __init__(
-        self, params: dict, lr: float, clip: float, dtype: str = "float32", cell: str = "rnn", eps: float = ADAGRAD_EPS
-    ):
+        self,
+        params: dict[str, np.ndarray],
+        lr: float,
+        clip: float,
+        dtype: str = "float32",
+        cell: str = "rnn",
+        eps: float = ADAGRAD_EPS,
+    ) -> None:
         self.dtype = NUMPY_DTYPES[dtype]
         self.cell = cell
         self.params = {name: np.array(value, dtype=self.dtype) for name, value in params.items()}
         self.optimizer = manual.Adagrad(self.params, lr=lr, eps=eps)
         self.updates = 0  # AdaGrad steps taken; torch's optimizer counts them as 'step'
         self.clip = clip
-        self.hidden = None  # (L, P, B, H) state carried from chunk to chunk
-        self.gradient_averager = None  # data-parallel runs: averages over the ranks (compare.training.distributed)
+        self.hidden: np.ndarray | None = None  # (L, P, B, H) state carried from chunk to chunk
+        # data-parallel runs: averages over the ranks (compare.training.distributed)
+        self.gradient_averager: GradientAverager | None = None
 
     def zero_state(self, batch_size: int) -> np.ndarray:
         """(L, P, B, H) float64 zeros: where every epoch, validation pass and sample starts."""
@@ -56,14 +99,16 @@ class ManualEngine:
         self.hidden = self.zero_state(batch_size).astype(self.dtype)
 
     def train_step(self, inputs: np.ndarray, targets: np.ndarray) -> StepStats:
+        assert self.hidden is not None, "reset_hidden() or load_state() comes before the first train_step()"
         loss, cache = manual.forward(self.params, inputs, targets, self.hidden, self.cell)
         grads = manual.backward(cache)
         self.hidden = cache.state_last
+        mean_loss: SupportsFloat = loss
         if self.gradient_averager is not None:  # before clipping: every rank clips the same averaged gradient
-            loss = self.gradient_averager.average_arrays(grads, loss)
-        return self.clip_and_update(loss, grads)
+            mean_loss = self.gradient_averager.average_arrays(grads, loss)
+        return self.clip_and_update(mean_loss, grads)
 
-    def clip_and_update(self, loss, grads: dict) -> StepStats:
+    def clip_and_update(self, loss: SupportsFloat, grads: dict[str, np.ndarray]) -> StepStats:
         """Measure and clip ``grads`` in place, then take one AdaGrad step."""
         # np.vdot(g, g) is the sum of squares in one BLAS call (float32 sums in float32, as torch's norm does).
         grad_norm = float(np.sqrt(sum(float(np.vdot(g, g).real) for g in grads.values())))
@@ -78,17 +123,17 @@ class ManualEngine:
         self.updates += 1
         return StepStats(float(loss), grad_norm, clipped)
 
-    def eval_loss(self, inputs: np.ndarray, targets: np.ndarray, state: np.ndarray):
+    def eval_loss(self, inputs: np.ndarray, targets: np.ndarray, state: np.ndarray) -> tuple[float, np.ndarray]:
         """Loss without an update. state (L, P, B, H) float64. Returns (loss, state_T float64)."""
         loss, cache = manual.forward(self.params, inputs, targets, state.astype(self.dtype), self.cell)
         return float(loss), cache.state_last.astype(np.float64)
 
-    def step_logits(self, tokens: np.ndarray, state: np.ndarray):
+    def step_logits(self, tokens: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """tokens (B,), state (L, P, B, H) float64 -> (logits (B, V) float64, state float64)."""
         logits, state_next = manual.step(self.params, tokens, state.astype(self.dtype), self.cell)
         return logits.astype(np.float64), state_next.astype(np.float64)
 
-    def numpy_params(self) -> dict:
+    def numpy_params(self) -> dict[str, np.ndarray]:
         return {name: value.astype(np.float64) for name, value in self.params.items()}
 
     def export_state(self) -> EngineState:
@@ -111,24 +156,25 @@ class TorchEngine:
 
     def __init__(
         self,
-        params: dict,
+        params: dict[str, np.ndarray],
         lr: float,
         clip: float,
         dtype: str = "float32",
         cell: str = "rnn",
         eps: float = ADAGRAD_EPS,
         device: str = "cpu",
-    ):
+    ) -> None:
         self.device = torch.device(device)
         self.model = torchref.CharRNN(params, cell=cell, dtype=TORCH_DTYPES[dtype], device=self.device)
         # foreach: one call updates every parameter (the same arithmetic as the per-tensor loop,
         # which is torch's default on the CPU), so small models do not pay five times the overhead.
         self.optimizer = torch.optim.Adagrad(self.model.parameters(), lr=lr, eps=eps, foreach=True)
         self.clip = clip
-        self.hidden = None  # (L, P, B, H) state carried from chunk to chunk
-        self.gradient_averager = None  # data-parallel runs: averages over the ranks (compare.training.distributed)
+        self.hidden: torch.Tensor | None = None  # (L, P, B, H) state carried from chunk to chunk
+        # data-parallel runs: averages over the ranks (compare.training.distributed)
+        self.gradient_averager: GradientAverager | None = None
 
-    def _tensor(self, array: np.ndarray, dtype=None) -> torch.Tensor:
+    def _tensor(self, array: np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:
         return torch.as_tensor(array, dtype=dtype, device=self.device)
 
     def zero_state(self, batch_size: int) -> np.ndarray:
@@ -139,17 +185,16 @@ class TorchEngine:
         self.hidden = self.model.zero_state(batch_size)
 
     def train_step(self, inputs: np.ndarray, targets: np.ndarray) -> StepStats:
+        assert self.hidden is not None, "reset_hidden() or load_state() comes before the first train_step()"
         self.optimizer.zero_grad(set_to_none=True)
         loss, state_last = self.model.loss(
             self._tensor(inputs, torch.long), self._tensor(targets, torch.long), self.hidden
         )
         loss.backward()
-        grads = [p.grad for p in self.model.parameters()]
-        loss = loss.detach()
-        if (
-            self.gradient_averager is not None
-        ):  # the same explicit all-reduce as manual; see compare.training.distributed
-            loss = self.gradient_averager.average_tensors(grads, loss)
+        grads = filled_grads(self.model)
+        mean_loss: SupportsFloat = loss.detach()
+        if self.gradient_averager is not None:  # the same explicit all-reduce as manual (compare.training.distributed)
+            mean_loss = self.gradient_averager.average_tensors(grads, mean_loss)
         grad_norm = float(torch.nn.utils.get_total_norm(grads))
         clipped = 0
         if self.clip > 0:
@@ -161,10 +206,10 @@ class TorchEngine:
                     grad.clamp_(-self.clip, self.clip)
         self.optimizer.step()
         self.hidden = state_last.detach()  # truncated BPTT: keep the value, drop the graph
-        return StepStats(float(loss), grad_norm, clipped)
+        return StepStats(float(mean_loss), grad_norm, clipped)
 
     @torch.no_grad()
-    def eval_loss(self, inputs: np.ndarray, targets: np.ndarray, state: np.ndarray):
+    def eval_loss(self, inputs: np.ndarray, targets: np.ndarray, state: np.ndarray) -> tuple[float, np.ndarray]:
         state_tensor = self._tensor(state, self.model.W.dtype)
         loss, state_last = self.model.loss(
             self._tensor(inputs, torch.long), self._tensor(targets, torch.long), state_tensor
@@ -172,12 +217,12 @@ class TorchEngine:
         return float(loss), state_last.double().cpu().numpy()
 
     @torch.no_grad()
-    def step_logits(self, tokens: np.ndarray, state: np.ndarray):
+    def step_logits(self, tokens: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         inputs = self._tensor(np.asarray(tokens).reshape(-1, 1), torch.long)  # (B,) -> (B, 1)
         logits, state_next = self.model(inputs, self._tensor(state, self.model.W.dtype))
         return logits[:, 0].double().cpu().numpy(), state_next.double().cpu().numpy()
 
-    def numpy_params(self) -> dict:
+    def numpy_params(self) -> dict[str, np.ndarray]:
         return self.model.numpy_params()
 
     def export_state(self) -> EngineState:
@@ -203,16 +248,28 @@ class TorchEngine:
             self.hidden = self._tensor(state.hidden, self.model.W.dtype).clone()  # never share the caller's array
 
 
+def filled_grads(model: torch.nn.Module) -> list[torch.Tensor]:
+    """Every parameter's gradient, in ``model.parameters()`` order, as backward has just left them.
+
+    Every parameter enters the loss, so backward gives each one a gradient.
+    """
+    grads = []
+    for param in model.parameters():
+        assert param.grad is not None, "backward left a parameter without a gradient"
+        grads.append(param.grad)
+    return grads
+
+
 def make_engine(
     impl: str,
-    params: dict,
+    params: dict[str, np.ndarray],
     lr: float,
     clip: float,
     dtype: str,
     cell: str = "rnn",
     eps: float = ADAGRAD_EPS,
     device: str = "cpu",
-):
+) -> ManualEngine | TorchEngine:
     """A fresh engine for ``impl`` ('manual' or 'torch') starting from copies of ``params``.
 
     ``device`` places the torch implementation ('cpu', 'cuda', 'cuda:1'); manual always runs on the CPU.

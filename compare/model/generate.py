@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from compare.cli.errors import UsageError
 from compare.data.corpus import Vocab
 from compare.model.checkpoint import BEST, LATEST, Checkpoint, find_checkpoint, load_checkpoint
 from compare.model.sampling import sample_text
+
+if TYPE_CHECKING:
+    from compare.model.engines import ManualEngine, TorchEngine
 
 
 @dataclass
@@ -21,7 +25,7 @@ class SampleConfig:
     seed: int = 0
 
 
-def sampling_engine(checkpoint: Checkpoint, impl: str | None = None):
+def sampling_engine(checkpoint: Checkpoint, impl: str | None = None) -> ManualEngine | TorchEngine:
     """An engine that computes ``checkpoint``'s probabilities with ``impl`` (default: the one that trained it).
 
     Sampling only reads the engine's weights, so one engine can serve many threads at once

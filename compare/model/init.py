@@ -22,10 +22,12 @@ INIT_STD = 0.01  # the original write-up's sigma (min-char-rnn's 0.01 * randn)
 FORGET_BIAS = 1.0  # char-rnn starts the LSTM forget gate open, so memories last from the start
 
 
-def param_shapes(vocab_size: int, hidden_size: int, cell: str = "rnn", num_layers: int = 1) -> dict:
+def param_shapes(
+    vocab_size: int, hidden_size: int, cell: str = "rnn", num_layers: int = 1
+) -> dict[str, tuple[int, ...]]:
     """{name: shape} of every parameter, in the order the initializer draws them."""
     gate_rows = CELLS[cell].GATES * hidden_size
-    shapes = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     for layer in range(num_layers):
         names = layer_param_names(layer)
         shapes[names["U"]] = (gate_rows, vocab_size if layer == 0 else hidden_size)
@@ -37,7 +39,9 @@ def param_shapes(vocab_size: int, hidden_size: int, cell: str = "rnn", num_layer
     return shapes
 
 
-def init_params(vocab_size: int, hidden_size: int, seed: int, cell: str = "rnn", num_layers: int = 1) -> dict:
+def init_params(
+    vocab_size: int, hidden_size: int, seed: int, cell: str = "rnn", num_layers: int = 1
+) -> dict[str, np.ndarray]:
     """float64 parameters: every U, W and V from N(0, 0.01^2), biases zero (LSTM forget gates 1).
 
     Drawn in the fixed order of ``param_shapes`` (U, W, [U2, W2, ...], V) from
@@ -45,7 +49,7 @@ def init_params(vocab_size: int, hidden_size: int, seed: int, cell: str = "rnn",
     run and for every implementation; the one-layer vanilla RNN draws U, W, V as before.
     """
     rng = np.random.default_rng(seed)
-    params = {}
+    params: dict[str, np.ndarray] = {}
     for name, shape in param_shapes(vocab_size, hidden_size, cell, num_layers).items():
         is_bias = len(shape) == 1
         params[name] = np.zeros(shape) if is_bias else rng.normal(0.0, INIT_STD, size=shape)

@@ -12,7 +12,14 @@ likely character (greedy decoding).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from compare.data.corpus import Vocab
+    from compare.model.engines import Engine
 
 # The most characters one call generates: about a minute of work. A larger request is
 # almost surely a typo (an extra zero) and would look like a hang.
@@ -65,8 +72,14 @@ def draw(probs: np.ndarray, rng: np.random.Generator) -> int:
 
 
 def generate(
-    step_logits, state, prime_ids, length: int, temperature: float, rng: np.random.Generator, top_k: int | None = None
-) -> list:
+    step_logits: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    state: np.ndarray,
+    prime_ids: Sequence[int],
+    length: int,
+    temperature: float,
+    rng: np.random.Generator,
+    top_k: int | None = None,
+) -> list[int]:
     """Token ids that continue ``prime_ids`` (a non-empty sequence of ids).
 
     step_logits(tokens (1,), state) -> (logits (1, V), state): one step of either implementation;
@@ -88,8 +101,8 @@ def generate(
 
 
 def sample_text(
-    engine,
-    vocab,
+    engine: Engine,
+    vocab: Vocab,
     length: int,
     temperature: float = 1.0,
     prime: str | None = None,

@@ -6,6 +6,7 @@ runs/<run>/diff for a run trained with --impl both.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,8 +26,8 @@ class PlotError(ValueError):
 class Series:
     """One scalar tag of one event directory: values by step."""
 
-    steps: list
-    values: list
+    steps: list[int]
+    values: list[float]
 
 
 @dataclass
@@ -43,11 +44,11 @@ class RunCurves:
     """Everything the figure is drawn from."""
 
     run_name: str
-    impls: list  # ImplCurves, in IMPL_DIRS order
-    drift: dict = field(default_factory=dict)  # tag -> Series; empty unless trained with --impl both
+    impls: list[ImplCurves]  # in IMPL_DIRS order
+    drift: dict[str, Series] = field(default_factory=dict)  # tag -> Series; empty unless trained with --impl both
 
 
-def read_scalars(directory: Path, tags) -> dict:
+def read_scalars(directory: Path, tags: Iterable[str]) -> dict[str, Series]:
     """{tag: Series} for the ``tags`` present in the event files of ``directory``."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -6,20 +6,28 @@ matplotlib is an optional extra (pip install -e ".[plot]"); only this module nee
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from compare.plotting.events import PlotError, RunCurves
+from compare.plotting.events import PlotError, RunCurves, Series
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 # The two implementations train to the same curve, so the second is dashed over the first.
-IMPL_STYLES = {"manual": {"color": "#1f77b4", "linestyle": "-"}, "torch": {"color": "#ff7f0e", "linestyle": "--"}}
+IMPL_STYLES: dict[str, dict[str, Any]] = {  # keyword arguments of Axes.plot, per implementation
+    "manual": {"color": "#1f77b4", "linestyle": "-"},
+    "torch": {"color": "#ff7f0e", "linestyle": "--"},
+}
 # Not the implementations' colours: these lines are about both. The per-step loss difference is
 # noisy, so it is drawn thin and translucent under the parameter difference.
-DRIFT_STYLES = {
+DRIFT_STYLES: dict[str, dict[str, Any]] = {  # keyword arguments of Axes.plot, per drift tag
     "diff/max_abs_param": {"label": "largest parameter difference", "color": "#2ca02c", "linewidth": 1.4},
     "diff/loss": {"label": "training loss difference", "color": "#7f7f7f", "linewidth": 0.6, "alpha": 0.6},
 }
 
 
-def draw_figure(curves: RunCurves, width: float, height: float, dpi: int):
+def draw_figure(curves: RunCurves, width: float, height: float, dpi: int) -> Figure:
     """A matplotlib Figure: the losses on top, the drift (when there is one) below."""
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure list
 
@@ -33,7 +41,7 @@ def draw_figure(curves: RunCurves, width: float, height: float, dpi: int):
     return figure
 
 
-def draw_losses(axes, curves: RunCurves) -> None:
+def draw_losses(axes: Axes, curves: RunCurves) -> None:
     for impl in curves.impls:
         style = IMPL_STYLES[impl.impl]
         axes.plot(
@@ -56,7 +64,7 @@ def draw_losses(axes, curves: RunCurves) -> None:
     axes.legend()
 
 
-def draw_drift(axes, drift: dict) -> None:
+def draw_drift(axes: Axes, drift: dict[str, Series]) -> None:
     for tag, series in drift.items():
         # A log scale cannot show 0 (bit-identical steps), so those points are left out.
         positive = [(step, value) for step, value in zip(series.steps, series.values, strict=True) if value > 0]
@@ -73,12 +81,12 @@ def draw_drift(axes, drift: dict) -> None:
 def require_matplotlib() -> None:
     """PlotError with the install command, before any time is spent reading events."""
     try:
-        import matplotlib  # noqa: F401
+        import matplotlib  # noqa: F401  # imported only to learn whether it is installed
     except ImportError:
         raise PlotError('matplotlib is not installed; pip install -e ".[plot]"') from None
 
 
-def save_png(figure, out: Path) -> None:
+def save_png(figure: Figure, out: Path) -> None:
     try:
         figure.savefig(out, format="png")  # Figure.savefig renders with Agg: no display needed
     except OSError as error:

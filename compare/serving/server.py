@@ -16,14 +16,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import secrets
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.resources import files
+from typing import TYPE_CHECKING, Any
 
 from compare.data.corpus import Vocab
 from compare.model.checkpoint import BEST, IMPL_DIRS, LATEST, find_checkpoint, load_checkpoint
 from compare.model.sampling import sample_text
+
+if TYPE_CHECKING:
+    from compare.model.engines import Engine
 
 MAX_BODY_BYTES = 64 * 1024  # a request is a few small fields; anything bigger is not ours
 MAX_LENGTH = 10_000  # characters per request: about 0.6 s of sampling with manual, 2 s with torch
@@ -41,7 +46,7 @@ class ModelInfo:
     step: int
     val_loss: float | None  # nats per character; None if the run never validated
     vocab: str
-    implementations: tuple  # those the page may sample with
+    implementations: tuple[str, ...]  # those the page may sample with
 
 
 class RequestError(ValueError):
@@ -80,17 +85,19 @@ def parse_generate_request(body: bytes, info: ModelInfo) -> GenerateRequest:
     )
 
 
-def is_integer(value) -> bool:
+def is_integer(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not a length
 
 
-def checked_length(length) -> int:
+# The checked_* functions take a field as JSON parsing left it (any JSON value: Any, as json.loads
+# types it) and return it as its type, or raise RequestError.
+def checked_length(length: Any) -> int:
     if not is_integer(length) or not 1 <= length <= MAX_LENGTH:
         raise RequestError(f"length must be a whole number from 1 to {MAX_LENGTH:,}, got {length!r}")
     return length
 
 
-def checked_temperature(temperature) -> float:
+def checked_temperature(temperature: Any) -> float:
     is_number = is_integer(temperature) or isinstance(temperature, float)
     # "not in range" rather than "out of range" also refuses NaN, which JSON parsing lets through
     if not (is_number and 0 <= temperature <= MAX_TEMPERATURE):
@@ -100,7 +107,7 @@ def checked_temperature(temperature) -> float:
     return float(temperature)
 
 
-def checked_prime(prime, vocab: str) -> str:
+def checked_prime(prime: Any, vocab: str) -> str:
     if not isinstance(prime, str) or len(prime) > MAX_PRIME:
         raise RequestError(f"prime must be text of at most {MAX_PRIME:,} characters")
     try:
@@ -110,13 +117,13 @@ def checked_prime(prime, vocab: str) -> str:
     return prime
 
 
-def checked_impl(impl, implementations) -> str:
+def checked_impl(impl: Any, implementations: tuple[str, ...]) -> str:
     if impl not in implementations:
         raise RequestError(f"impl must be one of {', '.join(implementations)}, got {impl!r}")
     return impl
 
 
-def checked_seed(seed) -> int:
+def checked_seed(seed: Any) -> int:
     if seed is None:
         return secrets.randbelow(2**32)
     if not is_integer(seed) or not 0 <= seed < 2**63:
@@ -129,10 +136,11 @@ class DemoModel:
     """A checkpoint loaded once, with a float64 sampling engine for each implementation."""
 
     info: ModelInfo
-    engines: dict  # implementation name -> engine
+    engines: Mapping[str, Engine]  # implementation name -> engine
 
-    def generate(self, request: GenerateRequest) -> dict:
+    def generate(self, request: GenerateRequest) -> dict[str, Any]:
         """The JSON answer to one validated request."""
+        assert request.impl is not None and request.seed is not None  # parse_generate_request filled both in
         text = sample_text(
             self.engines[request.impl],
             Vocab(self.info.vocab),
@@ -179,7 +187,7 @@ class DemoServer(ThreadingHTTPServer):
 
     daemon_threads = True  # Ctrl-C does not wait for requests still running
 
-    def __init__(self, address, model: DemoModel):
+    def __init__(self, address: tuple[str, int], model: DemoModel) -> None:
         super().__init__(address, DemoHandler)
         self.model = model
         self.page = demo_page()
@@ -187,6 +195,8 @@ class DemoServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
+        if isinstance(host, (bytes, bytearray)):  # the stub allows bytes; a TCP server's address holds a str
+            host = host.decode()
         return f"http://{host}:{port}/"
 
 
@@ -194,7 +204,7 @@ class DemoHandler(BaseHTTPRequestHandler):
     server: DemoServer
     protocol_version = "HTTP/1.1"  # keep-alive; every answer carries Content-Length
 
-    def do_GET(self):
+    def do_GET(self) -> None:
         if self.path == "/":
             self.send_body(HTTPStatus.OK, self.server.page, "text/html; charset=utf-8")
         elif self.path == "/api/info":
@@ -202,7 +212,7 @@ class DemoHandler(BaseHTTPRequestHandler):
         else:
             self.send_json(HTTPStatus.NOT_FOUND, {"error": f"no page at {self.path}"})
 
-    def do_POST(self):
+    def do_POST(self) -> None:
         if self.path != "/api/generate":
             self.send_json(HTTPStatus.NOT_FOUND, {"error": f"no endpoint at {self.path}"})
             return
@@ -229,7 +239,7 @@ class DemoHandler(BaseHTTPRequestHandler):
             raise RequestError(f"the request body must be at most {MAX_BODY_BYTES} bytes, got {size}")
         return self.rfile.read(size)
 
-    def send_json(self, status: HTTPStatus, payload: dict) -> None:
+    def send_json(self, status: HTTPStatus, payload: dict[str, Any]) -> None:
         self.send_body(status, json.dumps(payload).encode("utf-8"), "application/json")
 
     def send_body(self, status: HTTPStatus, body: bytes, content_type: str) -> None:

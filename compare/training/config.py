@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from compare.cli.parser import CommandParser
 from compare.data.inputs import check_encoding
@@ -192,7 +193,7 @@ def add_checkpoints_flags(parser: CommandParser) -> None:
     )
 
 
-def parse_args(argv=None) -> TrainConfig:
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
     parser = build_parser()
     config = TrainConfig(**vars(parser.parse_args(argv)))
     if config.resume:
@@ -264,7 +265,7 @@ def device_problem(config: TrainConfig) -> str | None:
     return None
 
 
-def config_conflicts(stored: dict, wanted: dict) -> list:
+def config_conflicts(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """'--flag value (checkpoint: value)' for each setting that differs but may not change on resume."""
     return [
         f"--{name.replace('_', '-')} {value} (checkpoint: {stored.get(name)})"
@@ -273,7 +274,7 @@ def config_conflicts(stored: dict, wanted: dict) -> list:
     ]
 
 
-def resumed_settings(resume: str, given: dict) -> dict:
+def resumed_settings(resume: str, given: dict[str, Any]) -> dict[str, Any]:
     """The settings of the run that ``resume`` points at, with the ``given`` flags applied.
 
     ``given`` holds only what was typed on the command line. The run continues in the

@@ -43,13 +43,22 @@ from __future__ import annotations
 import os
 import re
 import signal
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING, SupportsFloat
 
 import numpy as np
 
 from compare.cli.errors import TrainingFailed
 from compare.training.parallel_engine import DataParallelEngine
 from compare.training.ranks import DEFAULT_TIMEOUT_S, launched_by_torchrun
+from compare.training.stop import StopRequest
+
+if TYPE_CHECKING:
+    import torch
+
+    from compare.model.engines import Engine, ManualEngine, TorchEngine
 
 
 class RankLost(TrainingFailed):
@@ -66,10 +75,10 @@ class StopVote:
     rank sees the same total and marks ``stop`` after that same step.
     """
 
-    stop: object  # compare.training.stop.StopRequest: what the training loop reads
+    stop: StopRequest  # what the training loop reads
     held: int = 0  # the signal this rank received and has not yet acted on; 0: none
 
-    def handle(self, signal_number, frame) -> None:
+    def handle(self, signal_number: int, frame: FrameType | None) -> None:
         if self.held or self.stop.requested:
             raise KeyboardInterrupt  # a second signal: stop at once, as in one process
         self.held = signal_number
@@ -94,7 +103,9 @@ class DataParallel:
     stop_vote: StopVote | None = None
 
     @classmethod
-    def from_environment(cls, timeout_s: float = DEFAULT_TIMEOUT_S, environ=os.environ) -> DataParallel:
+    def from_environment(
+        cls, timeout_s: float = DEFAULT_TIMEOUT_S, environ: Mapping[str, str] = os.environ
+    ) -> DataParallel:
         if not launched_by_torchrun(environ):
             return cls(timeout_s=timeout_s)
         return cls(
@@ -118,18 +129,18 @@ class DataParallel:
         """Where the torch implementation runs: each rank of a launch on its own GPU, LOCAL_RANK."""
         return f"cuda:{self.local_rank}" if device == "cuda" and self.launched else device
 
-    def wrap(self, engine):
+    def wrap(self, engine: ManualEngine | TorchEngine) -> Engine:
         """``engine`` as the training loop should drive it: unchanged in a process torchrun did not start."""
         return DataParallelEngine(engine, self) if self.launched else engine
 
-    def average_arrays(self, grads: dict, loss) -> float:
+    def average_arrays(self, grads: dict[str, np.ndarray], loss: SupportsFloat) -> float:
         """Replace every NumPy gradient by its mean over the ranks, in place; return the mean loss."""
         import torch
 
         views = [torch.from_numpy(grad) for grad in grads.values()]  # share memory: writing them writes grads
         return self.average_tensors(views, loss)
 
-    def average_tensors(self, grads: list, loss) -> float:
+    def average_tensors(self, grads: list[torch.Tensor], loss: SupportsFloat) -> float:
         """Replace every gradient tensor by its mean over the ranks, in place; return the mean loss.
 
         One all_reduce per step, of one flat buffer: [every gradient, the loss, the stop vote].
@@ -143,7 +154,7 @@ class DataParallel:
             self.stop_vote.count(float(flat[-1]))
         return float(flat[-2])
 
-    def all_reduce_sum(self, flat) -> None:
+    def all_reduce_sum(self, flat: torch.Tensor) -> None:
         import torch.distributed as dist
 
         self.collective(lambda: dist.all_reduce(flat))
@@ -168,7 +179,7 @@ class DataParallel:
         self.collective(lambda: dist.broadcast_object_list(holder, src=0))
         return holder[0]
 
-    def collective(self, operation) -> None:
+    def collective(self, operation: Callable[[], object]) -> None:
         """Run a collective; a lost or silent rank becomes one RankLost error instead of a hang."""
         try:
             operation()
@@ -180,7 +191,7 @@ class DataParallel:
             ) from error
 
 
-def pack(tensors: list, scalars: list):
+def pack(tensors: list[torch.Tensor], scalars: list[SupportsFloat]) -> torch.Tensor:
     """One flat buffer: every tensor flattened, then the scalars, in the first tensor's dtype and device."""
     import torch
 
@@ -189,7 +200,7 @@ def pack(tensors: list, scalars: list):
     return torch.cat([tensor.reshape(-1) for tensor in tensors] + tail)
 
 
-def unpack_into(flat, tensors: list) -> None:
+def unpack_into(flat: torch.Tensor, tensors: list[torch.Tensor]) -> None:
     """Copy the front of ``flat`` back into ``tensors``, in the order ``pack`` laid them out."""
     offset = 0
     for tensor in tensors:

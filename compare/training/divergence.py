@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from compare.cli.errors import TrainingFailed
+
+if TYPE_CHECKING:
+    from compare.model.engines import Engine
+    from compare.training.run import Run
 
 
 class TrainingDiverged(TrainingFailed):
@@ -16,7 +21,7 @@ def diverged(loss: float, initial_loss: float) -> bool:
     return not math.isfinite(loss) or loss > 3 * initial_loss
 
 
-def divergence(run, impl: str, what: str, loss: float, step: int) -> TrainingDiverged:
+def divergence(run: Run, impl: str, what: str, loss: float, step: int) -> TrainingDiverged:
     """The error for a diverged run: which step, which loss, what was kept, what to change."""
     initial_loss = run.initial_loss
     size = "is not finite" if not math.isfinite(loss) else f"is above 3 x the initial loss {initial_loss:.4g}"
@@ -27,7 +32,7 @@ def divergence(run, impl: str, what: str, loss: float, step: int) -> TrainingDiv
     )
 
 
-def check_before_saving(run, engine, step: int) -> None:
+def check_before_saving(run: Run, engine: Engine, step: int) -> None:
     """Refuse to save weights that have diverged.
 
     A checkpoint holds the weights *after* this step's update, which no training loss has

@@ -5,19 +5,28 @@ from __future__ import annotations
 import datetime
 import signal
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from compare.cli.errors import TrainingFailed, UsageError
 from compare.model.checkpoint import LATEST, CheckpointError, load_checkpoint
 from compare.training.distributed import DataParallel, RankLost, StopVote, short_reason
 from compare.training.ranks import backend_for, batch_split_problem
 
+if TYPE_CHECKING:
+    from compare.training.config import TrainConfig
+    from compare.training.stop import StopRequest
+
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# What signal.signal takes and returns: a function, SIG_DFL or SIG_IGN, or None for a handler not set from Python.
+SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 
 @contextmanager
-def join_ranks(config, stop):
+def join_ranks(config: TrainConfig, stop: StopRequest) -> Iterator[DataParallel]:
     """This process's DataParallel for one training run.
 
     In a process torchrun started: check that the batch splits evenly, join the process group
@@ -55,7 +64,7 @@ def join_ranks(config, stop):
             pass
 
 
-def install_handlers(handlers) -> dict:
+def install_handlers(handlers: SignalHandler | dict[int, SignalHandler]) -> dict[int, SignalHandler]:
     """Point SIGINT and SIGTERM at ``handlers`` (one handler, or a dict by signal); returns the previous ones."""
     if threading.current_thread() is not threading.main_thread():  # Python allows signal handlers only there
         return {}
@@ -76,14 +85,14 @@ def describe_checkpoint(path: Path) -> str:
         return f"the checkpoint {path} cannot be read ({error})"
 
 
-def lost_rank_error(error: RankLost, run_dir: Path, impls, latest: str) -> TrainingFailed:
+def lost_rank_error(error: RankLost, run_dir: Path, impls: Iterable[str], latest: str) -> TrainingFailed:
     """``error`` with what the run leaves: the checkpoint each implementation can continue from."""
     kept = "; ".join(describe_checkpoint(run_dir / impl / latest) for impl in impls)
     return TrainingFailed(f"{error}; {kept}; after fixing the cause, continue with --resume {run_dir}")
 
 
 @contextmanager
-def naming_kept_checkpoints(run_dir: Path, impls):
+def naming_kept_checkpoints(run_dir: Path, impls: Iterable[str]) -> Iterator[None]:
     """Inside: a RankLost becomes the error a user needs, which also names the checkpoints kept."""
     try:
         yield

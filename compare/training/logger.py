@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from compare.training.config import TrainConfig
 
 
 class Logger:
     """One SummaryWriter per implementation (same tags), plus one for the drift with --impl both."""
 
-    def __init__(self, run_dir: Path, names, purge_step: int | None = None):
+    def __init__(self, run_dir: Path, names: Iterable[str], purge_step: int | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         # purge_step: TensorBoard hides this run's older events from that step on, so a
@@ -23,7 +28,7 @@ class Logger:
         # TensorBoard renders text as Markdown: indent it so whitespace and newlines survive.
         self.writers[name].add_text(tag, "    " + value.replace("\n", "\n    "), step)
 
-    def hparams(self, name: str, config, metrics: dict) -> None:
+    def hparams(self, name: str, config: TrainConfig, metrics: dict[str, float]) -> None:
         hparams = {key: value for key, value in asdict(config).items() if value is not None}
         hparams["impl"] = name
         self.writers[name].add_hparams(hparams, metrics, run_name=".")
@@ -42,7 +47,7 @@ class NullLogger:
     def text(self, name: str, tag: str, value: str, step: int) -> None:
         pass
 
-    def hparams(self, name: str, config, metrics: dict) -> None:
+    def hparams(self, name: str, config: TrainConfig, metrics: dict[str, float]) -> None:
         pass
 
     def close(self) -> None:

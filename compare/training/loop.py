@@ -12,6 +12,7 @@ import math
 import os
 import time
 from dataclasses import asdict, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
@@ -30,6 +31,10 @@ from compare.training.run import Run, restore
 from compare.training.stop import StopRequest
 from compare.training.summary import chars_per_sec, summarize
 from compare.training.validation import validate, validation_batches
+
+if TYPE_CHECKING:
+    from compare.model.engines import Engine, StepStats
+    from compare.training.distributed import DataParallel
 
 
 def set_threads(threads: int | None) -> None:
@@ -53,11 +58,11 @@ def planned_steps(config: TrainConfig, steps_per_epoch: int) -> int:
     return total if config.max_steps is None else min(total, config.max_steps)
 
 
-def max_param_diff(first: dict, second: dict) -> float:
+def max_param_diff(first: dict[str, np.ndarray], second: dict[str, np.ndarray]) -> float:
     return max(float(np.max(np.abs(first[name] - second[name]))) for name in first)
 
 
-def timed_step(engine, inputs: np.ndarray, targets: np.ndarray, progress: RunProgress):
+def timed_step(engine: Engine, inputs: np.ndarray, targets: np.ndarray, progress: RunProgress) -> StepStats:
     """One training step; its time and loss go into ``progress``. Returns the StepStats."""
     start = time.perf_counter()
     stats = engine.train_step(inputs, targets)
@@ -66,7 +71,7 @@ def timed_step(engine, inputs: np.ndarray, targets: np.ndarray, progress: RunPro
     return stats
 
 
-def train(config: TrainConfig, stop: StopRequest | None = None) -> dict:
+def train(config: TrainConfig, stop: StopRequest | None = None) -> dict[str, Any]:
     """Run training as configured, or continue it with ``config.resume``.
 
     Stops early, after saving latest.npz, once ``stop`` is requested. Returns a summary
@@ -100,7 +105,7 @@ def train(config: TrainConfig, stop: StopRequest | None = None) -> dict:
     return summary
 
 
-def build_run(config: TrainConfig, parallel) -> Run:
+def build_run(config: TrainConfig, parallel: DataParallel) -> Run:
     """Read the corpus, seed everything, and make one engine per implementation from one init."""
     corpus = load_corpus(config)  # a bad --data fails here, in a second, before torch is even imported
     import torch
@@ -149,7 +154,7 @@ def build_run(config: TrainConfig, parallel) -> Run:
     )
 
 
-def open_logger(run: Run, start_step: int):
+def open_logger(run: Run, start_step: int) -> Logger | NullLogger:
     """TensorBoard writers and config.json per implementation (rank 0 only; the others log nothing)."""
     if not run.is_main:
         return NullLogger()
@@ -165,7 +170,7 @@ def open_logger(run: Run, start_step: int):
     return logger
 
 
-def log_hparams(logger, run: Run, summary: dict) -> None:
+def log_hparams(logger: Logger | NullLogger, run: Run, summary: dict[str, Any]) -> None:
     for name, result in summary["impls"].items():
         metrics = {"hparam/train_loss_smooth": result["train_loss"]}
         if run.val_batches is not None:
@@ -173,7 +178,7 @@ def log_hparams(logger, run: Run, summary: dict) -> None:
         logger.hparams(name, run.config, metrics)
 
 
-def log_step(logger, run: Run, last: dict, step: int) -> None:
+def log_step(logger: Logger | NullLogger, run: Run, last: dict[str, StepStats], step: int) -> None:
     """The scalars of one step: each implementation's loss, norm and speed."""
     config = run.config
     for name, stats in last.items():
@@ -189,7 +194,7 @@ def log_step(logger, run: Run, last: dict, step: int) -> None:
         )
 
 
-def log_drift(logger, run: Run, last: dict, step: int) -> None:
+def log_drift(logger: Logger | NullLogger, run: Run, last: dict[str, StepStats], step: int) -> None:
     """--impl both: how far apart the two trajectories are after this step."""
     manual, torch_engine = run.engines
     logger.scalar("diff", "diff/loss", abs(last["manual"].loss - last["torch"].loss), step)
@@ -198,10 +203,10 @@ def log_drift(logger, run: Run, last: dict, step: int) -> None:
     )
 
 
-def train_steps(run: Run, logger, start_step: int, total_steps: int, stop: StopRequest) -> int:
+def train_steps(run: Run, logger: Logger | NullLogger, start_step: int, total_steps: int, stop: StopRequest) -> int:
     """The training loop, from ``start_step + 1``; returns the last step done."""
     config, engines, progress = run.config, run.engines, run.progress
-    last = {}  # impl name -> StepStats of the step just done
+    last: dict[str, StepStats] = {}  # impl name -> the StepStats of the step just done
     # disable=None: a progress bar on a terminal only, so that the stderr of a script or a test holds
     # nothing but messages (an error is then exactly one line). Under torchrun, rank 0's bar only.
     progress_bar = tqdm(
@@ -240,7 +245,9 @@ def train_steps(run: Run, logger, start_step: int, total_steps: int, stop: StopR
                 if validate(engine, run.val_batches, progress[engine.name]):
                     check_before_saving(run, engine, step)
                     run.save(engine, step, BEST)
-                logger.scalar(engine.name, "loss/val", progress[engine.name].val_loss, step)
+                val_loss = progress[engine.name].val_loss
+                assert val_loss is not None  # validate() has just measured it
+                logger.scalar(engine.name, "loss/val", val_loss, step)
 
         # samples
         if run.is_main and (step % config.sample_every == 0 or final):

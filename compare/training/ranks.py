@@ -6,20 +6,28 @@ Read from torchrun's environment variables alone, so the CLI can ask before torc
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Protocol
 
 DEFAULT_TIMEOUT_S = 300.0
 
 
-def launched_by_torchrun(environ=os.environ) -> bool:
+class HasDevice(Protocol):
+    """A compare.training.config.TrainConfig, as ``backend_for`` sees it."""
+
+    device: str
+
+
+def launched_by_torchrun(environ: Mapping[str, str] = os.environ) -> bool:
     return "RANK" in environ and "WORLD_SIZE" in environ
 
 
-def is_main_process(environ=os.environ) -> bool:
+def is_main_process(environ: Mapping[str, str] = os.environ) -> bool:
     """Rank 0 of a torchrun launch, or a process torchrun did not start: the one that prints."""
     return int(environ.get("RANK", "0")) == 0
 
 
-def cli_prog(prog: str, environ=os.environ) -> str:
+def cli_prog(prog: str, environ: Mapping[str, str] = os.environ) -> str:
     """'<prog> [rank 1/2]' when several ranks run, so that each error line says whose it is."""
     world_size = int(environ.get("WORLD_SIZE", "1"))
     return f"{prog} [rank {environ.get('RANK', '0')}/{world_size}]" if world_size > 1 else prog
@@ -35,6 +43,6 @@ def batch_split_problem(batch_size: int, world_size: int) -> str | None:
     )
 
 
-def backend_for(config) -> str:
+def backend_for(config: HasDevice) -> str:
     """gloo on the CPU; with --device cuda, NCCL for the GPU tensors and gloo for the CPU ones (manual)."""
     return "cpu:gloo,cuda:nccl" if config.device == "cuda" else "gloo"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from compare.cli.errors import TrainingFailed
 from compare.data.corpus import StreamBatches, Vocab
@@ -15,11 +16,15 @@ from compare.model.checkpoint import (
     LATEST,
     Checkpoint,
     CheckpointError,
+    RunProgress,
     find_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
 from compare.training.config import TrainConfig, config_conflicts
+
+if TYPE_CHECKING:
+    from compare.model.engines import Engine
 
 
 @dataclass
@@ -31,18 +36,19 @@ class Run:
     data_sha256: str
     batches: StreamBatches
     val_batches: StreamBatches | None  # None with --val-frac 0
-    engines: list
-    progress: dict  # impl name -> RunProgress
+    engines: list[Engine]
+    progress: dict[str, RunProgress]  # impl name -> its progress
     initial_loss: float  # ln V: the loss of a uniform prediction, and roughly of the initial weights
-    losses: dict = field(default_factory=dict)  # impl name -> training loss of every step run here
-    saved_steps: dict = field(default_factory=dict)  # impl name -> step of the latest.npz written here
+    losses: dict[str, list[float]] = field(default_factory=dict)  # impl name -> training loss of every step run here
+    saved_steps: dict[str, int] = field(default_factory=dict)  # impl name -> step of the latest.npz written here
     is_main: bool = True  # writes files and prints: the only process, or rank 0 under torchrun
 
     @property
     def run_dir(self) -> Path:
+        assert self.config.run_name is not None  # train() names the run before it builds one
         return Path(self.config.logdir) / self.config.run_name
 
-    def save(self, engine, step: int, filename: str = LATEST) -> None:
+    def save(self, engine: Engine, step: int, filename: str = LATEST) -> None:
         """Write ``engine``'s checkpoint to <run_dir>/<impl>/<filename>."""
         import torch  # here, not at the top: a bad --data is reported before torch's import second
 
@@ -86,6 +92,7 @@ def restore(run: Run) -> int:
     """Load each engine's checkpoint from ``run.config.resume``; returns the step they are at."""
     import torch  # as in Run.save
 
+    assert run.config.resume is not None  # train() restores only a run given --resume
     checkpoints = [load_checkpoint(find_checkpoint(run.config.resume, engine.name)) for engine in run.engines]
     for checkpoint in checkpoints:
         if checkpoint.data_sha256 != run.data_sha256:

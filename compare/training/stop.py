@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import FrameType
 
 
 @dataclass
@@ -15,7 +16,7 @@ class StopRequest:
     def requested(self) -> bool:
         return self.signal_number is not None
 
-    def handle(self, signal_number, frame) -> None:
+    def handle(self, signal_number: int, frame: FrameType | None) -> None:
         if self.requested:
             raise KeyboardInterrupt  # a second signal: stop at once (checkpoints on disk stay whole)
         self.signal_number = signal_number

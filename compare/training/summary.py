@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Any
 
 from compare.model.sampling import sample_text
+
+if TYPE_CHECKING:
+    from compare.training.run import Run
 
 
 def chars_per_sec(steps: int, batch_size: int, seq_length: int, seconds: float) -> float:
@@ -12,13 +16,14 @@ def chars_per_sec(steps: int, batch_size: int, seq_length: int, seconds: float) 
     return steps * batch_size * seq_length / max(seconds, 1e-12)
 
 
-def summarize(run, step: int) -> dict:
+def summarize(run: Run, step: int) -> dict[str, Any]:
     """Final figures per implementation (a Run at ``step``), and a sample at temperature 0.8."""
-    summary = {"run_dir": str(run.run_dir), "steps": step, "impls": {}}
+    impls: dict[str, dict[str, Any]] = {}
+    summary = {"run_dir": str(run.run_dir), "steps": step, "impls": impls}
     for engine in run.engines:
         progress = run.progress[engine.name]
         val_loss = math.nan if progress.val_loss is None else progress.val_loss
-        summary["impls"][engine.name] = {
+        impls[engine.name] = {
             "train_loss": progress.smooth_loss,
             "val_loss": val_loss,
             "val_bits_per_char": val_loss / math.log(2),

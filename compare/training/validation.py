@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from compare.data.corpus import StreamBatches
+
+if TYPE_CHECKING:
+    from compare.model.checkpoint import RunProgress
+    from compare.model.engines import Engine
 
 
 def validation_batches(val_tokens: np.ndarray, batch_size: int, seq_length: int) -> StreamBatches:
@@ -13,7 +19,7 @@ def validation_batches(val_tokens: np.ndarray, batch_size: int, seq_length: int)
     return StreamBatches(val_tokens, streams, min(seq_length, len(val_tokens) - 1))
 
 
-def estimate_loss(engine, batches: StreamBatches) -> float:
+def estimate_loss(engine: Engine, batches: StreamBatches) -> float:
     """Mean loss over every validation chunk, hidden state carried from chunk to chunk."""
     h = engine.zero_state(batches.inputs.shape[0])
     losses = []
@@ -23,7 +29,7 @@ def estimate_loss(engine, batches: StreamBatches) -> float:
     return float(np.mean(losses))
 
 
-def validate(engine, batches: StreamBatches, progress) -> bool:
+def validate(engine: Engine, batches: StreamBatches, progress: RunProgress) -> bool:
     """Measure the validation loss into ``progress`` (a RunProgress); True if it is the best so far."""
     progress.val_loss = estimate_loss(engine, batches)
     improved = progress.best_val_loss is None or progress.val_loss < progress.best_val_loss

@@ -1,0 +1,61 @@
+"""The sections that time things: bench (speed and scaling), memory, distributed.
+
+Each block is what the benchmark prints on stdout, inserted as it is: its tables stay
+tables, and each other line becomes a paragraph of its own (Markdown would run adjacent
+lines together). Nothing here reads the benchmarks' internals, whose output may change.
+"""
+
+from __future__ import annotations
+
+from compare.reporting.runner import Block, Context
+
+# the fewest steps and repeats each benchmark accepts: checks the plumbing, measures nothing
+TINY_TIMING = ["--steps", 1, "--warmup", 0, "--repeats", 1]
+
+
+def as_markdown(stdout: str) -> str:
+    """A benchmark's stdout for a Markdown page: table rows as they are, every other line its own paragraph."""
+    pieces: list[str] = []
+    previous_was_table = False
+    for line in stdout.strip("\n").splitlines():
+        line = line.rstrip()
+        is_table = line.startswith("|")
+        if not line:
+            continue
+        if pieces and not (is_table and previous_was_table):
+            pieces.append("")  # a blank line: a new paragraph, or the edge of a table
+        pieces.append(line)
+        previous_was_table = is_table
+    return "\n".join(pieces)
+
+
+def bench_block(ctx: Context, name: str, flags: list, tiny_flags: list) -> Block:
+    args = [*flags, *ctx.bench_threads(), "--no-progress", *(tiny_flags if ctx.tiny else [])]
+    finished = ctx.run("compare.bench", args)
+    return Block(name, as_markdown(finished.stdout), [finished.shown])
+
+
+def bench(ctx: Context) -> list:
+    """docs/speed.md's two tables: the configurations, then the scaling sweeps (two runs of the benchmark)."""
+    speed = bench_block(
+        ctx,
+        "bench",
+        ["--no-scaling", "--json", ctx.workdir / "bench.json"],
+        ["--configs", "seed", "--impls", "naive,manual,torch", *TINY_TIMING],
+    )
+    scaling = bench_block(ctx, "bench.scaling", ["--no-speed", "--json", ctx.workdir / "scaling.json"], TINY_TIMING)
+    return [speed, scaling]
+
+
+def memory(ctx: Context) -> list:
+    """docs/speed.md's memory table: compare.train on a generated 100 MB text (1 MB when tiny)."""
+    return [bench_block(ctx, "memory", ["--memory", "--no-speed", "--no-scaling"], ["--memory-mb", 1])]
+
+
+def distributed(ctx: Context) -> list:
+    """docs/distributed.md's throughput table: torchrun with 1 and 2 processes."""
+    tiny = ["--configs", "mid", "--impls", "manual", *TINY_TIMING, "--rounds", 1]
+    args = ["--json", ctx.workdir / "distributed.json", *(tiny if ctx.tiny else [])]
+    finished = ctx.run("compare.bench_distributed", args)
+    # every layout sets its own thread count (the table's layout column says which)
+    return [Block("distributed", as_markdown(finished.stdout), [finished.shown], threads="threads per layout")]

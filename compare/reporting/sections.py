@@ -1,0 +1,84 @@
+"""Every section of the report: its name, what it needs, the blocks it fills, and where they sit.
+
+A section runs its commands and returns Blocks; a block's name is its section's name, or
+the section's name, a dot and a part (``bench.scaling``). The gradcheck section is here:
+it is two commands and a small table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from compare.reporting import benches, cells, training
+from compare.reporting.runner import Block, Context
+from compare.reporting.text import table
+
+DEFAULT_STEP = 1e-4  # compare.gradcheck --step
+OTHER_STEPS = (1e-5, 1e-3)  # the centred-difference steps docs/gradcheck.md compares with the default 1e-4
+TINY_GRADCHECK = ["--hidden-size", 2, "--seq-length", 5]
+
+
+def gradcheck(ctx: Context) -> list:
+    """The original's Table 1 as compare.gradcheck prints it, and the W row's max at other steps."""
+    tiny = TINY_GRADCHECK if ctx.tiny else []
+    main_json = ctx.workdir / "gradcheck.json"
+    table_run = ctx.run("compare.gradcheck", ["--with-original", "--json", main_json, *tiny])
+    results = {DEFAULT_STEP: json.loads(main_json.read_text(encoding="utf-8"))["results"]["central"]}
+    commands = [table_run.shown]
+    for step in OTHER_STEPS:
+        path = ctx.workdir / f"gradcheck-step-{step:g}.json"
+        commands.append(
+            ctx.run("compare.gradcheck", ["--methods", "central", "--step", step, "--json", path, *tiny]).shown
+        )
+        results[step] = json.loads(path.read_text(encoding="utf-8"))["results"]["central"]
+    rows = [
+        [
+            f"`{step:g}`" + (" (default)" if step == DEFAULT_STEP else ""),
+            f"{found['W']['max']:.2e}",
+            f"{found['All']['max']:.2e}",
+        ]
+        for step, found in sorted(results.items())
+    ]
+    steps_table = table(["`--step`", "W central max", "All central max"], rows)
+    return [
+        Block("gradcheck", table_run.stdout.strip(), [table_run.shown]),
+        Block("gradcheck.steps", steps_table, commands),
+    ]
+
+
+@dataclass
+class Section:
+    name: str
+    run: Callable[[Context], list]
+    blocks: tuple  # the names of the blocks it fills
+    about: str  # for --help
+    needs: tuple = ()  # sections whose results this one reads (they run first, and their blocks are rewritten too)
+
+
+SECTIONS = {
+    section.name: section
+    for section in (
+        Section("quickstart", training.quickstart, ("quickstart",), "the README's training run"),
+        Section(
+            "samples", training.samples, ("samples", "samples.spaces"), "that run's samples", needs=("quickstart",)
+        ),
+        Section("gradcheck", gradcheck, ("gradcheck", "gradcheck.steps"), "the original's Table 1, other steps"),
+        Section("drift", training.drift, ("drift",), "float64 and float32 drift over 60 steps"),
+        Section("lossplot", training.lossplot, ("lossplot",), "docs/demo.md's 20,000-step run and loss.png"),
+        Section("cells", cells.cells, ("cells", "cells.speed", "cells.divergence"), "rnn, lstm, gru"),
+        Section("bench", benches.bench, ("bench", "bench.scaling"), "speed and scaling"),
+        Section("memory", benches.memory, ("memory",), "peak memory on a 100 MB text"),
+        Section("distributed", benches.distributed, ("distributed",), "1 and 2 processes"),
+    )
+}
+BLOCKS = {block: section for section in SECTIONS.values() for block in section.blocks}
+
+
+def plan(requested: list) -> list:
+    """The sections to run, in SECTIONS order, each after the ones it needs."""
+    wanted = set(requested)
+    for name in requested:
+        wanted.update(SECTIONS[name].needs)
+    return [section for name, section in SECTIONS.items() if name in wanted]
