@@ -82,3 +82,9 @@ def test_the_two_implementations_stand_alone():
         for module, imports in package_modules(package).items():
             bad = sorted(name for name in imports if name.split(".")[0] in forbidden)
             assert not bad, f"{module} imports {bad}"
+
+
+def test_every_docs_page_is_linked_from_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        assert f"(docs/{page.name}" in readme, f"README.md's table does not link docs/{page.name}"
