@@ -19,12 +19,14 @@ Subpackages (each imports only downward: never a command module):
                 implementations behind one step; sampling.py; generate.py: text from a checkpoint;
                 checkpoint.py: the .npz format
     training    config.py: TrainConfig and its flags; loop.py: the training loop; run.py: save and restore;
-                validation.py; divergence.py; summary.py; logger.py: TensorBoard; stop.py: signals;
+                rundir.py: where a run writes, its lock, leftovers of a killed save; validation.py;
+                divergence.py; summary.py; logger.py: TensorBoard; stop.py: signals;
                 ranks.py, distributed.py, joining.py, parallel_engine.py: data parallelism on torch.distributed
     gradients   methods.py: the oracles (centred, complex step, autograd); report.py: the check; table.py
     benchmarks  suite.py: what bench runs; timing.py; report.py; flops.py: FLOP formulas, matmul peak;
                 naive.py: the min-char-rnn baseline; cells.py; distributed.py; memory.py
-    serving     server.py + page.html: the demo's HTTP server
+    serving     server.py + page.html: the demo's HTTP server (Starlette on uvicorn); connections.py: its
+                listening socket and connection timeouts
     plotting    events.py: TensorBoard events read back; figure.py: the matplotlib figure
     reporting   markers.py: the generated blocks; provenance.py: commit, CPU, threads, load; runner.py;
                 text.py; training.py, cells.py, benches.py: the sections; sections.py: their list; generate.py

@@ -57,7 +57,7 @@ def build_parser() -> CommandParser:
     return parser
 
 
-def add_what_flags(what) -> None:
+def add_what_flags(what: argparse._ArgumentGroup) -> None:
     what.add_argument(
         "--distributed",
         action="store_true",
@@ -94,7 +94,7 @@ def add_what_flags(what) -> None:
     what.add_argument("--memory-mb", type=float, default=100.0, help="size of the generated text file, in MB")
 
 
-def add_how_flags(how) -> None:
+def add_how_flags(how: argparse._ArgumentGroup) -> None:
     how.add_argument(
         "--threads",
         type=int,
@@ -135,7 +135,7 @@ def add_how_flags(how) -> None:
     )
 
 
-def parse_args(argv=None) -> BenchSettings:
+def parse_args(argv: list[str] | None = None) -> BenchSettings:
     parser = build_parser()
     args = parser.parse_args(argv)
     problem = args_problem(args)
@@ -159,7 +159,7 @@ def parse_args(argv=None) -> BenchSettings:
     )
 
 
-def args_problem(args) -> str | None:
+def args_problem(args: argparse.Namespace) -> str | None:
     """A one-line description of the first invalid flag, or None."""
     unknown_configs = [name for name in comma_list(args.configs) if name not in CONFIGS]
     if unknown_configs or not comma_list(args.configs):
@@ -195,7 +195,7 @@ def apply_omp_wait_policy(policy: str) -> None:
         print("note: torch was imported before --omp-wait-policy could take effect", file=sys.stderr)
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """The command line; errors end as one line on stderr and exit code 2."""
     return run_cli("python -m compare.bench", bench_command, argv)
 

@@ -3,7 +3,9 @@
     python -m compare.demo --checkpoint runs/<run>              # then open the printed URL
     python -m compare.demo --checkpoint runs/<run>/manual/best.npz --port 0   # any free port
 
-The server is compare.serving.server.
+The server is compare.serving.server: Starlette under uvicorn, a few generations at once
+(the rest are told to retry: 503 with Retry-After), every connection with a deadline.
+Ctrl-C stops it after the requests still running (at most a few seconds).
 """
 
 from __future__ import annotations
@@ -65,8 +67,8 @@ def demo_command(argv: list[str]) -> int:
             flush=True,
         )  # flush: tests and scripts read the URL from a pipe
         try:
-            server.serve_forever()
-        except KeyboardInterrupt:
+            server.serve_forever()  # uvicorn handles Ctrl-C and SIGTERM: no new requests, the running ones finish
+        except KeyboardInterrupt:  # raised again once uvicorn has stopped
             pass
     return 0
 

@@ -66,7 +66,7 @@ def build_parser() -> CommandParser:
     return parser
 
 
-def parse_args(argv) -> ReportSettings:
+def parse_args(argv: list[str] | None) -> ReportSettings:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.threads is not None and args.threads < 1:
@@ -90,7 +90,7 @@ def parse_args(argv) -> ReportSettings:
     )
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """The command line; errors end as one line on stderr (exit 2 for a bad page or flag, 1 for a failed section)."""
     return run_cli(PROG, report_command, argv)
 

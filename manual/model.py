@@ -2,7 +2,8 @@
 
 For layers l = 1..L, with the cell's recurrence (``manual.rnn``, ``manual.lstm``, ``manual.gru``):
 
-    layer 1:  x_proj_t = b + U x_t            x_t one-hot: a column lookup of U, never a product
+    layer 1:  x_proj_t = b + U x_t            x_t one-hot: a column lookup of U, never a product;
+                                              its gradient a scatter-add into columns, never a one-hot
     layer l:  x_proj_t = b_l + U_l h_t^{l-1}  the layer below's hidden state
               h_t^l = cell(x_proj_t, W_l, state_{t-1}^l)
     o_t = c + V h_t^L,   p_t = softmax(o_t),   L = mean of -log p_t[y_t]   (nats per character)
@@ -87,8 +88,10 @@ def run_layers(
         names = layer_param_names(layer)
         U, W, b = params[names["U"]], params[names["W"]], params[names["b"]]
         if below is None:
-            columns = np.ascontiguousarray(U.T)  # (V, G*H): column x of U as row x, contiguous for the lookup
-            x_proj = np.take(columns, inputs_tb, axis=0)  # (T, B, G*H): U x_t, a column lookup of U
+            # U x_t, a column lookup of U: gather just the T*B columns read from U as it lies. Taking rows of U.T
+            # instead makes np.take copy all of U first: a parameter-sized copy per chunk and sampled character.
+            columns = np.take(U, inputs_tb, axis=1)  # (G*H, T, B): column x_t of U for every (t, s)
+            x_proj = np.ascontiguousarray(columns.transpose(1, 2, 0))  # (T, B, G*H): U x_t
             x_proj += b  # b + U x_t
         else:
             x_proj = below @ U.T + b  # (T, B, H) @ (H, G*H): b_l + U_l h_t^{l-1}
@@ -133,6 +136,22 @@ def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray) -> tuple[np.n
     return probs, -log_likelihood.mean()
 
 
+def input_lookup_grad(d_x_proj_rows: np.ndarray, tokens: np.ndarray, vocab_size: int) -> np.ndarray:
+    """dU of the layer-1 lookup x_proj_t = b + U x_t: dU = sum_t dx_proj_t x_t^T, x_t one-hot.
+
+    d_x_proj_rows: (T*B, G*H); tokens: (T*B,) ids. Returns dU (G*H, V), C-contiguous.
+    Row t adds dx_proj_t into column x_t: a scatter-add, O(T*B*G*H) work and no (T*B, V) one-hot.
+    np.add.at adds every occurrence of a repeated token (a plain ``dU[:, x] += ...`` would keep only
+    the last), in row order t = 0, 1, ... It runs its fast loop only for a 1-D index and 1-D values,
+    so the scatter goes through dU's flat view: entry (g, x) of dU sits at position g * V + x.
+    """
+    gate_rows = d_x_proj_rows.shape[1]
+    d_U = np.zeros((gate_rows, vocab_size), dtype=d_x_proj_rows.dtype)
+    positions = tokens[:, None] + vocab_size * np.arange(gate_rows)  # (T*B, G*H): flat position of (g, x_t)
+    np.add.at(d_U.reshape(-1), positions.reshape(-1), d_x_proj_rows.reshape(-1))
+    return d_U
+
+
 def backward(cache: Cache) -> dict[str, np.ndarray]:
     """Gradients of the mean loss with respect to every parameter (same names and shapes).
 
@@ -161,12 +180,7 @@ def backward(cache: Cache) -> dict[str, np.ndarray]:
         d_x_proj_rows = d_x_proj.reshape(rows, -1)  # (T*B, G*H)
         grads[names["b"]] = d_x_proj_rows.sum(axis=0)  # x_proj_t = b + U x_t: db = sum_t dx_proj_t
         if below is None:
-            # dU = sum_t dx_proj_t x_t^T. With the one-hot x_t stacked as the rows of X (T*B, V), the sum
-            # is one product, dx_proj^T X: BLAS adds each dx_proj_t into column x_t many times faster than
-            # a scatter (np.add.at) does, at the price of G*H*V multiply-adds per character, mostly by 0.
-            vocab_size = params[names["U"]].shape[1]
-            one_hot = np.eye(vocab_size, dtype=d_x_proj_rows.dtype)[cache.inputs.reshape(-1)]  # (T*B, V): X
-            d_U = d_x_proj_rows.T @ one_hot  # (G*H, T*B) @ (T*B, V)
+            d_U = input_lookup_grad(d_x_proj_rows, cache.inputs.reshape(-1), params[names["U"]].shape[1])
         else:
             d_U = d_x_proj_rows.T @ below.reshape(rows, hidden_size)  # dU_l = sum_t dx_proj_t h_t^{l-1 T}
             d_hidden = d_x_proj @ params[names["U"]]  # x_proj_t = ... + U_l h_t^{l-1}: into the layer below

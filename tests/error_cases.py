@@ -197,6 +197,16 @@ CASES = [
         "--val-frac 0",
     ),
     train_case(
+        "val-split-one-character",
+        "Inputs",
+        "`--val-frac` holds out a single character",
+        train_on(PHRASE * 3, "--val-frac", "0.01"),
+        2,
+        "holds out 1 characters",
+        "too few to validate on (needs 2)",
+        "--val-frac 0",
+    ),
+    train_case(
         "data-not-utf8",
         "Inputs",
         "`--data` is not valid UTF-8",
@@ -227,6 +237,15 @@ CASES = [
         train_on(bytes(range(256)) * 4),
         2,
         "looks binary",
+        "give a text file",
+    ),
+    train_case(
+        "data-nul-characters",
+        "Inputs",
+        "`--data` is valid UTF-8 text with NUL characters in it",
+        train_on("hello\x00world. " * 20),
+        2,
+        "looks binary (it holds NUL characters)",
         "give a text file",
     ),
     train_case(
@@ -490,7 +509,73 @@ CASES = [
         "--resume runs/disk-full",
         fault=disk_full_after_first_save,
     ),
+    # Run directories (compare/training/rundir.py)
+    train_case(
+        "run-name-not-plain",
+        "Output",
+        "`--run-name ../x` (a path, not one directory name)",
+        lambda d: ["--data", corpus(d), *FAST, "--run-name", "../x"],
+        2,
+        "must be one plain directory name",
+    ),
+    train_case(
+        "resume-best-only",
+        "Checkpoints",
+        "`--resume runs/<run>` whose latest.npz is gone, only best.npz left",
+        lambda d: ["--resume", run_with_only_best(d), "--max-steps", "10"],
+        2,
+        "it holds only runs/best-only/manual/best.npz",
+        "--resume runs/best-only/manual/best.npz",
+    ),
+    train_case(
+        "resume-older-in-run",
+        "Checkpoints",
+        "`--resume` an older checkpoint kept inside a run that has trained further",
+        lambda d: ["--resume", run_moved_on(d), "--max-steps", "10"],
+        2,
+        "runs/moved-on/manual/latest.npz is at step 6, newer than",
+        "step 3",
+        "--run-name",
+    ),
+    train_case(
+        "resume-copy",
+        "Checkpoints",
+        "`--resume` a copy of a checkpoint kept outside any run directory",
+        lambda d: ["--resume", copied_checkpoint(d), "--max-steps", "7"],
+        0,
+        note="trains on in a new run directory under --logdir (stdout names it); the run it came from is untouched",
+    ),
 ]
+
+
+def run_with_only_best(directory: Path) -> str:
+    """runs/best-only: the trained run's best.npz and nothing else."""
+    best = directory / "runs" / "best-only" / "manual" / "best.npz"
+    if not best.is_file():
+        best.parent.mkdir(parents=True, exist_ok=True)
+        best.write_bytes((directory / trained_run(directory) / "manual" / "best.npz").read_bytes())
+    return "runs/best-only"
+
+
+def run_moved_on(directory: Path) -> str:
+    """runs/moved-on trained to step 6, with a copy of its step-3 latest.npz kept in it as step3.npz."""
+    from compare.training.config import parse_args
+    from compare.training.loop import train
+
+    older = directory / "runs" / "moved-on" / "manual" / "step3.npz"
+    if not older.is_file():
+        fast = ["--data", corpus(directory), *FAST, "--logdir", str(directory / "runs"), "--run-name", "moved-on"]
+        train(parse_args(fast))  # 3 steps
+        older.write_bytes(older.with_name("latest.npz").read_bytes())
+        train(parse_args(["--resume", str(older.parent), "--max-steps", "6"]))
+    return "runs/moved-on/manual/step3.npz"
+
+
+def copied_checkpoint(directory: Path) -> str:
+    """A copy of the trained run's latest.npz (step 5), kept outside any run directory."""
+    return write(
+        directory, "kept-copy.npz", (directory / trained_run(directory) / "manual" / "latest.npz").read_bytes()
+    )
 
 
 @contextlib.contextmanager
@@ -526,3 +611,157 @@ def run_case(case: Case, directory: Path) -> Outcome:
             except SystemExit as exit_info:  # argparse's errors exit from inside the parser
                 exit_code = exit_info.code
     return Outcome(exit_code, stderr.getvalue(), stdout.getvalue())
+
+
+# Appended rows: special files, byte order marks, codecs, seeds, the validation cap, edited
+# checkpoints, and a full disk under TensorBoard's event files.
+
+
+def fifo(directory: Path) -> str:
+    """A named pipe in ``directory``: opening it for reading would wait for a writer forever."""
+    if not (directory / "pipe").exists():
+        os.mkfifo(directory / "pipe")
+    return "pipe"
+
+
+def edited_checkpoint(directory: Path, name: str, header=None, arrays=None) -> str:
+    """The trained run's latest.npz with its header dict and/or its arrays edited in place."""
+    import json
+
+    source = directory / trained_run(directory) / "manual" / "latest.npz"
+    with np.load(source) as archive:
+        contents = dict(archive)
+    settings = json.loads(bytes(contents["header"]))
+    if header:
+        header(settings)
+    if arrays:
+        arrays(contents)
+    contents["header"] = np.frombuffer(json.dumps(settings).encode(), dtype=np.uint8)
+    np.savez(directory / name, **contents)
+    return name
+
+
+@contextlib.contextmanager
+def events_disk_full(directory: Path):
+    """TensorBoard's writer thread writes 20 records, then fails as a full disk does."""
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    real_write = RecordWriter.write
+    writes = []
+
+    def write(self, data):
+        writes.append(len(data))
+        if len(writes) > 20:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, data)
+
+    with mock.patch.object(RecordWriter, "write", write):
+        yield
+
+
+CASES += [
+    train_case(
+        "data-device",
+        "Inputs",
+        "`--data /dev/zero` (a device, not a file)",
+        lambda d: ["--data", "/dev/zero"],
+        2,
+        "is not a regular file (a character device)",
+    ),
+    train_case(
+        "data-fifo",
+        "Inputs",
+        "`--data` is a FIFO (named pipe)",
+        lambda d: ["--data", fifo(d)],
+        2,
+        "is not a regular file (a FIFO)",
+    ),
+    train_case(
+        "data-utf16-bom",
+        "Inputs",
+        "`--data` is UTF-16 text (with a byte order mark)",
+        train_on((PHRASE * 20).encode("utf-16")),
+        2,
+        "UTF-16 byte order mark",
+        "pass --encoding utf-16",
+    ),
+    train_case(
+        "data-utf16-given",
+        "Inputs",
+        "... and `--encoding utf-16` is given",
+        train_on((PHRASE * 20).encode("utf-16"), "--encoding", "utf-16"),
+        0,
+    ),
+    train_case(
+        "encoding-rot13",
+        "Hyperparameters",
+        "`--encoding rot13` (a codec, not a text encoding)",
+        lambda d: ["--encoding", "rot13"],
+        2,
+        "is not a text encoding",
+    ),
+    train_case(
+        "seed-negative",
+        "Hyperparameters",
+        "`--seed -1`",
+        lambda d: ["--seed", "-1"],
+        2,
+        "--seed must be in [0, 2^63)",
+    ),
+    train_case(
+        "val-max-chars-1",
+        "Hyperparameters",
+        "`--val-max-chars 1`",
+        lambda d: ["--val-max-chars", "1"],
+        2,
+        "--val-max-chars must be 0",
+    ),
+    sample_case(
+        "checkpoint-bogus-cell",
+        "Checkpoints",
+        'the checkpoint\'s header was edited (`"cell": "bogus"`)',
+        lambda d: [
+            "--checkpoint",
+            edited_checkpoint(d, "bogus-cell.npz", header=lambda h: h["config"].update(cell="bogus")),
+        ],
+        2,
+        "config.cell is 'bogus'",
+    ),
+    sample_case(
+        "checkpoint-hidden-shape",
+        "Checkpoints",
+        "an array of the checkpoint has the wrong shape",
+        lambda d: [
+            "--checkpoint",
+            edited_checkpoint(d, "hidden-shape.npz", arrays=lambda a: a.update(hidden=np.zeros((2, 16)))),
+        ],
+        2,
+        "hidden has shape (2, 16), expected (1, 1, 2, 16)",
+    ),
+    sample_case(
+        "checkpoint-complex",
+        "Checkpoints",
+        "an array of the checkpoint holds complex numbers",
+        lambda d: [
+            "--checkpoint",
+            edited_checkpoint(
+                d, "complex.npz", arrays=lambda a: a.update({"params/V": a["params/V"].astype(np.complex128)})
+            ),
+        ],
+        2,
+        "params/V holds complex128 values",
+    ),
+    train_case(
+        "events-disk-full",
+        "Faults",
+        "the disk fills up under TensorBoard's event files",
+        lambda d: ["--data", corpus(d), *FAST, "--checkpoint-every", "1", "--log-every", "1", "--run-name", "events"],
+        1,
+        "could not write TensorBoard events",
+        "No space left on device",
+        "runs/events/manual/latest.npz (step",
+        "is intact",
+        "--resume runs/events",
+        fault=events_disk_full,
+    ),
+]

@@ -38,7 +38,7 @@ def small_checkpoint(step: int = 7, hidden: bool = True) -> Checkpoint:
     rng = np.random.default_rng(step)
     params = random_params(vocab_size=5, hidden_size=3, seed=rng, weight_std=1.0)
     accumulators = {name: rng.random(value.shape) for name, value in params.items()}
-    state = EngineState(params, accumulators, updates=step, hidden=rng.normal(size=(2, 3)) if hidden else None)
+    state = EngineState(params, accumulators, updates=step, hidden=rng.normal(size=(1, 1, 2, 3)) if hidden else None)
     return Checkpoint(
         impl="manual",
         step=step,

@@ -1,22 +1,30 @@
-"""The demo server's JSON API: status codes, validation, determinism, concurrent requests, the CLI."""
+"""The demo server's JSON API: status codes, validation, determinism, concurrent requests, limits
+and timeouts, a bounded load test, the CLI."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import random
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import urlsplit
 
+import numpy as np
 import pytest
 from tiny_runs import PHRASE, train_argv
 
 from compare.model.checkpoint import BEST, load_checkpoint
 from compare.model.generate import SampleConfig, generate_from_checkpoint
-from compare.serving.server import MAX_LENGTH, DemoServer, load_demo_model
+from compare.serving.server import MAX_BODY_BYTES, MAX_LENGTH, DemoServer, Limits, load_demo_model
 from compare.training.config import parse_args
 from compare.training.loop import train
 
@@ -29,16 +37,22 @@ def run_dir(tmp_path_factory):
     return directory / "runs" / "demo-run"
 
 
+DEFAULT_LIMITS = Limits()
+
+
 @contextmanager
-def serving(model):
-    """A demo server for ``model`` on a free port, in a thread of this process."""
-    demo = DemoServer(("127.0.0.1", 0), model)
-    threading.Thread(target=demo.serve_forever, daemon=True).start()
+def serving(model, limits=DEFAULT_LIMITS):
+    """A demo server for ``model`` on a free port, in a thread of this process; the thread is gone afterwards."""
+    demo = DemoServer(("127.0.0.1", 0), model, limits)
+    thread = threading.Thread(target=demo.serve_forever, daemon=True)
+    thread.start()
     try:
         yield demo
     finally:
         demo.shutdown()
+        thread.join(timeout=limits.shutdown_timeout + 5)
         demo.server_close()
+        assert not thread.is_alive(), "the server did not stop"
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +146,8 @@ def test_a_request_without_seed_reports_the_seed_that_reproduces_it(server):
         ({"prime": "x" * 1001}, "prime"),
         ({"impl": "tensorflow"}, "impl"),
         ({"seed": -1}, "seed"),
+        ({"seed": 1.5}, "seed must be a whole number from 0 to 2**63 - 1, got 1.5"),  # no rounding to 1
+        ({"seed": "7"}, "seed must be a whole number from 0 to 2**63 - 1, got '7'"),  # no parsing of text
         ({"lenght": 10}, "unknown fields: lenght"),
     ],
 )
@@ -139,6 +155,7 @@ def test_bad_fields_are_400_with_a_message(server, fields, message):
     status, answer = generate(server, **fields)
     assert status == 400
     assert message in answer["error"]
+    assert "\n" not in answer["error"]  # one line, as the page shows it
 
 
 @pytest.mark.parametrize(
@@ -158,13 +175,62 @@ def test_bad_bodies_are_400_with_a_message(server, body, message):
 
 def test_an_oversized_body_is_refused_unread(server):
     status, answer = request(server, "POST", "/api/generate", b"{}", headers={"Content-Length": str(10**6)})
-    assert status == 400
+    assert status == 413
     assert "at most" in answer["error"]
 
 
-def test_concurrent_requests_each_get_their_own_answer(server, run_dir):
+def test_an_oversized_chunked_body_is_refused_as_it_comes(server):
+    # No Content-Length: the server counts the body as it reads it. One sendall, so that the whole body is
+    # in the server's socket before it answers: it closes the connection after its 413, and any unread byte
+    # would turn that close into a reset that could discard the answer before this test reads it.
+    size = MAX_BODY_BYTES + 1
+    head = b"POST /api/generate HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    with socket.create_connection(server.server_address, timeout=30) as connection:
+        connection.sendall(head + b"%x\r\n" % size + b" " * size + b"\r\n0\r\n\r\n")
+        data = read_until_closed(connection)
+    assert data.startswith(b"HTTP/1.1 413 ") and b"at most" in data
+
+
+def test_get_on_generate_is_405_and_says_to_post(server):
+    connection = http.client.HTTPConnection(*server.server_address, timeout=30)
+    try:
+        connection.request("GET", "/api/generate")
+        response = connection.getresponse()
+        assert response.status == 405
+        assert response.getheader("Allow") == "POST"
+        assert "POST" in json.loads(response.read())["error"]
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b'{"length": ' + b"9" * 5000 + b"}", "at most 4,300 digits"),  # int() refuses more digits: ValueError
+        (b"[" * 30_000 + b"]" * 30_000, "nested less deeply"),  # deeper than the parser goes: RecursionError
+        (b'{"prime": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", "nested less deeply"),
+        (b'{"length": "' + b"x" * 50_000 + b'"}', "length must be"),
+    ],
+)
+def test_json_the_parser_refuses_is_400_and_the_connection_stays_usable(server, body, message):
+    connection = http.client.HTTPConnection(*server.server_address, timeout=30)
+    try:
+        connection.request("POST", "/api/generate", body=body)
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+        assert response.status == 400
+        assert message in answer["error"] and len(answer["error"]) < 200  # no 50 kB echo of the value
+        connection.request("GET", "/api/info")  # the same connection: not dropped
+        response = connection.getresponse()
+        assert response.status == 200 and json.loads(response.read())["run_name"] == "demo-run"
+    finally:
+        connection.close()
+
+
+def test_concurrent_requests_each_get_their_own_answer(run_dir):
     # Different seeds, implementations and temperatures at once: a shared generator or hidden
     # state would mix them up. Each answer must equal the CLI's text for its own settings.
+    # Four generations at once, and room for the rest to wait: none is refused.
     settings = [
         {
             "impl": ("manual", "torch")[i % 2],
@@ -175,8 +241,9 @@ def test_concurrent_requests_each_get_their_own_answer(server, run_dir):
         }
         for i in range(12)
     ]
-    with ThreadPoolExecutor(max_workers=12) as pool:
-        answers = list(pool.map(lambda fields: generate(server, **fields), settings))
+    limits = Limits(generations=4, waiting=8, max_wait=60)
+    with serving(load_demo_model(str(run_dir)), limits) as demo, ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(pool.map(lambda fields: generate(demo, **fields), settings))
     for fields, (status, answer) in zip(settings, answers, strict=True):
         assert status == 200
         assert (answer["seed"], answer["impl"]) == (fields["seed"], fields["impl"])
@@ -192,6 +259,284 @@ def test_a_model_with_broken_weights_answers_500_with_a_message(run_dir):
     assert "not finite" in answer["error"]
 
 
+class BlockedModel:
+    """A demo model whose generations wait until ``release`` is set; ``started`` counts those that began."""
+
+    def __init__(self, model, blocks=lambda request: True):
+        self.info = model.info
+        self.engines = model.engines
+        self.model = model
+        self.blocks = blocks  # which requests wait
+        self.release = threading.Event()
+        self.started = threading.Semaphore(0)
+
+    def generate(self, request):
+        if self.blocks(request):
+            self.started.release()
+            assert self.release.wait(timeout=30), "the test never released the generation"
+        return self.model.generate(request)
+
+
+def wait_until(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.01)
+
+
+def timed(function, *args, **kwargs):
+    """(seconds it took, what it returned)."""
+    start = time.perf_counter()
+    result = function(*args, **kwargs)
+    return time.perf_counter() - start, result
+
+
+def response_of(server, method, path, body=None):
+    """(status, headers, decoded JSON) of one request on a fresh connection."""
+    connection = http.client.HTTPConnection(*server.server_address, timeout=30)
+    try:
+        connection.request(method, path, body=body)
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def test_beyond_the_running_and_waiting_generations_the_answer_is_503_at_once(run_dir):
+    model = BlockedModel(load_demo_model(str(run_dir)))
+    limits = Limits(generations=1, quick_generations=0, waiting=1, max_wait=20, retry_after=3)
+    body = json.dumps({"length": 20, "seed": 1}).encode()
+    with serving(model, limits) as demo, ThreadPoolExecutor(max_workers=2) as pool:
+        gate = demo.app.state.gate
+        running = pool.submit(response_of, demo, "POST", "/api/generate", body)
+        assert model.started.acquire(timeout=10)  # the one generation slot is taken...
+        waiting = pool.submit(response_of, demo, "POST", "/api/generate", body)
+        wait_until(lambda: gate.general.waiting == 1)  # ...and the one place to wait for it
+
+        seconds, (status, headers, answer) = timed(response_of, demo, "POST", "/api/generate", body)
+        assert status == 503 and seconds < 1.0
+        assert headers["retry-after"] == "3"
+        assert "busy" in answer["error"]
+        seconds, (status, _, info) = timed(response_of, demo, "GET", "/api/info")
+        assert status == 200 and seconds < 1.0  # the rest of the API never waits behind a generation
+        assert request(demo, "POST", "/api/generate", b"not json")[0] == 400  # nor does a bad request
+
+        model.release.set()
+        assert running.result(timeout=30)[0] == 200
+        assert waiting.result(timeout=30)[0] == 200  # it got the slot when the first one was done
+        assert gate.general.waiting == 0
+        assert generate(demo, length=20)[0] == 200
+
+
+def test_a_request_that_waits_longer_than_max_wait_is_503(run_dir):
+    model = BlockedModel(load_demo_model(str(run_dir)))
+    limits = Limits(generations=1, quick_generations=0, waiting=4, max_wait=0.3)
+    body = json.dumps({"length": 20}).encode()
+    with serving(model, limits) as demo, ThreadPoolExecutor(max_workers=1) as pool:
+        running = pool.submit(response_of, demo, "POST", "/api/generate", body)
+        assert model.started.acquire(timeout=10)
+        seconds, (status, headers, _) = timed(response_of, demo, "POST", "/api/generate", body)
+        assert status == 503 and "retry-after" in headers
+        assert 0.3 <= seconds < 1.5
+        model.release.set()
+        assert running.result(timeout=30)[0] == 200
+
+
+def test_long_requests_never_take_the_quick_requests_slot(run_dir):
+    limits = Limits(generations=1, quick_generations=1, quick_length=500, waiting=0)
+    model = BlockedModel(load_demo_model(str(run_dir)), blocks=lambda request: request.length > 500)
+    long_body = json.dumps({"length": 501}).encode()
+    with serving(model, limits) as demo, ThreadPoolExecutor(max_workers=1) as pool:
+        running = pool.submit(response_of, demo, "POST", "/api/generate", long_body)
+        assert model.started.acquire(timeout=10)  # the general slot is taken by a long request
+        assert response_of(demo, "POST", "/api/generate", long_body)[0] == 503  # the quick slot is not for it
+        quick_body = json.dumps({"length": 500}).encode()
+        seconds, (status, _, answer) = timed(response_of, demo, "POST", "/api/generate", quick_body)
+        assert status == 200 and len(answer["text"]) == 500 and seconds < 5
+        model.release.set()
+        assert running.result(timeout=30)[0] == 200
+
+
+SHORT_TIMEOUTS = Limits(idle_timeout=1, read_timeout=0.5)
+
+
+@pytest.fixture(scope="module")
+def impatient_server(run_dir):
+    """A demo server that closes an idle connection after 1 s and waits 0.5 s for a request's head or body."""
+    with serving(load_demo_model(str(run_dir)), SHORT_TIMEOUTS) as demo:
+        yield demo
+
+
+def raw_connection(server):
+    connection = socket.create_connection(server.server_address, timeout=10)
+    connection.settimeout(10)  # a test that would hang fails instead
+    return connection
+
+
+def read_until_closed(connection) -> bytes:
+    """Everything the server sends until it closes the connection (socket.timeout if it never does)."""
+    data = b""
+    while chunk := connection.recv(65536):
+        data += chunk
+    return data
+
+
+def test_a_connection_that_never_sends_a_request_is_closed(impatient_server):
+    with raw_connection(impatient_server) as connection:
+        seconds, data = timed(read_until_closed, connection)
+    assert data == b""
+    assert 0.9 <= seconds < 5
+
+
+def test_an_idle_keep_alive_connection_is_closed(impatient_server):
+    with raw_connection(impatient_server) as connection:
+        connection.sendall(b"GET /api/info HTTP/1.1\r\nHost: x\r\n\r\n")
+        seconds, data = timed(read_until_closed, connection)
+    assert data.startswith(b"HTTP/1.1 200 ") and b"demo-run" in data  # answered, then closed when idle
+    assert 0.9 <= seconds < 5
+
+
+def test_a_request_head_that_stops_halfway_is_closed(impatient_server):
+    with raw_connection(impatient_server) as connection:
+        connection.sendall(b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-")
+        seconds, data = timed(read_until_closed, connection)
+    assert data == b""
+    assert seconds < 5
+
+
+def test_a_body_shorter_than_its_content_length_times_out(impatient_server):
+    with raw_connection(impatient_server) as connection:
+        connection.sendall(b'POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"length": 5')
+        seconds, data = timed(read_until_closed, connection)
+    assert data.startswith(b"HTTP/1.1 408 ")
+    assert b"did not arrive within 0.5 s" in data
+    assert 0.4 <= seconds < 5
+
+
+def test_the_server_stops_with_connections_still_open(run_dir):
+    # serving() asserts that the server's thread is gone; an idle connection must not keep it.
+    with serving(load_demo_model(str(run_dir)), Limits(idle_timeout=60, shutdown_timeout=2)) as demo:
+        idle = raw_connection(demo)
+        assert request(demo, "GET", "/api/info")[0] == 200
+    with idle:
+        assert read_until_closed(idle) == b""
+
+
+def rss_mib(pid: int) -> float:
+    """The resident memory of process ``pid``, in MiB (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def one_request(address, fields, timeout=30.0):
+    """(status, seconds) of one POST /api/generate on a fresh connection; status 0 for a connection error."""
+    start = time.perf_counter()
+    try:
+        connection = http.client.HTTPConnection(*address, timeout=timeout)
+        try:
+            connection.request("POST", "/api/generate", body=json.dumps(fields).encode())
+            response = connection.getresponse()
+            response.read()
+            status = response.status
+        finally:
+            connection.close()
+    except OSError:
+        status = 0
+    return status, time.perf_counter() - start
+
+
+def load_test(run_dir, long_clients=20, long_length=2000, short_requests=50, seconds=10.0, pause=(0.05, 0.2)):
+    """The CLI's server under ``long_clients`` clients that send long requests back to back (after a 503, again
+    after a pause drawn from ``pause``, in seconds: sooner than Retry-After asks), while ``short_requests``
+    one-character requests arrive evenly over ``seconds``.
+
+    Returns the figures: short requests' latencies and statuses, long requests' statuses, the server's RSS.
+    """
+    # stderr to a file, not a pipe: a pipe nobody reads fills up, and the server's next log line blocks it
+    stderr_file = tempfile.TemporaryFile(mode="w+")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "compare.demo", "--checkpoint", str(run_dir), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=stderr_file,
+        text=True,
+    )
+    try:
+        line = process.stdout.readline()
+        url = urlsplit(line.split(" at ")[-1].strip())
+        address = (url.hostname, url.port)
+        assert one_request(address, {"length": 10})[0] == 200  # warm: the first sample imports a little
+        rss = [rss_mib(process.pid)]
+        stop = threading.Event()
+        long_statuses: list[int] = []
+
+        def long_client(index):
+            rng = random.Random(index)
+            while not stop.is_set():
+                fields = {"length": long_length, "impl": ("manual", "torch")[index % 2]}
+                status, _ = one_request(address, fields, timeout=60)
+                long_statuses.append(status)
+                if status != 200:
+                    time.sleep(rng.uniform(*pause))
+
+        def watch_memory():
+            while not stop.wait(0.25):
+                rss.append(rss_mib(process.pid))
+
+        threads = [threading.Thread(target=long_client, args=(i,)) for i in range(long_clients)]
+        threads.append(threading.Thread(target=watch_memory))
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)  # the long ones are under way
+        short = []
+        start = time.perf_counter()
+        for i in range(short_requests):
+            time.sleep(max(0.0, start + i * seconds / short_requests - time.perf_counter()))
+            short.append(one_request(address, {"length": 1, "seed": i}, timeout=60))
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=120)
+        rss.append(rss_mib(process.pid))
+    finally:
+        process.send_signal(signal.SIGINT)  # Ctrl-C
+        try:
+            process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+        stderr_file.seek(0)
+        stderr = stderr_file.read()
+        stderr_file.close()
+    latencies = np.array([seconds for _, seconds in short])
+    return {
+        "short_p50_s": float(np.percentile(latencies, 50)),
+        "short_p99_s": float(np.percentile(latencies, 99)),
+        "short_max_s": float(latencies.max()),
+        "short_statuses": {code: [s for s, _ in short].count(code) for code in sorted({s for s, _ in short})},
+        "long_statuses": {code: long_statuses.count(code) for code in sorted(set(long_statuses))},
+        "rss_start_mib": rss[0],
+        "rss_peak_mib": max(rss),
+        "rss_end_mib": rss[-1],
+        "exit_code": process.returncode,
+        "stderr": stderr,
+        "pid": process.pid,
+    }
+
+
+@pytest.mark.slow  # about 15 s: a server subprocess under 20 clients for 10 s
+def test_short_requests_stay_fast_under_a_load_of_long_ones(run_dir):
+    figures = load_test(run_dir)
+    print("\nload test:", {key: value for key, value in figures.items() if key != "stderr"})
+    assert set(figures["short_statuses"]) <= {200, 503}, figures  # no timeouts, no dropped connections
+    assert set(figures["long_statuses"]) <= {200, 503}, figures
+    assert figures["short_p99_s"] < 1.0, figures
+    assert figures["long_statuses"].get(200, 0) > 0 and figures["short_statuses"].get(200, 0) > 0, figures
+    assert figures["rss_peak_mib"] - figures["rss_start_mib"] < 100, figures  # bounded: no thread per client
+    assert figures["exit_code"] == 0 and "Traceback" not in figures["stderr"], figures["stderr"]
+    assert not Path(f"/proc/{figures['pid']}").exists()  # the server is gone, nothing left running
+
+
 def run_demo_cli(*args, timeout=60):
     return subprocess.run(
         [sys.executable, "-m", "compare.demo", *args], capture_output=True, text=True, timeout=timeout
@@ -199,7 +544,7 @@ def run_demo_cli(*args, timeout=60):
 
 
 @pytest.mark.slow  # a subprocess that imports torch: about 4 s
-def test_cli_serves_on_port_0_and_prints_the_url(run_dir):
+def test_cli_serves_on_port_0_prints_the_url_and_stops_on_ctrl_c(run_dir):
     process = subprocess.Popen(
         [sys.executable, "-m", "compare.demo", "--checkpoint", str(run_dir), "--port", "0"],
         stdout=subprocess.PIPE,
@@ -214,9 +559,13 @@ def test_cli_serves_on_port_0_and_prints_the_url(run_dir):
         connection.request("GET", "/api/info")
         assert json.loads(connection.getresponse().read())["run_name"] == "demo-run"
         connection.close()
+        process.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop, exit code 0, no traceback
+        _, stderr = process.communicate(timeout=30)
+        assert process.returncode == 0 and "Traceback" not in stderr, stderr
     finally:
-        process.terminate()
-        process.communicate(timeout=30)
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=30)
 
 
 @pytest.mark.parametrize(

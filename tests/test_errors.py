@@ -18,6 +18,8 @@ from error_cases import CASES, FAST, Case, Outcome, cjk_text, corpus, run_case, 
 
 from compare.data.corpus import Vocab
 from compare.model.checkpoint import load_checkpoint
+from compare.model.engines import make_engine
+from compare.model.sampling import sample_text
 from compare.sample import main as sample_main
 from compare.training.config import parse_args
 from compare.training.loop import train
@@ -114,7 +116,12 @@ def test_thousands_of_distinct_characters_train_with_16_bit_tokens(tmp_path):
     assert summary["steps"] == 3
     checkpoint = load_checkpoint(tmp_path / "cjk" / "manual" / "latest.npz")
     assert len(checkpoint.vocab) == 3000 and checkpoint.engine.params["c"].shape == (3000,)
-    assert set(summary["impls"]["manual"]["sample"]) <= set(checkpoint.vocab)
+    # The summary's sample is the checkpoint's weights sampled as summarize() does (seed, T 0.8, 500
+    # characters), and it reaches ids beyond 255, which 8-bit token ids would have wrapped round.
+    engine = make_engine("manual", checkpoint.engine.params, 0.1, 5.0, checkpoint.config["dtype"])
+    sample = summary["impls"]["manual"]["sample"]
+    assert sample == sample_text(engine, Vocab(checkpoint.vocab), 500, temperature=0.8, seed=checkpoint.config["seed"])
+    assert int(Vocab(checkpoint.vocab).encode(sample).max()) > 255
 
 
 def test_val_frac_0_trains_on_everything_without_validation(tmp_path, monkeypatch, capsys):

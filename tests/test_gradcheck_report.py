@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mutants import mutant
 from problems import CELLS_AND_LAYERS
 
 import manual
+import manual.rnn
 from compare.gradcheck import GradcheckSettings, choose_entries, format_report, main, run_gradcheck
 from compare.gradients.methods import relative_error
 from compare.model.init import param_shapes
@@ -66,9 +68,10 @@ def test_every_entry_is_checked_at_the_original_settings(report):
 def test_all_row_takes_the_largest_error_of_any_parameter(report):
     for method, summary in report["results"].items():
         assert summary["All"]["max"] == max(summary[name]["max"] for name in PARAMS), method
-        # the pooled average lies between the smallest and the largest per-parameter average
-        averages = [summary[name]["avg"] for name in PARAMS]
-        assert min(averages) <= summary["All"]["avg"] <= max(averages), method
+        # the pooled average is the mean over every checked entry: the rows' averages weighted by their sizes
+        counts = report["settings"]["entries_checked"]
+        pooled = sum(summary[name]["avg"] * counts[name] for name in PARAMS) / sum(counts.values())
+        assert summary["All"]["avg"] == pytest.approx(pooled, rel=1e-12, abs=0), method
 
 
 @pytest.mark.parametrize("cell, num_layers", CELLS_AND_LAYERS)
@@ -87,35 +90,38 @@ def test_gradient_check_report_for_every_cell(cell, num_layers):
 # ----- the check has teeth ---------------------------------------------------------------
 
 
-def backward_with_dW_scaled(factor: float):
-    """manual.backward, but with dW multiplied by ``factor``: a deliberately wrong gradient."""
-    correct_backward = manual.backward
-
-    def wrong_backward(cache):
-        grads = correct_backward(cache)
-        grads["W"] = grads["W"] * factor
-        return grads
-
-    return wrong_backward
+# Realistic one-line slips in the vanilla cell's backward pass (manual/rnn.py), monkeypatched in.
+TANH_GRAD_OF_PREVIOUS_STEP = ("np.square(cache.hidden[1:])", "np.square(cache.hidden[:-1])")  # tanh'(a_{t-1})
+FLOAT32_BUFFER = ("d_x_proj = np.empty_like(d_hidden)", "d_x_proj = np.empty_like(d_hidden, dtype=np.float32)")
 
 
-def test_a_gradient_off_by_a_thousandth_fails_both_checks(monkeypatch):
-    monkeypatch.setattr(manual, "backward", backward_with_dW_scaled(1.001))
+def with_slip(monkeypatch, slip) -> None:
+    """manual.rnn.recurrence_backward with one fragment of its source replaced (tests/mutants.py)."""
+    monkeypatch.setattr(manual.rnn, "recurrence_backward", mutant(manual.rnn, "recurrence_backward", *slip))
+
+
+def test_a_backward_pass_off_by_one_step_fails_both_checks(monkeypatch):
+    """tanh' taken at the previous step's h: with weights of std 0.01, h is ~1e-2 and tanh' = 1 - h^2 is
+    off by ~1e-3 relative, the size of a subtle real bug."""
+    with_slip(monkeypatch, TANH_GRAD_OF_PREVIOUS_STEP)
     results = run_gradcheck(GradcheckSettings(methods=["complex", "central"]))["results"]
-    # |1.001 g - g| / (1.001 |g| + |g|) = 0.001 / 2.001 for every nonzero entry of dW
-    assert results["complex"]["W"]["max"] == pytest.approx(0.001 / 2.001, rel=1e-9)  # the step's ~1e-15: 2e-12 of it
-    assert results["central"]["W"]["max"] > CENTRAL_MAX
-    # the other gradients are untouched, so the check points at W alone
-    assert all(results["complex"][name]["max"] <= EXACT_MAX for name in ("b", "c", "U", "V"))
+    for name in ("b", "U", "W"):  # every gradient that flows through da_t (measured 3.7e-4 to 2.1e-3)
+        assert results["complex"][name]["max"] > 1e-4, name
+        assert results["central"][name]["max"] > CENTRAL_MAX, name
+    # the output layer's gradients are untouched, so the check points at the recurrence
+    assert all(results["complex"][name]["max"] <= EXACT_MAX for name in ("c", "V"))
 
 
-def test_only_the_complex_step_sees_an_error_of_one_part_in_a_hundred_million(monkeypatch):
-    """Why the complex step column exists: a bug of relative size 1e-8 hides in the
-    finite-difference noise (~1e-6) but stands out by four orders against rounding."""
-    monkeypatch.setattr(manual, "backward", backward_with_dW_scaled(1 + 1e-8))
+def test_only_the_complex_step_sees_a_float32_buffer_in_the_backward_pass(monkeypatch):
+    """Why the complex step column exists: da_t rounded to float32 (one dtype in one buffer) makes
+    errors of ~1e-7 to 1e-6 that hide in the finite-difference noise (~1e-6) but stand out by
+    five orders against the complex step's rounding (~1e-15)."""
+    with_slip(monkeypatch, FLOAT32_BUFFER)
     results = run_gradcheck(GradcheckSettings(methods=["complex", "central"]))["results"]
-    assert results["complex"]["W"]["max"] == pytest.approx(1e-8 / (2 + 1e-8), rel=1e-5)  # the step's ~1e-15: 2e-7 of it
-    assert results["central"]["W"]["max"] <= CENTRAL_MAX  # missed: the bug is below the noise
+    for name in ("b", "U", "W"):  # measured: complex 8e-8 (b), 3.5e-7 (U), 1.1e-6 (W)
+        assert results["complex"][name]["max"] > 1e4 * EXACT_MAX, name
+    assert results["central"]["All"]["max"] <= CENTRAL_MAX  # missed: the bug is below the noise (3.9e-6)
+    assert all(results["complex"][name]["max"] <= EXACT_MAX for name in ("c", "V"))
 
 
 # ----- pieces ----------------------------------------------------------------------------

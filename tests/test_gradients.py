@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from mutants import mutant
+from problems import random_problem
 from twins import as_tensors, manual_loss_and_grads, torch_loss_and_grads, torch_model
 
 import manual
@@ -146,10 +148,64 @@ def test_both_implementations_equal_pytorch_modules(problem):
     torch.testing.assert_close(torch_grads, oracle_grads, rtol=1e-10, atol=1e-12)
 
 
-def test_gradient_check_has_teeth(problem):
-    """A backward pass with one wrong factor must fail the same comparison."""
+def test_gradient_check_has_teeth(problem, monkeypatch):
+    """A backward pass with a realistic slip must fail the same comparison, and point at its gradient.
+
+    The slip: dU's one-hot built from the targets y_t instead of the inputs x_t (one word of
+    manual.model.backward changed). Only U of the first layer reads that one-hot.
+    """
+    wrong_backward = mutant(manual.model, "backward", "cache.inputs.reshape(-1)", "cache.targets.reshape(-1)")
+    monkeypatch.setattr(manual, "backward", wrong_backward)
     _, grads = manual_loss_and_grads(problem)
     _, torch_grads = torch_loss_and_grads(problem)
-    grads["W"] = grads["W"] * (1 + 1e-6)  # 1e4 times the rtol below
     with pytest.raises(AssertionError):
         torch.testing.assert_close(as_tensors(grads), torch_grads, rtol=1e-10, atol=1e-12)  # the bound used above
+    for name in grads:
+        if name != "U":  # every other gradient is still right: the comparison names U
+            torch.testing.assert_close(torch.from_numpy(grads[name]), torch_grads[name], rtol=1e-10, atol=1e-12)
+
+
+def large_logits_problem():
+    """A random float64 problem whose output bias puts the logits between about 100 and 1000.
+
+    c = 1000 - 150 k for the k-th character: exp(1000) overflows float64, and the least likely
+    characters (900 nats below the top) have a softmax probability that underflows to 0, so
+    neither exp(o) / sum exp(o) nor log(softmax(o)) can give the loss; o - max(o) can.
+    """
+    problem = random_problem(vocab_size=7, hidden_size=5, batch_size=3, seq_length=6, seed=2)
+    problem["params"]["c"] = 1000.0 - 150.0 * np.arange(7)
+    problem["targets"][:, :3] = 6  # the least likely character, and the rest random
+    return problem
+
+
+def reference_loss(problem) -> float:
+    """The mean cross-entropy from the equations, written out as a loop over time (one-layer rnn).
+
+    log p_t[y] = o_t[y] - log sum_j exp(o_t[j]); every logit here is 1000 + d with d <= a few,
+    so the sum is taken of exp(d), which cannot overflow: the reference shifts by a constant it
+    knows, not by the row max the code under test computes.
+    """
+    params, inputs, targets = problem["params"], problem["inputs"], problem["targets"]
+    h = problem["state0"][0, 0]  # (B, H)
+    losses = []
+    for t in range(inputs.shape[1]):
+        h = np.tanh(params["b"] + h @ params["W"].T + params["U"][:, inputs[:, t]].T)  # h_t = tanh(b + W h + U x_t)
+        shifted = params["c"] + h @ params["V"].T - 1000.0  # o_t - 1000
+        log_sum = np.log(np.exp(shifted).sum(axis=1))
+        losses.extend(log_sum - shifted[np.arange(len(h)), targets[:, t]])
+    return float(np.mean(losses))
+
+
+def test_logits_of_order_1000_give_a_finite_exact_loss_in_both_implementations():
+    problem = large_logits_problem()
+    expected = reference_loss(problem)
+    assert 200 < expected < 1000  # the least likely character costs about 900 nats
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # not even a warning (underflow to 0 is right)
+        manual_loss, manual_grads = manual_loss_and_grads(problem)
+    torch_loss, torch_grads = torch_loss_and_grads(problem)
+    # float64 rounding of logits near 1000 (ulp 1.1e-13), nothing more
+    assert manual_loss == pytest.approx(expected, rel=1e-13, abs=0), "manual"
+    assert torch_loss == pytest.approx(expected, rel=1e-13, abs=0), "torch"
+    for name, grad in manual_grads.items():
+        assert np.all(np.isfinite(grad)), name
+    torch.testing.assert_close(as_tensors(manual_grads), torch_grads, rtol=1e-10, atol=1e-12)

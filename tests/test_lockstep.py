@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
-from problems import CELLS_AND_LAYERS
-from twins import as_tensors
+from problems import CELLS_AND_LAYERS, random_problem
+from twins import as_tensors, manual_loss_and_grads, torch_loss_and_grads
 
 from compare.data.corpus import StreamBatches, Vocab, builtin_corpus
 from compare.model.engines import ADAGRAD_EPS, make_engine
 from compare.model.init import init_params
+from compare.model.state import EngineState
 
 
 def lockstep_run(
@@ -61,3 +63,31 @@ def test_fifty_lockstep_steps_agree_in_float64():
 def test_every_cell_trains_in_lockstep(cell, num_layers):
     # AdaGrad eps 1e-6 keeps its first update from amplifying rounding by lr / eps = 1e9 (docs/tolerances.md).
     assert_lockstep(lockstep_run(50, cell, num_layers, eps=1e-6), tolerance=1e-10)  # measured at most 3.9e-12
+
+
+def global_norm(grads) -> float:
+    return float(np.sqrt(sum(np.sum(np.asarray(grad) ** 2) for grad in grads.values())))
+
+
+@pytest.mark.parametrize("impl", ["manual", "torch"])
+def test_step_stats_report_the_gradient_norm_before_clipping(impl):
+    """StepStats.grad_norm is the norm of the gradients backward gave, not of the clipped ones.
+
+    The reference norm comes from manual.backward (manual) or autograd (torch) on the same
+    weights, batch and carried-in state; weights of std 0.5 and --clip 0.02 make the clip cut
+    the norm to less than half, so the two norms cannot be mistaken for each other.
+    """
+    problem = random_problem(vocab_size=7, hidden_size=5, batch_size=3, seq_length=6, seed=4)
+    _, grads = (manual_loss_and_grads if impl == "manual" else torch_loss_and_grads)(problem)
+    grads = {name: np.asarray(grad, dtype=np.float64) for name, grad in grads.items()}
+    expected = global_norm(grads)
+    clip = 0.02
+    clipped_norm = global_norm({name: np.clip(grad, -clip, clip) for name, grad in grads.items()})
+    assert clipped_norm < 0.5 * expected  # the clip is active, and changes the norm a lot
+
+    engine = make_engine(impl, problem["params"], lr=0.1, clip=clip, dtype="float64")
+    zeros = {name: np.zeros_like(value) for name, value in problem["params"].items()}
+    engine.load_state(EngineState(problem["params"], zeros, updates=0, hidden=problem["state0"]))
+    stats = engine.train_step(problem["inputs"], problem["targets"])
+    assert stats.clipped > 0
+    assert stats.grad_norm == pytest.approx(expected, rel=1e-12, abs=0), f"clipped norm: {clipped_norm}"

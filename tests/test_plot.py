@@ -74,7 +74,18 @@ def test_the_figure_draws_one_smooth_line_per_implementation_and_the_drift(runs)
         assert list(val.get_xdata()) == impl.val.steps and list(val.get_ydata()) == impl.val.values
     assert "nats per character" in losses.get_ylabel()
     assert drift.get_yscale() == "log"
-    assert len(drift.get_lines()) >= 1  # the parameter drift is never exactly 0 after float32 steps
+    drift_lines = lines_by_label(drift)
+    assert set(drift_lines) == {"largest parameter difference", "training loss difference"}
+    for tag, label in (
+        ("diff/max_abs_param", "largest parameter difference"),
+        ("diff/loss", "training loss difference"),
+    ):
+        steps, values = logged(runs["both"] / "diff", tag)
+        positive = [(step, value) for step, value in zip(steps, values, strict=True) if value > 0]  # a log scale
+        line = drift_lines[label]
+        assert list(zip(line.get_xdata(), line.get_ydata(), strict=True)) == positive, tag
+    # float64 rounding: the parameter drift is tiny but never exactly 0 in this run, so every step has its point
+    assert list(drift_lines["largest parameter difference"].get_xdata()) == list(range(1, STEPS + 1))
 
 
 def test_a_single_implementation_run_has_one_panel_and_one_smooth_line(runs):

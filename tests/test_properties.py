@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import cache
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
@@ -17,6 +18,7 @@ from problems import random_params, random_problem
 from tiny_runs import PHRASE
 from twins import manual_loss_and_grads, torch_loss_and_grads
 
+import manual
 from compare.data.corpus import Vocab
 from compare.model.engines import make_engine
 from compare.model.sampling import sample_text
@@ -68,6 +70,22 @@ def engine_with_random_weights(impl: str):
     impl=st.sampled_from(["manual", "torch"]),
 )
 def test_sampling_never_fails_nor_leaves_the_vocabulary(temperature, prime, length, seed, top_k, impl):
-    text = sample_text(engine_with_random_weights(impl), VOCAB, length, temperature, prime, seed, top_k)
-    assert len(text) == length
-    assert set(text) <= set(VOCAB.chars)
+    engine = engine_with_random_weights(impl)
+    text = sample_text(engine, VOCAB, length, temperature, prime, seed, top_k)
+    # Each drawn character must be one the model allows there: among the top_k most likely (the
+    # argmax at temperature 0), by logits recomputed with one manual.forward over prime + text.
+    ids = VOCAB.encode(prime + text)  # ValueError if a character left the vocabulary
+    assert len(ids) == len(prime) + length
+    if length == 0:
+        return
+    params = engine.numpy_params()
+    inputs, targets = ids[None, :-1].astype(np.int64), ids[None, 1:].astype(np.int64)
+    _, cache = manual.forward(params, inputs, targets, manual.zero_state("rnn", 1, 1, params["W"].shape[1]))
+    logits = cache.top[:, 0] @ params["V"].T + params["c"]  # (T, V): o_t after each input character
+    for position in range(len(prime) - 1, len(ids) - 1):
+        row, drawn = logits[position], ids[position + 1]
+        above = int(np.sum(row > row[drawn] + 1e-9))  # characters clearly more likely than the drawn one
+        if temperature == 0:
+            assert above == 0, (position, "not the argmax at temperature 0")
+        elif top_k is not None:
+            assert above < top_k, (position, f"rank {above} outside the top {top_k}")

@@ -7,7 +7,6 @@ import pytest
 from problems import random_params
 from tiny_runs import PHRASE, WORDS, train_argv
 
-import manual
 from compare.data.corpus import Vocab
 from compare.model.checkpoint import load_checkpoint
 from compare.model.engines import make_engine
@@ -59,6 +58,16 @@ def test_tiny_temperatures_approach_argmax_without_overflow(temperature):
     assert np.all(np.isfinite(probs)) and probs[0] > 0.999 and abs(probs.sum() - 1) < 1e-15
 
 
+@pytest.mark.parametrize("temperature", [0.25, 0.5, 1.0])
+def test_logits_of_order_1000_give_exact_probabilities(temperature):
+    # exp(1000) overflows float64: without subtracting the max first every probability is inf / inf = NaN.
+    logits = 1000.0 + np.array([0.0, -0.5, -3.0, 0.25, -900.0])
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        probs = probabilities(logits, temperature)
+    relative = np.exp((logits - 1000.0) / temperature)  # the reference shifts by a constant it knows
+    np.testing.assert_allclose(probs, relative / relative.sum(), rtol=1e-13, atol=1e-300)
+
+
 @pytest.mark.parametrize("temperature", [1e3, 1e300, np.inf])
 def test_huge_temperatures_approach_uniform(temperature):
     probs = probabilities(np.array([50.0, 49.0, -30.0, 10.0]), temperature)
@@ -105,15 +114,22 @@ def test_both_implementations_write_the_same_text(temperature, top_k):
     assert len(set(texts[0])) > 3  # a real sample, not one character repeated
 
 
+def greedy_reference(params: dict, prime_id: int, length: int) -> list:
+    """Argmax decoding written out from the equations (one-layer rnn), not through manual.step:
+    h_t = tanh(b + W h_{t-1} + U x_t), o_t = c + V h_t, from h_0 = 0 of shape (H,)."""
+    h = np.zeros(params["W"].shape[1])
+    token, ids = prime_id, []
+    for _ in range(length):
+        h = np.tanh(params["b"] + params["W"] @ h + params["U"][:, token])
+        token = int(np.argmax(params["c"] + params["V"] @ h))  # ties: the lowest id, as documented
+        ids.append(token)
+    return ids
+
+
 def test_temperature_zero_equals_argmax_decoding():
     engine = engines_with_random_weights()[0]
-    params = engine.numpy_params()
-    h = np.zeros((1, 16))
-    logits, h = manual.step(params, VOCAB.encode("t").astype(np.int64), h)
-    greedy = []
-    for _ in range(100):
-        greedy.append(int(np.argmax(logits[0])))
-        logits, h = manual.step(params, np.array(greedy[-1:]), h)
+    greedy = greedy_reference(engine.numpy_params(), int(VOCAB.encode("t")[0]), 100)
+    assert len(set(greedy)) > 3  # weights of std 0.5: a real sequence, not one character repeated
     assert sample_text(engine, VOCAB, 100, temperature=0, prime="t", seed=0) == VOCAB.decode(greedy)
     assert sample_text(engine, VOCAB, 100, temperature=1e-300, prime="t", seed=0) == VOCAB.decode(greedy)
 

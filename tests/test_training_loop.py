@@ -209,7 +209,9 @@ def test_best_npz_holds_the_lowest_validation_loss_seen_and_its_weights_give_it(
             val[later] < val[earlier] for earlier, later in zip(steps, steps[1:], strict=False) if later > best_step
         )
         best = load_checkpoint(run_dir / impl / BEST)
-        assert best.step == best_step, impl
+        assert best.step == best_step, (
+            f"{impl}: best.npz is from step {best.step}, the lowest loss/val from {best_step}"
+        )
         assert best.progress.best_val_loss == pytest.approx(min(val.values()), rel=1e-6)  # float32 events
         assert best.progress.best_val_loss == pytest.approx(reference.val[best_step], rel=1e-12, abs=0)
         from_weights = one_pass_validation_loss(

@@ -43,6 +43,19 @@ GUARANTEES = [
         "tests/test_faults.py::test_a_kill_during_a_save_loop_never_leaves_a_broken_checkpoint",
     ),
     (
+        "Faults: a training finds the stray `.latest.npz.<id>.tmp` of a killed save",
+        "it removes them when it opens the run directory, and says so on stdout",
+        "0",
+        "tests/test_run_dirs.py::test_temporary_files_of_an_interrupted_save_are_removed_when_the_run_is_next_trained",
+    ),
+    (
+        "Output: a second training (same `--run-name`, or a `--resume`) into a run directory being trained",
+        "`python -m compare.train: error: runs/<run> is in use by process <pid>, which is training into it; "
+        "wait for it to finish (or stop it), or pass --run-name NAME to train into a new run directory`",
+        "2",
+        "tests/test_run_dirs.py::test_a_second_writer_is_refused_while_a_training_owns_the_run",
+    ),
+    (
         "Determinism: the same seed and flags, run twice",
         "identical loss curves and weights, bit for bit (manual and torch, float32 and float64)",
         "0",

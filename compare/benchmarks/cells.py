@@ -15,6 +15,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,6 +23,9 @@ from compare.cli.errors import run_cli
 from compare.cli.parser import CommandParser
 from compare.data.corpus import StreamBatches, Vocab, builtin_corpus
 from compare.model.init import init_params, param_shapes
+
+if TYPE_CHECKING:
+    from compare.model.engines import Engine
 
 EQUAL_SIZE_CELLS = {"rnn": 128, "lstm": 56, "gru": 68}  # hidden sizes giving ~42k parameters with V = 103
 
@@ -38,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def chars_per_sec(engine, batches, repeats: int) -> float:
+def chars_per_sec(engine: Engine, batches: list, repeats: int) -> float:
     """Median characters per second over ``repeats`` passes over ``batches`` (after one warm-up step)."""
     engine.reset_hidden(batches[0][0].shape[0])
     engine.train_step(*batches[0])
@@ -51,7 +55,7 @@ def chars_per_sec(engine, batches, repeats: int) -> float:
     return statistics.median(rates)
 
 
-def measure(args) -> list:
+def measure(args: argparse.Namespace) -> list:
     from compare.model.engines import make_engine
     from compare.training.loop import set_threads
 
@@ -89,7 +93,7 @@ def format_table(results: list) -> str:
     return "\n".join(rows)
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """The command line; errors end as one line on stderr and exit code 2."""
     return run_cli("python -m compare.bench_cells", cells_command, argv)
 

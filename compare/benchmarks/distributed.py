@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def settings_problem(args) -> str | None:
+def settings_problem(args: argparse.Namespace) -> str | None:
     """A one-line description of the first invalid flag, or None."""
     if not comma_list(args.impls) or set(comma_list(args.impls)) - set(IMPLS):
         return f"--impls {args.impls!r}: choose from {', '.join(IMPLS)}"
@@ -147,7 +147,7 @@ def settings_problem(args) -> str | None:
     return None
 
 
-def rank_main(args) -> None:
+def rank_main(args: argparse.Namespace) -> None:
     """One rank of one measurement: time data-parallel training steps; rank 0 writes the rates to --as-rank."""
     import torch
     import torch.distributed as dist
@@ -202,7 +202,7 @@ def time_all_reduce(size: int, times: int = 10) -> float:
     return fastest * 1e3
 
 
-def measure(impl: str, config: str, layout: Layout, args) -> Result:
+def measure(impl: str, config: str, layout: Layout, args: argparse.Namespace) -> Result:
     """One torchrun launch of ``layout`` ranks running ``rank_main``."""
     with tempfile.TemporaryDirectory() as directory:
         out = Path(directory) / "rates.json"
@@ -263,7 +263,7 @@ def table(results: list) -> str:
     return "\n".join(lines)
 
 
-def measure_all(args) -> list:
+def measure_all(args: argparse.Namespace) -> list:
     """Every implementation, configuration and layout, ``--rounds`` times, interleaved."""
     results: dict[tuple, Result] = {}
     for round_number in range(args.rounds):
@@ -284,7 +284,7 @@ def measure_all(args) -> list:
     return list(results.values())
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """The command line; errors end as one line on stderr and exit code 2."""
     return run_cli("python -m compare.bench_distributed", distributed_command, argv)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,7 +57,7 @@ class MatmulPeak:
         return max(self.numpy_gflops, self.torch_gflops)
 
 
-def best_seconds(multiply, repeats: int) -> float:
+def best_seconds(multiply: Callable[[], object], repeats: int) -> float:
     """Fastest of ``repeats`` timed calls, after one untimed call that warms caches and threads."""
     multiply()
     times = []
@@ -101,7 +102,7 @@ class PeakLog:
     size: int = PEAK_MATRIX_SIZE
     samples: list = field(default_factory=list)
 
-    def measure(self, when: str, tick=lambda: None) -> None:
+    def measure(self, when: str, tick: Callable[[], None] = lambda: None) -> None:
         for threads in self.thread_counts:
             sample = measure_matmul_peak(threads, self.size)
             sample.when = when

@@ -19,10 +19,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from compare.data.corpus import Vocab, builtin_corpus, encode_file, load_text
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MB = 1_000_000
 TARGET_RATIO = 3.0  # peak above the baseline, in file sizes
@@ -108,21 +113,23 @@ def train_command(data: Path, logdir: Path, threads: int) -> list:
     ]
 
 
-def timed(function, *args):
+def timed(function: Callable[..., Any], *args: Any) -> tuple[float, Any]:
     """(seconds, result) of one call."""
     start = time.perf_counter()
     result = function(*args)
     return time.perf_counter() - start, result
 
 
-def encode_with_str(path: Path):
+def encode_with_str(path: Path) -> tuple[Vocab, np.ndarray]:
     """The path that holds the whole text as a str: read, vocabulary, ids."""
     text = load_text(path)
     vocab = Vocab.from_text(text)
     return vocab, vocab.encode(text)
 
 
-def measure_memory(size_mb: float, threads: int, workdir: str, keep: Path | None = None, tick=lambda: None):
+def measure_memory(
+    size_mb: float, threads: int, workdir: str, keep: Path | None = None, tick: Callable[[], None] = lambda: None
+) -> MemoryReport:
     """Write the file (in a temporary directory unless ``keep`` names it) and measure.
 
     ``workdir`` is the directory the child processes run in (the project root, so that

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from compare.model.engines import ManualEngine
+from compare.model.engines import ManualEngine, StepStats
 
 PARAM_NAMES = ("U", "W", "V", "b", "c")
 
@@ -54,7 +54,14 @@ def loss_and_grads(params: dict, inputs: np.ndarray, targets: np.ndarray, h0: np
     return NaiveResult(loss_sum / inputs.size, grads, h_last)
 
 
-def stream_loss_and_grads(params, inputs, targets, h_prev, grads, char_weight):
+def stream_loss_and_grads(
+    params: dict,
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    h_prev: np.ndarray,
+    grads: dict,
+    char_weight: float,
+) -> tuple[float, np.ndarray]:
     """One stream of T characters: adds its gradients into ``grads``.
 
     Returns (summed loss of the stream, last hidden state), the two things
@@ -102,7 +109,7 @@ class NaiveEngine(ManualEngine):
             raise ValueError(f"the naive baseline takes exactly {PARAM_NAMES} (one vanilla RNN layer)")
         super().__init__(params, lr, clip, dtype)
 
-    def train_step(self, inputs: np.ndarray, targets: np.ndarray):
+    def train_step(self, inputs: np.ndarray, targets: np.ndarray) -> StepStats:
         assert self.hidden is not None, "reset_hidden() or load_state() comes before the first step"
         h0 = self.hidden[0, 0]  # the engine's (layers, parts, B, H) state holds one (B, H) array here
         result = loss_and_grads(self.params, inputs, targets, h0)

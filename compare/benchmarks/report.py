@@ -20,8 +20,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from compare.benchmarks.flops import CLEAN_LOAD_PCT, MatmulPeak, PeakLog
+
+if TYPE_CHECKING:
+    from compare.benchmarks.memory import MemoryReport
+    from compare.benchmarks.timing import Measurement
 
 
 @dataclass
@@ -108,11 +113,11 @@ def sample_json(sample: MatmulPeak) -> dict:
     }
 
 
-def pct_peak(measurement, machine: Machine) -> float:
+def pct_peak(measurement: Measurement, machine: Machine) -> float:
     return 100.0 * measurement.gflops / machine.peak.gflops
 
 
-def result_json(measurement, machine: Machine, by_key: dict) -> dict:
+def result_json(measurement: Measurement, machine: Machine, by_key: dict) -> dict:
     """One row of "results" (or of "scaling"); ``by_key`` maps (config, impl) to the run's measurements."""
     config = measurement.config
     row = {
@@ -135,7 +140,7 @@ def result_json(measurement, machine: Machine, by_key: dict) -> dict:
     return row
 
 
-def none_if_nan(value: float):
+def none_if_nan(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
@@ -143,7 +148,7 @@ def by_config_and_impl(measurements: list) -> dict:
     return {(m.config.name, m.impl): m for m in measurements}
 
 
-def speed_ratio(measurement, reference) -> float | None:
+def speed_ratio(measurement: Measurement | None, reference: Measurement | None) -> float | None:
     """``measurement`` speed over ``reference`` speed, or None when either did not run."""
     if measurement is None or reference is None or measurement.error or reference.error:
         return None
@@ -152,7 +157,7 @@ def speed_ratio(measurement, reference) -> float | None:
     return measurement.chars_per_sec / reference.chars_per_sec
 
 
-def ratio(measurement, reference) -> str:
+def ratio(measurement: Measurement | None, reference: Measurement | None) -> str:
     """``measurement`` speed over ``reference`` speed as '3.10x', or '' when there is no reference."""
     value = speed_ratio(measurement, reference)
     return "" if value is None else f"{value:.2f}x"
@@ -202,11 +207,11 @@ def scaling_table(measurements: list, machine: Machine, sweep: str) -> str:
     return "\n".join(lines)
 
 
-def speed(measurement) -> str:
+def speed(measurement: Measurement | None) -> str:
     return "" if measurement is None or measurement.error else f"{measurement.chars_per_sec:,.0f}"
 
 
-def percent(measurement, machine: Machine) -> str:
+def percent(measurement: Measurement | None, machine: Machine) -> str:
     return "" if measurement is None or measurement.error else f"{pct_peak(measurement, machine):.1f}"
 
 
@@ -240,7 +245,7 @@ def load_verdict(other_load_pct: float | None) -> tuple:
     )
 
 
-def memory_json(report) -> dict:
+def memory_json(report: MemoryReport) -> dict:
     row = asdict(report)
     row["train_above_baseline_in_file_sizes"] = report.in_file_sizes(report.train_rss)
     row["encode_file_above_baseline_in_file_sizes"] = report.in_file_sizes(report.encode_file_rss)

@@ -12,9 +12,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from compare.benchmarks.flops import PEAK_MATRIX_SIZE, LoadMonitor, PeakLog, peak_thread_counts
 from compare.benchmarks.timing import CONFIGS, SWEEP_IMPLS, Timer, sweep_configs
+
+if TYPE_CHECKING:
+    from compare.benchmarks.report import Machine
 
 
 @dataclass
@@ -55,13 +59,13 @@ def plan_groups(settings: BenchSettings) -> list:
     return groups
 
 
-def progress_bar(total: int, enabled: bool):
+def progress_bar(total: int, enabled: bool) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, desc="bench", unit="run", disable=not enabled, dynamic_ncols=True, file=sys.stderr)
 
 
-def describe_machine(settings: BenchSettings, peaks: PeakLog):
+def describe_machine(settings: BenchSettings, peaks: PeakLog) -> Machine:
     import numpy
     import torch
 
@@ -72,7 +76,7 @@ def describe_machine(settings: BenchSettings, peaks: PeakLog):
     return Machine(cpu_model(), settings.threads, peaks, settings.omp_wait_policy, settings.flush_denormals, versions)
 
 
-def measure_groups(settings: BenchSettings, groups: list, peaks: PeakLog, bar) -> tuple:
+def measure_groups(settings: BenchSettings, groups: list, peaks: PeakLog, bar: Any) -> tuple:
     """(speed, scaling) measurements, the matmul peak measured before, between and after the groups."""
     from compare.data.corpus import Vocab, builtin_corpus
 
@@ -92,14 +96,14 @@ def measure_groups(settings: BenchSettings, groups: list, peaks: PeakLog, bar) -
     return speed, scaling
 
 
-def report_timing(machine, speed: list, scaling: list, other_load_pct: float | None) -> dict:
+def report_timing(machine: Machine, speed: list, scaling: list, other_load_pct: float | None) -> dict:
     """Print the peaks, the load verdict and the tables; return the JSON document so far."""
     from compare.benchmarks import report
 
     clean, verdict = report.load_verdict(other_load_pct)
     measured = speed + scaling
     by_key = report.by_config_and_impl(measured)
-    document = {"machine": machine.as_json(), "results": [], "scaling": []}
+    document: dict[str, Any] = {"machine": machine.as_json(), "results": [], "scaling": []}
     document["machine"].update(
         other_load_pct=other_load_pct, clean=clean, peak_exceeded=bool(report.above_peak(measured, machine))
     )
@@ -136,7 +140,7 @@ def run(settings: BenchSettings) -> dict:
     timed_runs = sum(len(config_group.configs) * len(config_group.impls) for config_group in groups)
     peak_runs = (len(groups) + 1) * len(peaks.thread_counts) if groups else 0
     runs = timed_runs * (1 + settings.timer.repeats) + peak_runs + (5 if settings.memory else 0)
-    document = {"machine": describe_machine(settings, peaks).as_json(), "results": [], "scaling": []}
+    document: dict[str, Any] = {"machine": describe_machine(settings, peaks).as_json(), "results": [], "scaling": []}
     torch.set_num_threads(settings.threads)
     torch.set_flush_denormal(settings.flush_denormals)  # this thread's floating-point mode: NumPy's work too
     with threadpool_limits(limits=settings.threads), progress_bar(runs, settings.progress) as bar:

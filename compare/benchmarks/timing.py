@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from compare.benchmarks.flops import flops_per_char
 from compare.data.corpus import StreamBatches
 from compare.model.init import init_params
+
+if TYPE_CHECKING:
+    from compare.model.engines import Engine
 
 IMPLS = ("naive", "manual", "torch", "torch-compiled")
 LEARNING_RATE = 0.1  # compare.train's defaults: the work per step does not depend on them
@@ -68,7 +73,7 @@ class Measurement:
         return self.chars_per_sec * flops_per_char(self.config.hidden_size, self.vocab_size) / 1e9
 
 
-def make_bench_engine(impl: str, params: dict):
+def make_bench_engine(impl: str, params: dict) -> Engine:
     """A float32 training engine for ``impl``, starting from copies of ``params``."""
     from compare.benchmarks.naive import NaiveEngine
     from compare.model.engines import ManualEngine, TorchEngine
@@ -96,7 +101,7 @@ def timed_batches(tokens: np.ndarray, config: BenchConfig, count: int) -> list:
     return [batches.get_batch(index % len(batches)) for index in range(count)]
 
 
-def run_steps(engine, batches: list) -> float:
+def run_steps(engine: Engine, batches: list) -> float:
     """Seconds that ``engine`` takes to train on ``batches``, one step each."""
     start = time.perf_counter()
     for inputs, targets in batches:
@@ -115,7 +120,14 @@ class Timer:
     def steps_for(self, config: BenchConfig) -> int:
         return self.steps if self.steps is not None else config.steps
 
-    def measure(self, config: BenchConfig, impls, tokens: np.ndarray, vocab_size: int, tick=lambda: None) -> list:
+    def measure(
+        self,
+        config: BenchConfig,
+        impls: Sequence[str],
+        tokens: np.ndarray,
+        vocab_size: int,
+        tick: Callable[[], None] = lambda: None,
+    ) -> list:
         """Measurements of ``impls`` on ``config``. ``tick`` is called after each warm-up and each repeat.
 
         The repeats are interleaved (A B C, A B C, ...) rather than run one implementation

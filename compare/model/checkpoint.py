@@ -32,16 +32,18 @@ import json
 import os
 import uuid
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 import numpy as np
 
 from compare.cli.errors import UsageError
 from compare.model.init import param_shapes
 from compare.model.state import EngineState
+from manual import CELLS
 
 FORMAT = "bptt-compare-checkpoint"
 FORMAT_VERSION = 1
@@ -138,53 +140,160 @@ def fsync_directory(directory: Path) -> None:
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read and check a checkpoint; CheckpointError says what is wrong with it."""
+    """Read and check a checkpoint; CheckpointError says what is wrong with it, naming the field.
+
+    The file is untrusted input: the header is checked field by field, and each array by
+    the dtype and shape its .npy header declares, before its data is read, so a hand-edited
+    or foreign file is refused in one line and a small file cannot make us allocate gigabytes.
+    """
     path = Path(path)
-    arrays = read_arrays(path)
-    header = read_header(arrays, path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file; give a .npz written by compare.train")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            header = read_header(archive, path)
+            expected = expected_arrays(header)
+            arrays = {name: read_member(archive, name, spec, path) for name, spec in expected.items()}
+    except CheckpointError:  # a ValueError too, but already the message to show
+        raise
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot read it ({error.strerror or error})") from error
+    except (ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:  # not an .npz, or truncated
+        raise unreadable(path) from error
+    present = {name: array for name, array in arrays.items() if array is not None}  # all but perhaps hidden
+    for name, array in present.items():
+        check_values(array, name, expected[name], path)
     names = list(model_shapes(header["config"], len(header["vocab"])))
-    missing = [name for name in required_arrays(names) if name not in arrays]
-    if missing:
-        raise CheckpointError(f"{path}: arrays missing from the checkpoint: {', '.join(missing)}")
     engine = EngineState(
-        params={name: arrays[f"params/{name}"] for name in names},
-        accumulators={name: arrays[f"accumulators/{name}"] for name in names},
-        updates=int(header["updates"]),
-        hidden=arrays.get("hidden"),
+        params={name: present[f"params/{name}"] for name in names},
+        accumulators={name: present[f"accumulators/{name}"] for name in names},
+        updates=header["updates"],
+        hidden=present.get("hidden"),
     )
-    checkpoint = Checkpoint(
+    return Checkpoint(
         impl=header["impl"],
-        step=int(header["step"]),
+        step=header["step"],
         vocab=header["vocab"],
         data_sha256=header["data_sha256"],
         config=header["config"],
         progress=RunProgress(**header["progress"]),
         engine=engine,
-        torch_rng_state=arrays["torch_rng_state"],
+        torch_rng_state=present["torch_rng_state"],
     )
-    check_shapes(checkpoint, path)
-    return checkpoint
 
 
-def read_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Every array in the ``.npz`` at ``path``, read into memory."""
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file; give a .npz written by compare.train")
+def unreadable(path: Path) -> CheckpointError:
+    return CheckpointError(
+        f"{path}: not a readable .npz checkpoint (truncated, or not written by "
+        f"compare.train); use another one, such as the run's {BEST}"
+    )
+
+
+MAX_HEADER_BYTES = 64 << 20  # the vocabulary (at most 0x110000 characters) and the settings fit in far less
+MAX_RNG_STATE_BYTES = 1 << 20  # torch's CPU generator state is about 5 KB
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """What an array of a checkpoint must be: its dtype kind ('f' real floating, 'u' unsigned) and shape."""
+
+    kind: str
+    shape: tuple[int, ...] | None  # None: one dimension of at most max_size entries
+    required: bool = True
+    max_size: int = 0
+
+
+def read_member(archive: zipfile.ZipFile, name: str, spec: ArraySpec, path: Path) -> np.ndarray | None:
+    """The array ``name`` of the .npz, once the dtype and shape its .npy header declares match ``spec``."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    except OSError as error:
-        raise CheckpointError(f"{path}: cannot read it ({error.strerror or error})") from error
-    except (ValueError, EOFError, zipfile.BadZipFile) as error:  # not an .npz, truncated, or holds pickles
-        raise CheckpointError(
-            f"{path}: not a readable .npz checkpoint (truncated, or not written by "
-            f"compare.train); use another one, such as the run's {BEST}"
-        ) from error
+        info = archive.getinfo(f"{name}.npy")
+    except KeyError:
+        if spec.required:
+            raise CheckpointError(f"{path}: the array {name} is missing from the checkpoint; {REWRITE}") from None
+        return None
+    with archive.open(info) as file:
+        shape, fortran, dtype = read_npy_header(file)
+        check_declared(name, spec, shape, dtype, path)
+        return read_data(file, shape, fortran, dtype)
 
 
-def read_header(arrays: dict[str, np.ndarray], path: Path) -> dict[str, Any]:
+def read_data(file: IO[bytes], shape: tuple[int, ...], fortran: bool, dtype: np.dtype) -> np.ndarray:
+    """The array data that follows a .npy header, read straight into an array of the declared (checked) size."""
+    if dtype.hasobject:  # never unpickle; the dtype checks above allow only numbers, this is the last guard
+        raise ValueError("an object array")
+    array = np.empty(shape[::-1] if fortran else shape, dtype=dtype)
+    buffer = array.reshape(-1).view(np.uint8).data  # a memoryview of the array's bytes
+    filled = 0
+    while filled < len(buffer):
+        count = file.readinto(buffer[filled:])  # type: ignore[attr-defined]  # IO[bytes] lacks it; ZipExtFile has it
+        if not count:
+            raise EOFError(f"the data stops after {filled} of {len(buffer)} bytes")
+        filled += count
+    return array.T if fortran else array
+
+
+def read_npy_header(file: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) from the header of a .npy stream, which is left at the start of the data."""
+    version = np.lib.format.read_magic(file)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(file)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(file)
+    raise ValueError(f".npy format version {version}")
+
+
+def check_declared(name: str, spec: ArraySpec, shape: tuple[int, ...], dtype: np.dtype, path: Path) -> None:
+    if dtype.kind != spec.kind or (spec.kind == "u" and dtype.itemsize != 1):
+        wanted = "uint8" if spec.kind == "u" else "a real floating-point type (float64)"
+        raise CheckpointError(f"{path}: {name} holds {dtype.name} values, expected {wanted}; {REWRITE}")
+    if spec.shape is None:
+        if len(shape) != 1 or not 0 < shape[0] <= spec.max_size:
+            raise CheckpointError(
+                f"{path}: {name} has shape {shape}, expected one dimension of at most {spec.max_size:,}; {REWRITE}"
+            )
+    elif tuple(shape) != spec.shape:
+        raise CheckpointError(f"{path}: {name} has shape {tuple(shape)}, expected {spec.shape}; {REWRITE}")
+
+
+REWRITE = "the file was edited or not written by compare.train: use another checkpoint, such as the run's best.npz"
+
+
+def check_values(array: np.ndarray, name: str, spec: ArraySpec, path: Path) -> None:
+    """Floating arrays must be finite; AdaGrad's accumulators, sums of squares, also >= 0."""
+    if spec.kind != "f":
+        return
+    if not np.isfinite(array).all():
+        raise CheckpointError(f"{path}: {name} holds values that are not finite (NaN or Inf); {REWRITE}")
+    if name.startswith("accumulators/") and (array < 0).any():
+        raise CheckpointError(f"{path}: {name} holds negative values (it is a sum of squares); {REWRITE}")
+
+
+def expected_arrays(header: dict[str, Any]) -> dict[str, ArraySpec]:
+    """Every array the checkpoint that ``header`` describes holds, with its dtype kind and shape."""
+    config = header["config"]
+    shapes = model_shapes(config, len(header["vocab"]))
+    specs = {
+        f"{kind}/{name}": ArraySpec("f", shape) for kind in ("params", "accumulators") for name, shape in shapes.items()
+    }
+    parts = CELLS[config["cell"]].STATE_PARTS
+    hidden_shape = (config["num_layers"], parts, config["batch_size"], config["hidden_size"])
+    specs["hidden"] = ArraySpec("f", hidden_shape, required=False)  # absent before the first step
+    specs["torch_rng_state"] = ArraySpec("u", None, max_size=MAX_RNG_STATE_BYTES)
+    return specs
+
+
+def read_header(archive: zipfile.ZipFile, path: Path) -> dict[str, Any]:
+    """The header, checked field by field (CheckpointError names the first bad one)."""
     try:
-        header = json.loads(arrays["header"].tobytes().decode("utf-8"))
+        with archive.open("header.npy") as file:
+            shape, fortran, dtype = read_npy_header(file)
+            if dtype.kind != "u" or dtype.itemsize != 1 or len(shape) != 1 or shape[0] > MAX_HEADER_BYTES:
+                raise CheckpointError(
+                    f"{path}: the header is a {dtype.name} array of shape {shape}, not UTF-8 JSON "
+                    f"bytes of at most {MAX_HEADER_BYTES:,}; not a {FORMAT} file: give a .npz written by compare.train"
+                )
+            raw = read_data(file, shape, fortran, dtype)
+        header = json.loads(raw.tobytes().decode("utf-8"))
     except (KeyError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CheckpointError(
             f"{path}: no readable header; not a {FORMAT} file: give a .npz written by compare.train"
@@ -192,35 +301,150 @@ def read_header(arrays: dict[str, np.ndarray], path: Path) -> dict[str, Any]:
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a {FORMAT} file: give a .npz written by compare.train")
     version = header.get("version")
-    if isinstance(version, int) and version > FORMAT_VERSION:
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: written by a newer bptt-compare (format version {version}; this one "
             f"reads version {FORMAT_VERSION}): update bptt-compare to use it"
         )
-    if version != FORMAT_VERSION:
+    if not is_int(version) or version != FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: format version {version!r}, which this code cannot read (it reads version {FORMAT_VERSION})"
         )
+    problem = header_problem(header)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}; {REWRITE}")
     return header
 
 
-def required_arrays(names: Iterable[str]) -> list[str]:
-    return [f"{kind}/{name}" for kind in ("params", "accumulators") for name in names] + ["torch_rng_state"]
+def is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def is_str(value: object) -> bool:
+    return isinstance(value, str)
+
+
+def is_none(value: object) -> bool:
+    return value is None
+
+
+# The JSON type of each TrainConfig setting (this package sits below compare.training; a test keeps the
+# two lists equal). A setting missing from a checkpoint is not required unless REQUIRED_CONFIG names it.
+CONFIG_TYPES: dict[str, tuple[Callable[[object], bool], ...]] = {
+    **dict.fromkeys(
+        ("impl", "encoding", "errors", "cell", "dtype", "device", "logdir"),
+        (is_str,),
+    ),
+    **dict.fromkeys(("data", "run_name", "resume"), (is_str, is_none)),
+    **dict.fromkeys(
+        (
+            "val_max_chars",
+            "hidden_size",
+            "num_layers",
+            "seq_length",
+            "batch_size",
+            "epochs",
+            "seed",
+            "log_every",
+            "eval_every",
+            "sample_every",
+            "sample_length",
+            "checkpoint_every",
+        ),
+        (is_int,),
+    ),
+    **dict.fromkeys(("max_steps", "threads"), (is_int, is_none)),
+    **dict.fromkeys(("val_frac", "lr", "clip", "dist_timeout"), (is_number,)),
+}
+TYPE_NAMES: dict[Callable[[object], bool], str] = {
+    is_str: "a string",
+    is_none: "null",
+    is_int: "an integer",
+    is_number: "a number",
+}
+REQUIRED_CONFIG = ("hidden_size", "batch_size", "lr", "clip")  # the shapes, and what sampling reads
+# Settings added after format version 1 was first written, and what a checkpoint without them meant.
+CONFIG_ADDED_LATER = {"cell": "rnn", "num_layers": 1, "val_max_chars": 0}  # 0: validated on all the held-out text
+POSITIVE_CONFIG = ("hidden_size", "num_layers", "batch_size", "seq_length")
+PROGRESS_TYPES: dict[str, tuple[Callable[[object], bool], ...]] = {
+    "smooth_loss": (is_number,),
+    "seconds": (is_number,),
+    "val_loss": (is_number, is_none),
+    "best_val_loss": (is_number, is_none),
+}
+
+
+def type_problem(name: str, value: object, types: tuple[Callable[[object], bool], ...]) -> str | None:
+    if any(check(value) for check in types):
+        return None
+    return f"{name} is {value!r}, expected {' or '.join(TYPE_NAMES[check] for check in types)}"
+
+
+def header_problem(header: dict[str, Any]) -> str | None:
+    """The first header field that is missing or wrong, as 'field is ..., expected ...'; None if all are good.
+
+    Fills in CONFIG_ADDED_LATER in ``header["config"]`` when a checkpoint predates them.
+    """
+    for key in ("impl", "step", "updates", "vocab", "data_sha256", "config", "progress"):
+        if key not in header:
+            return f"the header has no {key}"
+    if header["impl"] not in IMPL_DIRS:
+        return f"impl is {header['impl']!r}, expected one of {', '.join(IMPL_DIRS)}"
+    for key in ("step", "updates"):
+        if not is_int(header[key]) or header[key] < 0:
+            return f"{key} is {header[key]!r}, expected an integer >= 0"
+    vocab = header["vocab"]
+    if not isinstance(vocab, str) or not vocab:
+        return f"vocab is {vocab!r}, expected the training text's characters as a string"
+    if len(set(vocab)) != len(vocab):
+        return "vocab repeats characters, so token ids would be ambiguous"
+    digest = header["data_sha256"]
+    if not isinstance(digest, str) or len(digest) != 64 or digest.strip("0123456789abcdef"):
+        return f"data_sha256 is {digest!r}, expected 64 hexadecimal digits"
+    return config_problem(header["config"]) or progress_problem(header["progress"])
+
+
+def config_problem(config: object) -> str | None:
+    if not isinstance(config, dict):
+        return f"config is {type(config).__name__}, expected an object of settings"
+    for key, default in CONFIG_ADDED_LATER.items():
+        config.setdefault(key, default)
+    for key in REQUIRED_CONFIG:
+        if key not in config:
+            return f"config.{key} is missing"
+    for key, value in config.items():
+        problem = type_problem(f"config.{key}", value, CONFIG_TYPES[key]) if key in CONFIG_TYPES else None
+        if problem:
+            return problem
+    for key in POSITIVE_CONFIG:
+        if key in config and config[key] <= 0:
+            return f"config.{key} is {config[key]}, expected a positive integer"
+    if config["cell"] not in CELLS:
+        return f"config.cell is {config['cell']!r}, expected one of {', '.join(CELLS)}"
+    return None
+
+
+def progress_problem(progress: object) -> str | None:
+    if not isinstance(progress, dict):
+        return f"progress is {type(progress).__name__}, expected an object"
+    if "smooth_loss" not in progress:
+        return "progress.smooth_loss is missing"
+    for key, value in progress.items():
+        if key not in PROGRESS_TYPES:
+            return f"progress.{key} is not a field this code knows ({', '.join(PROGRESS_TYPES)})"
+        problem = type_problem(f"progress.{key}", value, PROGRESS_TYPES[key])
+        if problem:
+            return problem
+    return None
 
 
 def model_shapes(config: dict[str, Any], vocab_size: int) -> dict[str, tuple[int, ...]]:
     """{name: shape} of the model a checkpoint's config describes (cell and layers default to the seed model)."""
     return param_shapes(vocab_size, config["hidden_size"], config.get("cell", "rnn"), config.get("num_layers", 1))
-
-
-def check_shapes(checkpoint: Checkpoint, path: Path) -> None:
-    """The arrays must fit the checkpoint's own vocabulary and hidden size."""
-    expected = model_shapes(checkpoint.config, len(checkpoint.vocab))
-    stored = {"params": checkpoint.engine.params, "accumulators": checkpoint.engine.accumulators}
-    for kind, arrays in stored.items():
-        for name, shape in expected.items():
-            if arrays[name].shape != shape:
-                raise CheckpointError(f"{path}: {kind}/{name} has shape {arrays[name].shape}, expected {shape}")
 
 
 def find_checkpoint(path: str | Path, impl: str | None = None, names: Sequence[str] = (LATEST,)) -> Path:

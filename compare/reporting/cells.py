@@ -7,6 +7,7 @@ The training commands are the loop docs/cells.md prints; the speeds are the tabl
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from compare.reporting.runner import Block, Context
 from compare.reporting.text import fenced, table
@@ -21,7 +22,7 @@ DIVERGING_LR = 0.1
 DIVERGENCE_STEPS = 100  # a cap, so that a run which does not diverge ends soon (and fails the section)
 
 
-def parameter_count(run_dir) -> int:
+def parameter_count(run_dir: Path) -> int:
     from compare.model.checkpoint import BEST, LATEST, find_checkpoint, load_checkpoint
 
     checkpoint = load_checkpoint(find_checkpoint(run_dir, "manual", names=(BEST, LATEST)))

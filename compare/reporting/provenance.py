@@ -104,7 +104,7 @@ class LoadMeter:
         self.load_before = load_average()
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         seconds = time.perf_counter() - self.started
         ticks, own = machine_ticks(), own_cpu_seconds() - self.own
         share = None

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import platform
 import time
+from collections.abc import Iterable
+from pathlib import Path
 
 from compare.reporting.runner import Block, Context
 from compare.reporting.text import duration, fenced, small, table
@@ -20,7 +22,7 @@ SAMPLE_SEED = 3  # the seed docs/sampling.md shows
 PRIME = "The "
 
 
-def scalars(run_dir, impl: str, tags) -> dict:
+def scalars(run_dir: Path, impl: str, tags: Iterable[str]) -> dict:
     from compare.plotting.events import read_scalars  # tensorboard: only once a section needs it
 
     return read_scalars(run_dir / impl, tags)
@@ -85,7 +87,7 @@ def samples(ctx: Context) -> list:
     return [Block("samples", "\n\n".join(parts), commands), spaces(ctx, checkpoint)]
 
 
-def spaces(ctx: Context, checkpoint) -> Block:
+def spaces(ctx: Context, checkpoint: Path) -> Block:
     """How much of a temperature-0.5 sample is spaces, per seed; in this process, through what compare.sample calls."""
     from compare.data.corpus import builtin_corpus
     from compare.model.generate import SampleConfig, generate_from_checkpoint
@@ -110,7 +112,7 @@ def spaces(ctx: Context, checkpoint) -> Block:
     return Block("samples.spaces", body, [command])
 
 
-def drift_after(run_dir, steps) -> list:
+def drift_after(run_dir: Path, steps: Iterable[int]) -> list:
     """diff/max_abs_param after each of ``steps`` (those the run reached), formatted."""
     series = scalars(run_dir, "diff", ("diff/max_abs_param",))["diff/max_abs_param"]
     by_step = dict(zip(series.steps, series.values, strict=True))

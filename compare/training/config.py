@@ -2,7 +2,8 @@
 
 A resumed run takes its settings from the checkpoint; the flags typed on the command
 line are applied on top, and those that would change the model or the trajectory
-(hidden size, learning rate, seed, ...) are refused with a one-line error.
+(hidden size, learning rate, seed, ...) are refused with a one-line error. Where a resume
+writes is never taken from the checkpoint (see compare.training.rundir).
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from compare.cli.parser import CommandParser
-from compare.data.inputs import check_encoding
-from compare.model.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, run_dir_of
+from compare.data.inputs import DEFAULT_VAL_MAX_CHARS, check_encoding
+from compare.model.checkpoint import CheckpointError, load_checkpoint, run_dir_of
 from compare.model.sampling import MAX_SAMPLE_LENGTH
 from compare.training.ranks import DEFAULT_TIMEOUT_S
+from compare.training.rundir import resume_source, run_name_problem
 
 # Settings a resume may change. Every other one shapes the model or the trajectory,
 # so it must match the checkpoint (the training text itself is checked by its hash).
@@ -50,6 +52,7 @@ class TrainConfig:
     encoding: str = "utf-8"  # of --data
     errors: str = "strict"  # what decoding does with bytes the encoding cannot read
     val_frac: float = 0.05  # 0: no validation (no loss/val, no best.npz)
+    val_max_chars: int = DEFAULT_VAL_MAX_CHARS  # of the held-out split, validation uses at most this many; 0: all
     hidden_size: int = 100
     cell: str = "rnn"  # rnn, lstm or gru
     num_layers: int = 1
@@ -139,6 +142,13 @@ def add_data_flags(parser: CommandParser) -> None:
         help="fraction of the text, taken from its end, held out for validation; "
         "0 trains on all of it, without validation and without best.npz",
     )
+    data.add_argument(
+        "--val-max-chars",
+        type=int,
+        help=f"validate on at most this many characters: the start of the held-out split "
+        f"(default {DEFAULT_VAL_MAX_CHARS:,}, a few seconds per pass); 0 uses all of it; "
+        "it changes the validation loss, so a resume keeps the checkpoint's",
+    )
 
 
 def add_model_flags(parser: CommandParser) -> None:
@@ -189,7 +199,8 @@ def add_checkpoints_flags(parser: CommandParser) -> None:
         help="continue from a run directory (runs/<run> or runs/<run>/<impl>) or a checkpoint "
         "file, with its settings; only --impl, --data (same text), --threads, --device, "
         "--dist-timeout, --epochs, --max-steps and the logging and checkpoint flags may "
-        "differ",
+        "differ. It trains on in the run directory that holds the checkpoint (or in --logdir/"
+        "--run-name when given); a checkpoint kept elsewhere starts a new run under --logdir",
     )
 
 
@@ -237,12 +248,19 @@ def config_problem(config: TrainConfig) -> str | None:
         return f"--max-steps must be positive (leave it out for no limit), got {config.max_steps}"
     if not 0 <= config.val_frac < 1:
         return f"--val-frac must be in [0, 1) (0 turns validation off), got {config.val_frac}"
+    if not (config.val_max_chars == 0 or config.val_max_chars >= 2):
+        return f"--val-max-chars must be 0 (all the held-out text) or at least 2, got {config.val_max_chars}"
+    if not 0 <= config.seed < 2**63:
+        return f"--seed must be in [0, 2^63), got {config.seed}"
     if config.threads is not None and config.threads <= 0:
         return f"--threads must be positive, got {config.threads}"
     if config.sample_length > MAX_SAMPLE_LENGTH:
         return f"--sample-length must be at most {MAX_SAMPLE_LENGTH:,}, got {config.sample_length:,}"
     if not config.dist_timeout > 0:
         return f"--dist-timeout must be a positive number of seconds, got {config.dist_timeout}"
+    problem = run_name_problem(config.run_name)
+    if problem:
+        return problem
     return device_problem(config) or check_encoding(config.encoding)
 
 
@@ -277,10 +295,12 @@ def config_conflicts(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str
 def resumed_settings(resume: str, given: dict[str, Any]) -> dict[str, Any]:
     """The settings of the run that ``resume`` points at, with the ``given`` flags applied.
 
-    ``given`` holds only what was typed on the command line. The run continues in the
-    checkpoint's run directory unless --logdir or --run-name say otherwise.
+    ``given`` holds only what was typed on the command line. The run continues in the run
+    directory that holds the checkpoint file unless --logdir or --run-name say otherwise; for a
+    file kept outside any run directory, run_name is None: train() names a new run under --logdir
+    (default runs/). The logdir and run name stored in the checkpoint are never used.
     """
-    source = find_checkpoint(resume)
+    source = resume_source(resume)
     stored = load_checkpoint(source).config
     conflicts = config_conflicts(stored, given)
     if conflicts:
@@ -289,6 +309,8 @@ def resumed_settings(resume: str, given: dict[str, Any]) -> dict[str, Any]:
         )
     settings = {**stored, **given}
     run_dir = run_dir_of(source)
-    if run_dir is not None and "logdir" not in given and "run_name" not in given:
-        settings.update(logdir=str(run_dir.parent), run_name=run_dir.name)
+    if "logdir" not in given:
+        settings["logdir"] = str(run_dir.parent) if run_dir is not None else TrainConfig().logdir
+    if "run_name" not in given:
+        settings["run_name"] = run_dir.name if run_dir is not None else None
     return settings

@@ -1,14 +1,70 @@
-"""TensorBoard output of ``compare.train``: one event directory per implementation, and the drift."""
+"""TensorBoard output of ``compare.train``: one event directory per implementation, and the drift.
+
+TensorBoard's SummaryWriter writes from a background thread. When a write fails there (a
+full disk, a lost file system), the thread dies with a traceback on stderr and the error
+comes back on the next add_* call or at close, as a bare OSError. Here every call is
+guarded: the thread's traceback is not printed (its error is reported from the next
+call), and the error becomes one TrainingFailed line (exit 1) that names the checkpoint
+each implementation can continue from. Checkpoints are written apart from the events,
+atomically, so they are whole whatever happened to an event file.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import sys
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from compare.cli.errors import TrainingFailed
+from compare.model.checkpoint import IMPL_DIRS, LATEST, CheckpointError, load_checkpoint
 
 if TYPE_CHECKING:
     from compare.training.config import TrainConfig
+
+_quiet_hook_installed = False
+
+
+def quiet_writer_threads() -> None:
+    """Leave out the traceback of a TensorBoard writer thread that dies of an OSError.
+
+    Its error is raised again in the main thread by the writer's next call (Logger reports
+    it there, in one line); any other thread, or any other error, is printed as before.
+    """
+    global _quiet_hook_installed
+    if _quiet_hook_installed:
+        return
+    previous = threading.excepthook
+
+    def hook(args: Any) -> None:
+        writer_thread = type(args.thread).__module__.startswith("tensorboard.")
+        if writer_thread and isinstance(args.exc_value, OSError):
+            return
+        previous(args)
+
+    threading.excepthook = hook
+    _quiet_hook_installed = True
+
+
+def describe_kept(run_dir: Path, names: Iterable[str]) -> tuple[str, bool]:
+    """What each implementation's latest.npz in ``run_dir`` holds, and whether any is there to resume from."""
+    parts, any_kept = [], False
+    for name in names:
+        if name not in IMPL_DIRS:  # "diff" holds events only
+            continue
+        path = run_dir / name / LATEST
+        if not path.exists():
+            parts.append(f"no checkpoint had been saved in {path.parent} yet")
+            continue
+        try:
+            parts.append(f"the last good checkpoint, {path} (step {load_checkpoint(path).step}), is intact")
+            any_kept = True
+        except CheckpointError as error:
+            parts.append(f"the checkpoint {path} cannot be read ({error})")
+    return "; ".join(parts), any_kept
 
 
 class Logger:
@@ -17,25 +73,67 @@ class Logger:
     def __init__(self, run_dir: Path, names: Iterable[str], purge_step: int | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
+        self.run_dir = run_dir
+        self.names = list(names)
+        self.failed = False
+        self.writers: dict[str, SummaryWriter] = {}
+        quiet_writer_threads()
         # purge_step: TensorBoard hides this run's older events from that step on, so a
         # resumed run does not show the steps after its checkpoint twice.
-        self.writers = {name: SummaryWriter(log_dir=str(run_dir / name), purge_step=purge_step) for name in names}
+        for name in self.names:
+            with self.reporting(name):
+                self.writers[name] = SummaryWriter(log_dir=str(run_dir / name), purge_step=purge_step)
+
+    @contextmanager
+    def reporting(self, name: str) -> Iterator[None]:
+        """Turn an OSError of the event writers into TrainingFailed, naming the checkpoints kept."""
+        try:
+            yield
+        except OSError as error:
+            self.failed = True
+            self.close_quietly()
+            kept, resumable = describe_kept(self.run_dir, self.names)
+            then = f"continue with --resume {self.run_dir}" if resumable else "start again"
+            raise TrainingFailed(
+                f"could not write TensorBoard events to {self.run_dir / name} ({error.strerror or error}); "
+                f"{kept}: free some space, then {then}"
+            ) from error
 
     def scalar(self, name: str, tag: str, value: float, step: int) -> None:
-        self.writers[name].add_scalar(tag, value, step)
+        if not self.failed:
+            with self.reporting(name):
+                self.writers[name].add_scalar(tag, value, step)
 
     def text(self, name: str, tag: str, value: str, step: int) -> None:
-        # TensorBoard renders text as Markdown: indent it so whitespace and newlines survive.
-        self.writers[name].add_text(tag, "    " + value.replace("\n", "\n    "), step)
+        if not self.failed:
+            # TensorBoard renders text as Markdown: indent it so whitespace and newlines survive.
+            with self.reporting(name):
+                self.writers[name].add_text(tag, "    " + value.replace("\n", "\n    "), step)
 
     def hparams(self, name: str, config: TrainConfig, metrics: dict[str, float]) -> None:
+        if self.failed:
+            return
         hparams = {key: value for key, value in asdict(config).items() if value is not None}
         hparams["impl"] = name
-        self.writers[name].add_hparams(hparams, metrics, run_name=".")
+        with self.reporting(name):
+            self.writers[name].add_hparams(hparams, metrics, run_name=".")
 
     def close(self) -> None:
+        """Flush and close every writer. While another error propagates (this is called from a
+        ``finally``), a failure here is left unsaid: the error that stopped training stands."""
+        if self.failed or sys.exc_info()[1] is not None:
+            self.close_quietly()
+            return
+        for name, writer in self.writers.items():
+            with self.reporting(name):
+                writer.close()
+
+    def close_quietly(self) -> None:
         for writer in self.writers.values():
-            writer.close()
+            try:
+                writer.close()
+            except OSError:
+                pass
 
 
 class NullLogger:

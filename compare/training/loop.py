@@ -28,6 +28,7 @@ from compare.training.divergence import check_before_saving, diverged, divergenc
 from compare.training.joining import join_ranks, naming_kept_checkpoints
 from compare.training.logger import Logger, NullLogger
 from compare.training.run import Run, restore
+from compare.training.rundir import opening, resume_source
 from compare.training.stop import StopRequest
 from compare.training.summary import chars_per_sec, summarize
 from compare.training.validation import validate, validation_batches
@@ -79,6 +80,7 @@ def train(config: TrainConfig, stop: StopRequest | None = None) -> dict[str, Any
     """
     stop = stop or StopRequest()
     with join_ranks(config, stop) as parallel:
+        new_run_from_copy = config.resume is not None and config.run_name is None  # see resumed_settings
         if config.run_name is None:
             config = replace(config, run_name=parallel.agree_on(default_run_name(config)))  # rank 0's time stamp
         run = build_run(config, parallel)
@@ -86,22 +88,30 @@ def train(config: TrainConfig, stop: StopRequest | None = None) -> dict[str, Any
         total_steps = planned_steps(config, len(run.batches))
         if start_step >= total_steps:
             raise UsageError(f"the checkpoint is at step {start_step} of {total_steps}: raise --epochs or --max-steps")
-        for engine in run.engines:
-            check_writable_directory(run.run_dir / engine.name, config.logdir)  # now, not after an hour of training
-        logger = open_logger(run, start_step)
-        try:
-            # NumPy's overflow warnings would only repeat, several lines long and without the step, what
-            # the divergence check reports in one line: NaN or Inf reaches the loss within a step.
-            with (
-                np.errstate(over="ignore", invalid="ignore", divide="ignore"),
-                naming_kept_checkpoints(run.run_dir, [engine.name for engine in run.engines]),
-            ):
-                step = train_steps(run, logger, start_step, total_steps, stop)
-            summary = summarize(run, step)
-            if not stop.requested:
-                log_hparams(logger, run, summary)
-        finally:
-            logger.close()  # complete event files even when training diverges or is interrupted
+        impls = [engine.name for engine in run.engines]
+        for impl in impls:
+            check_writable_directory(run.run_dir / impl, config.logdir)  # now, not after an hour of training
+        resumed = (resume_source(config.resume), start_step) if config.resume else None
+        with opening(run.run_dir, impls, resumed, run.is_main, parallel.agree_on):  # this run's, until it ends
+            if new_run_from_copy and run.is_main:
+                print(
+                    f"{config.resume} is not inside a run directory: continuing from its step {start_step} "
+                    f"in a new run directory, {run.run_dir}"
+                )
+            logger = open_logger(run, start_step)
+            try:
+                # NumPy's overflow warnings would only repeat, several lines long and without the step, what
+                # the divergence check reports in one line: NaN or Inf reaches the loss within a step.
+                with (
+                    np.errstate(over="ignore", invalid="ignore", divide="ignore"),
+                    naming_kept_checkpoints(run.run_dir, impls),
+                ):
+                    step = train_steps(run, logger, start_step, total_steps, stop)
+                summary = summarize(run, step)
+                if not stop.requested:
+                    log_hparams(logger, run, summary)
+            finally:
+                logger.close()  # complete event files even when training diverges or is interrupted
     return summary
 
 
