@@ -2,7 +2,7 @@
 
     python -m compare.bench                                   # seed, mid, large, then the scaling sweeps
     python -m compare.bench --configs seed --impls naive,manual --json speed.json
-    python -m compare.bench --memory --no-speed --no-scaling  # compare.train on a 100 MB file
+    python -m compare.bench --memory --no-speed --no-scaling  # compare.train on 100 MB, ASCII and multibyte
 
 Implementations (``--impls``):
 
@@ -33,6 +33,7 @@ import sys
 from pathlib import Path
 
 from compare.benchmarks.flops import PEAK_MATRIX_SIZE, available_cores
+from compare.benchmarks.memory import TEXT_KINDS
 from compare.benchmarks.suite import BenchSettings, run
 from compare.benchmarks.timing import CONFIGS, IMPLS, Timer
 from compare.cli.errors import run_cli
@@ -91,7 +92,15 @@ def add_what_flags(what: argparse._ArgumentGroup) -> None:
         action="store_true",
         help="also measure peak memory of compare.train on a generated text file, and encode time",
     )
-    what.add_argument("--memory-mb", type=float, default=100.0, help="size of the generated text file, in MB")
+    what.add_argument(
+        "--memory-mb", default="100", help="comma-separated sizes of the generated text files, in MB (e.g. 100,300)"
+    )
+    what.add_argument(
+        "--memory-text",
+        default=",".join(TEXT_KINDS),
+        help="comma-separated kinds of generated text: ascii (one byte a character), multibyte (curly quotes, "
+        "dashes and a 4-byte emoji in every copy of the corpus)",
+    )
 
 
 def add_how_flags(how: argparse._ArgumentGroup) -> None:
@@ -149,7 +158,8 @@ def parse_args(argv: list[str] | None = None) -> BenchSettings:
         speed=args.speed,
         scaling=args.scaling,
         memory=args.memory,
-        memory_mb=args.memory_mb,
+        memory_mb=[float(size) for size in comma_list(args.memory_mb)],
+        memory_text=comma_list(args.memory_text),
         json=args.json,
         progress=args.progress,
         omp_wait_policy=args.omp_wait_policy or os.environ.get("OMP_WAIT_POLICY", "unset").lower(),
@@ -176,13 +186,26 @@ def args_problem(args: argparse.Namespace) -> str | None:
     ):
         if value is not None and value < least:
             return f"{flag} must be at least {least}, got {value}"
-    if not args.memory_mb > 0:
-        return f"--memory-mb must be positive, got {args.memory_mb}"
+    if not memory_sizes_valid(args.memory_mb):
+        return f"--memory-mb: expected comma-separated positive sizes in MB, got {args.memory_mb!r}"
+    unknown_texts = [kind for kind in comma_list(args.memory_text) if kind not in TEXT_KINDS]
+    if unknown_texts or not comma_list(args.memory_text):
+        kinds = ", ".join(TEXT_KINDS)
+        return f"--memory-text: unknown or empty {unknown_texts or args.memory_text!r}; choose from {kinds}"
     if args.json is not None and not Path(args.json).resolve().parent.is_dir():
         return f"--json {args.json}: the directory {Path(args.json).resolve().parent} does not exist"
     if not (args.speed or args.scaling or args.memory):
         return "nothing to do: --no-speed and --no-scaling without --memory"
     return None
+
+
+def memory_sizes_valid(text: str) -> bool:
+    """Whether ``text`` is a non-empty comma list of finite positive numbers."""
+    try:
+        sizes = [float(size) for size in comma_list(text)]
+    except ValueError:
+        return False
+    return bool(sizes) and all(0 < size < float("inf") for size in sizes)
 
 
 def apply_omp_wait_policy(policy: str) -> None:

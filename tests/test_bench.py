@@ -104,6 +104,8 @@ BAD_FLAGS = [
     "--repeats 0",
     "--steps -1",
     "--memory-mb 0",
+    "--memory-mb 1,x",
+    "--memory-text utf16",
     "--peak-size 0",
     "--json /no/such/dir/x.json",
     "--no-speed --no-scaling",

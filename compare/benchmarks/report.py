@@ -245,8 +245,14 @@ def load_verdict(other_load_pct: float | None) -> tuple:
     )
 
 
-def memory_json(report: MemoryReport) -> dict:
+def memory_json(reports: list[MemoryReport]) -> list[dict]:
+    """One object per measured file."""
+    return [memory_row(report) for report in reports]
+
+
+def memory_row(report: MemoryReport) -> dict:
     row = asdict(report)
+    row["train_budget_bytes"] = report.train_budget
     row["train_above_baseline_in_file_sizes"] = report.in_file_sizes(report.train_rss)
     row["encode_file_above_baseline_in_file_sizes"] = report.in_file_sizes(report.encode_file_rss)
     row["train_meets_target"] = report.train_meets_target

@@ -30,7 +30,8 @@ class BenchSettings:
     speed: bool
     scaling: bool
     memory: bool
-    memory_mb: float
+    memory_mb: list  # file sizes, MB
+    memory_text: list  # kinds of text, from compare.benchmarks.memory.TEXT_KINDS
     json: str | None
     progress: bool
     omp_wait_policy: str  # what torch's OpenMP runtime will see: the flag's value, else the environment's
@@ -139,7 +140,11 @@ def run(settings: BenchSettings) -> dict:
     peaks = PeakLog(peak_thread_counts(settings.threads), settings.peak_size)
     timed_runs = sum(len(config_group.configs) * len(config_group.impls) for config_group in groups)
     peak_runs = (len(groups) + 1) * len(peaks.thread_counts) if groups else 0
-    runs = timed_runs * (1 + settings.timer.repeats) + peak_runs + (5 if settings.memory else 0)
+    runs = (
+        timed_runs * (1 + settings.timer.repeats)
+        + peak_runs
+        + (5 * len(settings.memory_mb) * len(settings.memory_text) if settings.memory else 0)
+    )
     document: dict[str, Any] = {"machine": describe_machine(settings, peaks).as_json(), "results": [], "scaling": []}
     torch.set_num_threads(settings.threads)
     torch.set_flush_denormal(settings.flush_denormals)  # this thread's floating-point mode: NumPy's work too
@@ -155,9 +160,13 @@ def run(settings: BenchSettings) -> dict:
 
             bar.set_description("bench memory")
             repo = str(Path(__file__).resolve().parents[2])
-            memory = measure_memory(settings.memory_mb, settings.threads, repo, tick=lambda: bar.update())
-            print(memory_table(memory) + "\n")
-            document["memory"] = report.memory_json(memory)
+            memories = [
+                measure_memory(size_mb, kind, settings.threads, repo, tick=lambda: bar.update())
+                for size_mb in settings.memory_mb
+                for kind in settings.memory_text
+            ]
+            print(memory_table(memories) + "\n")
+            document["memory"] = report.memory_json(memories)
     document["seconds"] = time.perf_counter() - started
     print(f"Whole run: {document['seconds']:.0f} s.")
     return document

@@ -48,8 +48,9 @@ def bench(ctx: Context) -> list:
 
 
 def memory(ctx: Context) -> list:
-    """docs/speed.md's memory table: compare.train on a generated 100 MB text (1 MB when tiny)."""
-    return [bench_block(ctx, "memory", ["--memory", "--no-speed", "--no-scaling"], ["--memory-mb", 1])]
+    """docs/speed.md's memory table: compare.train on 100 and 300 MB texts, ASCII and multibyte (1 MB when tiny)."""
+    flags = ["--memory", "--no-speed", "--no-scaling"]
+    return [bench_block(ctx, "memory", [*flags, "--memory-mb", "100,300"], ["--memory-mb", "1"])]
 
 
 def distributed(ctx: Context) -> list:
