@@ -5,9 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from compare.benchmarks.memory import MB, TARGET_CONSTANT, TARGET_RATIO, MemoryReport, write_big_text
+from compare.benchmarks.memory import MB, TARGET_CONSTANT, TARGET_RATIO, MemoryReport, peak_rss_of, write_big_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,3 +55,10 @@ def test_bench_memory_measures_every_size_and_kind(tmp_path):
         assert row["train_meets_target"] is expected
     assert rows[1]["vocab_size"] > rows[0]["vocab_size"]  # the multibyte text has its extra characters
     assert "| ascii | 1 |" in result.stdout and "| multibyte | 1 |" in result.stdout
+
+
+def test_a_child_peak_does_not_count_this_process_memory():
+    held = np.ones(300 * MB // 8)  # 300 MB resident here, as the benchmark holds a decoded text
+    held[:] = 2.0
+    peak = peak_rss_of([sys.executable, "-c", "pass"], str(ROOT))
+    assert peak < 100 * MB, f"a bare interpreter measured at {peak / MB:.0f} MB"

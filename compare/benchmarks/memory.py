@@ -22,7 +22,6 @@ baseline, plus a constant under 100 MB, for both kinds of text.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,11 @@ TARGET_CONSTANT = 100 * MB  # ... plus this many bytes
 TEXT_KINDS = ("ascii", "multibyte")
 EMOJI = "\N{SLIGHTLY SMILING FACE}"  # U+1F642: 4 bytes in UTF-8, above the BMP
 BASELINE_CODE = "import numpy, torch"
+# Runs argv[1:] with its output discarded; prints the child's peak RSS (kB); exits with its exit code.
+RSS_LAUNCHER = (
+    "import resource, subprocess, sys; code = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)"
+)
 ENCODE_FILE_CODE = "import sys, numpy, torch; from compare.data.corpus import encode_file; encode_file(sys.argv[1])"
 
 
@@ -101,20 +105,27 @@ def write_big_text(path: Path, size_bytes: int, kind: str = "multibyte") -> None
 
 
 def peak_rss_of(command: list, workdir: str) -> int:
-    """Peak resident set size, in bytes, of ``command`` run to completion in a child process.
+    """Peak resident set size, in bytes, of ``command`` run to completion in a grandchild process.
 
-    ``os.wait4`` returns the child's own resource usage, so nothing else this process has
-    started (or its own memory) is counted. On Linux ``ru_maxrss`` is in kilobytes.
+    Linux counts the memory a process had when it was forked in its peak, and keeps that peak
+    across exec: a child of this process, which may hold hundreds of MB (torch, a decoded text),
+    would start from this process's size. So a fresh, small Python (RSS_LAUNCHER) starts the
+    command and reports the peak of its own child, which started from the launcher's few MB.
+    On Linux ``ru_maxrss`` is in kilobytes.
     """
     with tempfile.TemporaryFile() as stderr:
-        child = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=stderr)
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)  # wait4 reaped it, tell Popen so
-        if child.returncode != 0:
+        launched = subprocess.run(
+            [sys.executable, "-c", RSS_LAUNCHER, *command],
+            cwd=workdir,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+        if launched.returncode != 0:
             stderr.seek(0)
             last_line = (stderr.read().decode(errors="replace").strip().splitlines() or ["(no output)"])[-1]
-            raise RuntimeError(f"{' '.join(command[:4])} ... failed ({child.returncode}): {last_line}")
-    return usage.ru_maxrss * 1024
+            raise RuntimeError(f"{' '.join(command[:4])} ... failed ({launched.returncode}): {last_line}")
+    return int(launched.stdout.split()[-1]) * 1024
 
 
 def train_command(data: Path, logdir: Path, threads: int) -> list:
