@@ -31,6 +31,14 @@ def ulps(a, b) -> np.ndarray:
     return np.abs(ordered(a) - ordered(b))
 
 
+def step_both(manual_optimizer, torch_optimizer, torch_params, grads):
+    """One update of each optimizer with the same gradients (torch gets its own copies)."""
+    manual_optimizer.step(grads)
+    for name, param in torch_params.items():
+        param.grad = torch.from_numpy(grads[name].copy())
+    torch_optimizer.step()
+
+
 def draw_grads(rng, shapes):
     """Entries from 1e-6 to 10 (per entry), a tenth of them exactly zero, as unseen characters give."""
     grads = {}
@@ -59,10 +67,7 @@ def test_each_step_from_the_same_state_differs_only_by_the_accumulation_and_the_
             if step > 0:
                 manual_optimizer.accumulators[name][...] = torch_optimizer.state[param]["sum"].numpy()
         grads = draw_grads(rng, shapes)
-        manual_optimizer.step(grads)
-        for name, param in torch_params.items():
-            param.grad = torch.from_numpy(grads[name].copy())
-        torch_optimizer.step()
+        step_both(manual_optimizer, torch_optimizer, torch_params, grads)
 
         for name, param in torch_params.items():
             where = f"step {step}, {name}"
@@ -98,10 +103,7 @@ def test_thirty_steps_stay_within_the_rounding_bound():
         # Gradients of very different sizes (one scale per tensor), some exactly zero, as unseen characters give.
         grads = {name: rng.normal(size=shape) * 10.0 ** rng.integers(-6, 2) for name, shape in shapes.items()}
         grads["U"][:, rng.integers(0, 7)] = 0.0
-        manual_optimizer.step(grads)
-        for name, param in torch_params.items():
-            param.grad = torch.from_numpy(grads[name].copy())
-        torch_optimizer.step()
+        step_both(manual_optimizer, torch_optimizer, torch_params, grads)
 
         for name, param in torch_params.items():
             where = f"step {step}, {name}"
