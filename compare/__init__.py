@@ -20,7 +20,8 @@ Subpackages (each imports only downward: never a command module):
                 checkpoint.py: the .npz format
     training    config.py: TrainConfig and its flags; loop.py: the training loop; run.py: save and restore;
                 rundir.py: where a run writes, its lock, leftovers of a killed save; validation.py;
-                divergence.py; summary.py; logger.py: TensorBoard; stop.py: signals;
+                divergence.py; summary.py; logger.py: TensorBoard; agreement.py: --impl both's implementation
+                error on identical inputs; stop.py: signals;
                 ranks.py, distributed.py, joining.py, parallel_engine.py: data parallelism on torch.distributed
     gradients   methods.py: the oracles (centred, complex step, autograd); report.py: the check; table.py
     benchmarks  suite.py: what bench runs; timing.py; report.py; flops.py: FLOP formulas, matmul peak;
@@ -29,5 +30,6 @@ Subpackages (each imports only downward: never a command module):
                 listening socket and connection timeouts
     plotting    events.py: TensorBoard events read back; figure.py: the matplotlib figure
     reporting   markers.py: the generated blocks; provenance.py: commit, CPU, threads, load; runner.py;
-                text.py; training.py, cells.py, benches.py: the sections; sections.py: their list; generate.py
+                text.py; training.py, agreement.py, cells.py, benches.py: the sections; sections.py: their list;
+                generate.py
 """

@@ -6,8 +6,9 @@
 Reads the TensorBoard event files that compare.train wrote (runs/<run>/manual and
 runs/<run>/torch, whichever exist) and draws, for each implementation, the smooth
 training loss as a line and the validation loss as dots, in nats per character. A run
-trained with --impl both also has runs/<run>/diff: a second panel then shows how far
-the implementations drifted apart, on a log scale.
+trained with --impl both also has runs/<run>/both: a second panel then shows, on one log
+scale, the implementation error measured on identical inputs (flat, at rounding level) and
+how far the two free-running trajectories drifted apart (the chaos, growing).
 
 matplotlib is an optional extra: pip install -e ".[plot]".
 """

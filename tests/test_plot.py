@@ -12,7 +12,7 @@ from tiny_runs import train_argv
 
 from compare.plot import main
 from compare.plotting.events import read_run
-from compare.plotting.figure import draw_figure
+from compare.plotting.figure import COMPARISON_STYLES, draw_figure
 from compare.training.config import parse_args
 from compare.training.loop import train
 
@@ -57,13 +57,13 @@ def test_the_curves_are_what_the_event_files_hold(runs):
         assert (impl.smooth.steps, impl.smooth.values) == logged(runs["both"] / impl.impl, "loss/smooth")
         assert (impl.val.steps, impl.val.values) == logged(runs["both"] / impl.impl, "loss/val")
         assert impl.smooth.steps == list(range(1, STEPS + 1)) and impl.val.steps == [10, 20, 30]
-    for tag in ("diff/max_abs_param", "diff/loss"):
-        assert (curves.drift[tag].steps, curves.drift[tag].values) == logged(runs["both"] / "diff", tag)
+    for tag in ("agree/grad_rel_max", "agree/loss", "chaos/max_abs_param"):
+        assert (curves.comparison[tag].steps, curves.comparison[tag].values) == logged(runs["both"] / "both", tag)
 
 
-def test_the_figure_draws_one_smooth_line_per_implementation_and_the_drift(runs):
+def test_the_figure_draws_one_smooth_line_per_implementation_and_the_comparison(runs):
     curves = read_run(runs["both"])
-    losses, drift = draw_figure(curves, width=8, height=6, dpi=50).axes
+    losses, comparison = draw_figure(curves, width=8, height=6, dpi=50).axes
     lines = lines_by_label(losses)
     smooth_lines = [label for label in lines if "smooth" in label]
     assert smooth_lines == ["manual: smooth training loss", "torch: smooth training loss"]
@@ -73,19 +73,20 @@ def test_the_figure_draws_one_smooth_line_per_implementation_and_the_drift(runs)
         val = lines[f"{impl.impl}: validation loss"]
         assert list(val.get_xdata()) == impl.val.steps and list(val.get_ydata()) == impl.val.values
     assert "nats per character" in losses.get_ylabel()
-    assert drift.get_yscale() == "log"
-    drift_lines = lines_by_label(drift)
-    assert set(drift_lines) == {"largest parameter difference", "training loss difference"}
-    for tag, label in (
-        ("diff/max_abs_param", "largest parameter difference"),
-        ("diff/loss", "training loss difference"),
-    ):
-        steps, values = logged(runs["both"] / "diff", tag)
-        positive = [(step, value) for step, value in zip(steps, values, strict=True) if value > 0]  # a log scale
-        line = drift_lines[label]
-        assert list(zip(line.get_xdata(), line.get_ydata(), strict=True)) == positive, tag
+    assert comparison.get_yscale() == "log"
+    comparison_lines = lines_by_label(comparison)
+    assert set(comparison_lines) == {COMPARISON_STYLES[tag]["label"] for tag in curves.comparison}
+    for tag in ("agree/grad_rel_max", "agree/loss", "chaos/max_abs_param"):
+        steps, values = logged(runs["both"] / "both", tag)
+        # logged in log10 with -20 for an exact 0, drawn as 10**value on a log scale without the zeros
+        drawn = [(step, 10.0**value) for step, value in zip(steps, values, strict=True) if value > -20]
+        line = comparison_lines[COMPARISON_STYLES[tag]["label"]]
+        assert list(zip(line.get_xdata(), line.get_ydata(), strict=True)) == drawn, tag
     # float64 rounding: the parameter drift is tiny but never exactly 0 in this run, so every step has its point
-    assert list(drift_lines["largest parameter difference"].get_xdata()) == list(range(1, STEPS + 1))
+    chaos = comparison_lines[COMPARISON_STYLES["chaos/max_abs_param"]["label"]]
+    assert list(chaos.get_xdata()) == list(range(1, STEPS + 1))
+    # the implementation error stays at float64 rounding while the trajectories drift (the figure's point)
+    assert max(comparison_lines[COMPARISON_STYLES["agree/grad_rel_max"]["label"]].get_ydata()) < 1e-12
 
 
 def test_a_single_implementation_run_has_one_panel_and_one_smooth_line(runs):

@@ -350,14 +350,14 @@ CONFIG_TYPES: dict[str, tuple[Callable[[object], bool], ...]] = {
             "epochs",
             "seed",
             "log_every",
-            "eval_every",
+            "agree_every",
             "sample_every",
             "sample_length",
             "checkpoint_every",
         ),
         (is_int,),
     ),
-    **dict.fromkeys(("max_steps", "threads"), (is_int, is_none)),
+    **dict.fromkeys(("max_steps", "threads", "eval_every"), (is_int, is_none)),
     **dict.fromkeys(("val_frac", "lr", "clip", "dist_timeout"), (is_number,)),
 }
 TYPE_NAMES: dict[Callable[[object], bool], str] = {

@@ -1,7 +1,8 @@
 """The losses a run logged, read back from its TensorBoard event files.
 
 A run directory holds runs/<run>/manual and runs/<run>/torch, whichever were trained, and
-runs/<run>/diff for a run trained with --impl both.
+runs/<run>/both for a run trained with --impl both: the implementation error (agree/*) and
+the trajectories' drift (chaos/*), both logged in log10.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from compare.model.checkpoint import IMPL_DIRS
 
 SMOOTH_TAG = "loss/smooth"
 VAL_TAG = "loss/val"
-DRIFT_TAGS = ("diff/max_abs_param", "diff/loss")
-DRIFT_DIR = "diff"
+COMPARISON_TAGS = ("agree/grad_rel_max", "agree/loss", "chaos/max_abs_param")  # log10 values
+BOTH_DIR = "both"
 
 
 class PlotError(ValueError):
@@ -45,7 +46,7 @@ class RunCurves:
 
     run_name: str
     impls: list[ImplCurves]  # in IMPL_DIRS order
-    drift: dict[str, Series] = field(default_factory=dict)  # tag -> Series; empty unless trained with --impl both
+    comparison: dict[str, Series] = field(default_factory=dict)  # tag -> log10 Series; empty but for --impl both
 
 
 def read_scalars(directory: Path, tags: Iterable[str]) -> dict[str, Series]:
@@ -79,5 +80,5 @@ def read_run(run_dir: str | Path) -> RunCurves:
             f"{run_dir}: no {SMOOTH_TAG} in {' or '.join(IMPL_DIRS)}/; "
             f"expected a run directory written by python -m compare.train (runs/<run>)"
         )
-    drift = read_scalars(run_dir / DRIFT_DIR, DRIFT_TAGS) if (run_dir / DRIFT_DIR).is_dir() else {}
-    return RunCurves(run_dir.resolve().name, impls, drift)
+    comparison = read_scalars(run_dir / BOTH_DIR, COMPARISON_TAGS) if (run_dir / BOTH_DIR).is_dir() else {}
+    return RunCurves(run_dir.resolve().name, impls, comparison)

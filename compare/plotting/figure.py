@@ -1,4 +1,4 @@
-"""The loss figure: smooth and validation loss per implementation, and the drift panel.
+"""The loss figure: smooth and validation loss per implementation; with --impl both, the comparison panel.
 
 matplotlib is an optional extra (pip install -e ".[plot]"); only this module needs it.
 """
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compare.plotting.events import PlotError, RunCurves, Series
+from compare.training.agreement import LOG10_FLOOR
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -19,24 +20,36 @@ IMPL_STYLES: dict[str, dict[str, Any]] = {  # keyword arguments of Axes.plot, pe
     "manual": {"color": "#1f77b4", "linestyle": "-"},
     "torch": {"color": "#ff7f0e", "linestyle": "--"},
 }
-# Not the implementations' colours: these lines are about both. The per-step loss difference is
-# noisy, so it is drawn thin and translucent under the parameter difference.
-DRIFT_STYLES: dict[str, dict[str, Any]] = {  # keyword arguments of Axes.plot, per drift tag
-    "diff/max_abs_param": {"label": "largest parameter difference", "color": "#2ca02c", "linewidth": 1.4},
-    "diff/loss": {"label": "training loss difference", "color": "#7f7f7f", "linewidth": 0.6, "alpha": 0.6},
+# Not the implementations' colours: these lines are about both. Each label is the line's caption.
+COMPARISON_STYLES: dict[str, dict[str, Any]] = {  # keyword arguments of Axes.plot, per comparison tag
+    "agree/grad_rel_max": {
+        "label": "implementation error: largest relative gradient difference, same weights, state and batch",
+        "color": "#2ca02c",
+        "linewidth": 1.4,
+    },
+    "agree/loss": {
+        "label": "implementation error: relative loss difference, same weights, state and batch",
+        "color": "#98df8a",
+        "linewidth": 0.8,
+    },
+    "chaos/max_abs_param": {
+        "label": "chaos: largest parameter difference of the two free-running trajectories",
+        "color": "#d62728",
+        "linewidth": 1.4,
+    },
 }
 
 
 def draw_figure(curves: RunCurves, width: float, height: float, dpi: int) -> Figure:
-    """A matplotlib Figure: the losses on top, the drift (when there is one) below."""
+    """A matplotlib Figure: the losses on top, the comparison (when there is one) below."""
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure list
 
-    panels = 2 if curves.drift else 1
+    panels = 2 if curves.comparison else 1
     figure = Figure(figsize=(width, height), dpi=dpi, layout="constrained")
-    axes = figure.subplots(panels, 1, sharex=True, squeeze=False, height_ratios=[2, 1][:panels])[:, 0]
+    axes = figure.subplots(panels, 1, sharex=True, squeeze=False, height_ratios=[3, 2][:panels])[:, 0]
     draw_losses(axes[0], curves)
-    if curves.drift:
-        draw_drift(axes[1], curves.drift)
+    if curves.comparison:
+        draw_comparison(axes[1], curves.comparison)
     axes[-1].set_xlabel("training step")
     return figure
 
@@ -64,18 +77,20 @@ def draw_losses(axes: Axes, curves: RunCurves) -> None:
     axes.legend()
 
 
-def draw_drift(axes: Axes, drift: dict[str, Series]) -> None:
-    for tag, series in drift.items():
-        # A log scale cannot show 0 (bit-identical steps), so those points are left out.
-        positive = [(step, value) for step, value in zip(series.steps, series.values, strict=True) if value > 0]
-        if positive:
-            steps, values = zip(*positive, strict=True)
-            axes.plot(steps, values, zorder=2 if tag == "diff/max_abs_param" else 1, **DRIFT_STYLES[tag])
+def draw_comparison(axes: Axes, comparison: dict[str, Series]) -> None:
+    """The implementation error (flat, at rounding level) and the chaos (growing), on one log scale."""
+    for tag, series in comparison.items():
+        # Logged as log10, with LOG10_FLOOR for an exact 0 (bit-identical): a log scale cannot show 0, so those go.
+        logged = zip(series.steps, series.values, strict=True)
+        points = [(step, 10.0**value) for step, value in logged if value > LOG10_FLOOR]
+        if points:
+            steps, values = zip(*points, strict=True)
+            axes.plot(steps, values, **COMPARISON_STYLES[tag])
     axes.set_yscale("log")
-    axes.set_title("manual vs torch: drift")
-    axes.set_ylabel("absolute difference")
+    axes.set_title("manual vs torch: implementation error (flat) and chaos (growing)")
+    axes.set_ylabel("difference")
     axes.grid(True, which="major", alpha=0.3)
-    axes.legend()
+    axes.legend(fontsize="small")
 
 
 def require_matplotlib() -> None:

@@ -113,10 +113,10 @@ def spaces(ctx: Context, checkpoint: Path) -> Block:
 
 
 def drift_after(run_dir: Path, steps: Iterable[int]) -> list:
-    """diff/max_abs_param after each of ``steps`` (those the run reached), formatted."""
-    series = scalars(run_dir, "diff", ("diff/max_abs_param",))["diff/max_abs_param"]
+    """chaos/max_abs_param (logged in log10) after each of ``steps`` (those the run reached), formatted."""
+    series = scalars(run_dir, "both", ("chaos/max_abs_param",))["chaos/max_abs_param"]
     by_step = dict(zip(series.steps, series.values, strict=True))
-    return [small(by_step[step]) for step in steps]
+    return [small(10.0 ** by_step[step]) for step in steps]
 
 
 def drift(ctx: Context) -> list:
@@ -130,7 +130,7 @@ def drift(ctx: Context) -> list:
         rows.append([f"`{dtype}`", *drift_after(run_dir, steps)])
         commands.append(shown)
     header = ["`--dtype`", *(f"after step {step}" for step in steps)]
-    body = "`diff/max_abs_param`, the largest difference between the two implementations' parameters:\n\n"
+    body = "`chaos/max_abs_param`, the largest difference between the two trajectories' parameters:\n\n"
     return [Block("drift", body + table(header, rows), commands)]
 
 
@@ -141,7 +141,7 @@ def lossplot(ctx: Context) -> list:
     run_dir, shown, _ = train(ctx, "both-demo", flags, ["--hidden-size", 8, "--eval-every", 6])
     steps = (1, 10, last)
     header = ["", *(f"after step {step:,}" for step in steps)]
-    drift_table = table(header, [["`diff/max_abs_param`", *drift_after(run_dir, steps)]])
+    drift_table = table(header, [["`chaos/max_abs_param`", *drift_after(run_dir, steps)]])
     finals = {impl: scalars(run_dir, impl, ("loss/val",))["loss/val"].values[-1] for impl in ("manual", "torch")}
     commands = [shown]
     try:

@@ -20,6 +20,8 @@ from compare.model.sampling import MAX_SAMPLE_LENGTH
 from compare.training.ranks import DEFAULT_TIMEOUT_S
 from compare.training.rundir import resume_source, run_name_problem
 
+AGREE_EVERY = 10  # one extra manual and autograd forward/backward per 10 steps (docs/training.md: the cost)
+
 # Settings a resume may change. Every other one shapes the model or the trajectory,
 # so it must match the checkpoint (the training text itself is checked by its hash).
 RESUME_MAY_CHANGE = frozenset(
@@ -35,6 +37,7 @@ RESUME_MAY_CHANGE = frozenset(
         "run_name",
         "log_every",
         "eval_every",
+        "agree_every",
         "sample_every",
         "sample_length",
         "checkpoint_every",
@@ -70,7 +73,8 @@ class TrainConfig:
     logdir: str = "runs"
     run_name: str | None = None
     log_every: int = 100
-    eval_every: int = 2000
+    eval_every: int | None = None  # None: about ten validations per run (compare.training.loop.eval_interval)
+    agree_every: int = AGREE_EVERY  # --impl both: steps between implementation-error measurements; 0: never
     sample_every: int = 5000
     sample_length: int = 200
     checkpoint_every: int = 1000
@@ -180,9 +184,22 @@ def add_optimization_flags(parser: CommandParser) -> None:
 def add_logging_flags(parser: CommandParser) -> None:
     logging = parser.add_argument_group("logging")
     logging.add_argument("--logdir", help="TensorBoard log root")
-    logging.add_argument("--run-name", help="run directory under --logdir (default: a time stamp and the settings)")
+    logging.add_argument(
+        "--run-name",
+        help="run directory under --logdir (default: <impl>-<cell>-h<H>-<n>, n the first number not yet taken)",
+    )
     logging.add_argument("--log-every", type=int, help="steps between scalar logs")
-    logging.add_argument("--eval-every", type=int, help="steps between validation losses (and best.npz updates)")
+    logging.add_argument(
+        "--eval-every",
+        type=int,
+        help="steps between validation losses (and best.npz updates) (default: a tenth of the run's steps)",
+    )
+    logging.add_argument(
+        "--agree-every",
+        type=int,
+        help="--impl both: steps between measurements of the implementation error (agree/*: manual and "
+        "autograd on the same weights, state and batch); 0 turns them off",
+    )
     logging.add_argument("--sample-every", type=int, help="steps between text samples written to TensorBoard")
     logging.add_argument("--sample-length", type=int, help="characters in each text sample")
 
@@ -235,7 +252,7 @@ def config_problem(config: TrainConfig) -> str | None:
         "checkpoint_every",
     )
     for name in positive:
-        if getattr(config, name) <= 0:
+        if getattr(config, name) is not None and getattr(config, name) <= 0:
             return (
                 f"--{name.replace('_', '-')} must be positive, got {getattr(config, name)} "
                 f"(the default is {getattr(defaults, name)})"
@@ -244,6 +261,8 @@ def config_problem(config: TrainConfig) -> str | None:
         return f"--lr must be a positive number, got {config.lr} (the default is {defaults.lr})"
     if not config.clip >= 0:
         return f"--clip must be >= 0 (0 turns clipping off), got {config.clip}"
+    if config.agree_every < 0:
+        return f"--agree-every must be >= 0 (0 turns the measurement off), got {config.agree_every}"
     if config.max_steps is not None and config.max_steps <= 0:
         return f"--max-steps must be positive (leave it out for no limit), got {config.max_steps}"
     if not 0 <= config.val_frac < 1:

@@ -1,4 +1,9 @@
-"""TensorBoard output of ``compare.train``: one event directory per implementation, and the drift.
+"""TensorBoard output of ``compare.train``: one event directory per implementation, and one for both.
+
+runs/<run>/manual and runs/<run>/torch hold each implementation's curves under the same tags,
+so that TensorBoard draws them in one chart; with --impl both, runs/<run>/both holds what
+needs the two together: the implementation error (agree/*) and the trajectories' drift (chaos/*).
+A custom-scalars layout puts the comparison on one page, in reading order.
 
 TensorBoard's SummaryWriter writes from a background thread. When a write fails there (a
 full disk, a lost file system), the thread dies with a traceback on stderr and the error
@@ -26,6 +31,26 @@ if TYPE_CHECKING:
     from compare.training.config import TrainConfig
 
 _quiet_hook_installed = False
+BOTH_DIR = "both"  # --impl both: the event directory of agree/* and chaos/*
+# What tells one run from another in TensorBoard's HParams table; the rest (paths, encodings,
+# timeouts, logging cadences) does not change what is trained.
+HPARAMS = (
+    "cell",
+    "num_layers",
+    "hidden_size",
+    "seq_length",
+    "batch_size",
+    "lr",
+    "clip",
+    "dtype",
+    "seed",
+)
+COMPARISON_CHARTS = {  # chart title -> the tags it overlays, from every run directory that has them
+    "training loss, smooth (nats/char): manual and torch": ["loss/smooth"],
+    "validation loss (nats/char)": ["loss/val"],
+    "implementation error on identical inputs (log10 relative)": ["agree/loss", "agree/grad_rel_max"],
+    "chaos: the free-running trajectories apart (log10)": ["chaos/max_abs_param", "chaos/loss"],
+}
 
 
 def quiet_writer_threads() -> None:
@@ -53,7 +78,7 @@ def describe_kept(run_dir: Path, names: Iterable[str]) -> tuple[str, bool]:
     """What each implementation's latest.npz in ``run_dir`` holds, and whether any is there to resume from."""
     parts, any_kept = [], False
     for name in names:
-        if name not in IMPL_DIRS:  # "diff" holds events only
+        if name not in IMPL_DIRS:  # "both" holds events only
             continue
         path = run_dir / name / LATEST
         if not path.exists():
@@ -110,13 +135,29 @@ class Logger:
             with self.reporting(name):
                 self.writers[name].add_text(tag, "    " + value.replace("\n", "\n    "), step)
 
-    def hparams(self, name: str, config: TrainConfig, metrics: dict[str, float]) -> None:
+    def layout(self, name: str, both: bool) -> None:
+        """The custom-scalars page: losses of every implementation together, then (--impl both) agree, chaos."""
+        charts = dict(list(COMPARISON_CHARTS.items())[: 4 if both else 2])
+        layout = {"comparison": {title: ["Multiline", tags] for title, tags in charts.items()}}
+        if not self.failed:
+            with self.reporting(name):
+                self.writers[name].add_custom_scalars(layout)
+
+    def hparams(self, name: str, config: TrainConfig, metric_tags: list[str]) -> None:
+        """This implementation's row in the HParams table; the metrics are the last points of ``metric_tags``."""
         if self.failed:
             return
-        hparams = {key: value for key, value in asdict(config).items() if value is not None}
-        hparams["impl"] = name
+        from torch.utils.tensorboard.summary import hparams
+
+        settings = asdict(config)
+        values = {"impl": name, **{key: settings[key] for key in HPARAMS if settings.get(key) is not None}}
+        # Metric values come from the curves already logged under these tags: nothing new, no one-point charts.
+        experiment, session_start, session_end = hparams(values, dict.fromkeys(metric_tags, 0.0))
         with self.reporting(name):
-            self.writers[name].add_hparams(hparams, metrics, run_name=".")
+            file_writer = self.writers[name].file_writer
+            assert file_writer is not None  # open until close()
+            for summary in (experiment, session_start, session_end):
+                file_writer.add_summary(summary)
 
     def close(self) -> None:
         """Flush and close every writer. While another error propagates (this is called from a
@@ -145,7 +186,10 @@ class NullLogger:
     def text(self, name: str, tag: str, value: str, step: int) -> None:
         pass
 
-    def hparams(self, name: str, config: TrainConfig, metrics: dict[str, float]) -> None:
+    def layout(self, name: str, both: bool) -> None:
+        pass
+
+    def hparams(self, name: str, config: TrainConfig, metric_tags: list[str]) -> None:
         pass
 
     def close(self) -> None:

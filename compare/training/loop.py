@@ -7,11 +7,13 @@ torchrun each process trains its share of every batch (see compare.training.dist
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 import time
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,10 +25,11 @@ from compare.data.inputs import check_writable_directory, load_corpus
 from compare.model.checkpoint import BEST, RunProgress
 from compare.model.init import init_params
 from compare.model.sampling import sample_text
+from compare.training.agreement import log10_or_floor
 from compare.training.config import TrainConfig
 from compare.training.divergence import check_before_saving, diverged, divergence
 from compare.training.joining import join_ranks, naming_kept_checkpoints
-from compare.training.logger import Logger, NullLogger
+from compare.training.logger import BOTH_DIR, Logger, NullLogger
 from compare.training.run import Run, restore
 from compare.training.rundir import opening, resume_source
 from compare.training.stop import StopRequest
@@ -35,7 +38,10 @@ from compare.training.validation import validate, validation_batches
 
 if TYPE_CHECKING:
     from compare.model.engines import Engine, StepStats
+    from compare.training.agreement import AgreementProbe
     from compare.training.distributed import DataParallel
+
+EVALS_PER_RUN = 10  # validations in a run without --eval-every: enough points for a loss/val curve
 
 
 def set_threads(threads: int | None) -> None:
@@ -50,8 +56,26 @@ def set_threads(threads: int | None) -> None:
 
 
 def default_run_name(config: TrainConfig) -> str:
-    settings = f"{config.cell}{config.num_layers}-h{config.hidden_size}-t{config.seq_length}-b{config.batch_size}"
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{settings}-{config.dtype}"
+    """A short name that TensorBoard's run lists show whole: '<impl>-<cell>-h<H>-<n>', n the first free number.
+
+    The directory is created here, so that two runs started at once never take the same name.
+    """
+    layers = f"x{config.num_layers}" if config.num_layers > 1 else ""
+    stem = f"{config.impl}-{config.cell}{layers}-h{config.hidden_size}"
+    logdir = Path(config.logdir)
+    logdir.mkdir(parents=True, exist_ok=True)
+    for number in itertools.count(1):
+        try:
+            (logdir / f"{stem}-{number}").mkdir()
+        except FileExistsError:
+            continue
+        return f"{stem}-{number}"
+    raise AssertionError("unreachable: itertools.count never ends")
+
+
+def eval_interval(config: TrainConfig, total_steps: int) -> int:
+    """--eval-every, or about ten validations per run when it is not given (at least one step apart)."""
+    return config.eval_every if config.eval_every is not None else max(1, total_steps // EVALS_PER_RUN)
 
 
 def planned_steps(config: TrainConfig, steps_per_epoch: int) -> int:
@@ -82,7 +106,8 @@ def train(config: TrainConfig, stop: StopRequest | None = None) -> dict[str, Any
     with join_ranks(config, stop) as parallel:
         new_run_from_copy = config.resume is not None and config.run_name is None  # see resumed_settings
         if config.run_name is None:
-            config = replace(config, run_name=parallel.agree_on(default_run_name(config)))  # rank 0's time stamp
+            name = default_run_name(config) if parallel.is_main else ""  # only rank 0 claims a directory
+            config = replace(config, run_name=parallel.agree_on(name))
         run = build_run(config, parallel)
         start_step = restore(run) if config.resume else 0
         total_steps = planned_steps(config, len(run.batches))
@@ -109,7 +134,7 @@ def train(config: TrainConfig, stop: StopRequest | None = None) -> dict[str, Any
                     step = train_steps(run, logger, start_step, total_steps, stop)
                 summary = summarize(run, step)
                 if not stop.requested:
-                    log_hparams(logger, run, summary)
+                    log_hparams(logger, run)
             finally:
                 logger.close()  # complete event files even when training diverges or is interrupted
     return summary
@@ -171,21 +196,21 @@ def open_logger(run: Run, start_step: int) -> Logger | NullLogger:
     impls = [engine.name for engine in run.engines]
     logger = Logger(
         run.run_dir,
-        impls + (["diff"] if run.config.impl == "both" else []),
+        impls + ([BOTH_DIR] if run.config.impl == "both" else []),
         purge_step=start_step + 1 if run.config.resume else None,
     )  # hide events of steps being redone
+    logger.layout(impls[0], run.config.impl == "both")
     for name in impls:
         settings = {"config": asdict(run.config), "vocab": run.vocab.chars}
         (run.run_dir / name / "config.json").write_text(json.dumps(settings, indent=1))
     return logger
 
 
-def log_hparams(logger: Logger | NullLogger, run: Run, summary: dict[str, Any]) -> None:
-    for name, result in summary["impls"].items():
-        metrics = {"hparam/train_loss_smooth": result["train_loss"]}
-        if run.val_batches is not None:
-            metrics["hparam/val_loss"] = result["val_loss"]
-        logger.hparams(name, run.config, metrics)
+def log_hparams(logger: Logger | NullLogger, run: Run) -> None:
+    """Each implementation's settings for TensorBoard's HParams table; its metrics are the logged loss curves."""
+    metrics = ["loss/smooth"] + (["loss/val"] if run.val_batches is not None else [])
+    for engine in run.engines:
+        logger.hparams(engine.name, run.config, metrics)
 
 
 def log_step(logger: Logger | NullLogger, run: Run, last: dict[str, StepStats], step: int) -> None:
@@ -204,19 +229,51 @@ def log_step(logger: Logger | NullLogger, run: Run, last: dict[str, StepStats], 
         )
 
 
-def log_drift(logger: Logger | NullLogger, run: Run, last: dict[str, StepStats], step: int) -> None:
-    """--impl both: how far apart the two trajectories are after this step."""
+def log_chaos(logger: Logger | NullLogger, run: Run, last: dict[str, StepStats], step: int) -> None:
+    """--impl both: how far apart the two free-running trajectories are after this step, in log10.
+
+    Not an implementation error (see compare.training.agreement): the dynamics amplify rounding.
+    """
     manual, torch_engine = run.engines
-    logger.scalar("diff", "diff/loss", abs(last["manual"].loss - last["torch"].loss), step)
-    logger.scalar(
-        "diff", "diff/max_abs_param", max_param_diff(manual.numpy_params(), torch_engine.numpy_params()), step
-    )
+    loss_apart = abs(last["manual"].loss - last["torch"].loss)
+    params_apart = max_param_diff(manual.numpy_params(), torch_engine.numpy_params())
+    logger.scalar(BOTH_DIR, "chaos/loss", log10_or_floor(loss_apart), step)
+    logger.scalar(BOTH_DIR, "chaos/max_abs_param", log10_or_floor(params_apart), step)
+
+
+def log_agreement(logger: Logger | NullLogger, probe: AgreementProbe, batch: tuple, step: int) -> None:
+    """--impl both: manual against autograd on the manual engine's weights, state and this batch, in log10."""
+    agreement = probe.measure(*batch)
+    logger.scalar(BOTH_DIR, "agree/loss", log10_or_floor(agreement.loss), step)
+    logger.scalar(BOTH_DIR, "agree/grad_rel_max", log10_or_floor(agreement.grad_rel_max), step)
+    for name, value in agreement.grads.items():
+        logger.scalar(BOTH_DIR, f"agree/grad_rel/{name}", log10_or_floor(value), step)
+
+
+def agreement_probe(run: Run) -> AgreementProbe | None:
+    """The autograd twin that measures the implementation error (--impl both, rank 0, --agree-every > 0)."""
+    if run.config.impl != "both" or not run.is_main or run.config.agree_every == 0:
+        return None
+    from compare.training.agreement import AgreementProbe
+
+    return AgreementProbe(run.engines[0])
+
+
+def progress_postfix(run: Run, step: int, start_step: int, wall_seconds: float) -> str:
+    """'loss manual 2.101, torch 2.101 | 2,412 chars/s': each smooth loss by name, speed of the whole loop."""
+    config = run.config
+    losses = ", ".join(f"{name} {progress.smooth_loss:.3f}" for name, progress in run.progress.items())
+    speed = chars_per_sec(step - start_step, config.batch_size, config.seq_length, wall_seconds)
+    return f"loss {losses} | {speed:,.0f} chars/s"
 
 
 def train_steps(run: Run, logger: Logger | NullLogger, start_step: int, total_steps: int, stop: StopRequest) -> int:
     """The training loop, from ``start_step + 1``; returns the last step done."""
     config, engines, progress = run.config, run.engines, run.progress
     last: dict[str, StepStats] = {}  # impl name -> the StepStats of the step just done
+    eval_every = eval_interval(config, total_steps)
+    probe = agreement_probe(run)
+    started = time.perf_counter()
     # disable=None: a progress bar on a terminal only, so that the stderr of a script or a test holds
     # nothing but messages (an error is then exactly one line). Under torchrun, rank 0's bar only.
     progress_bar = tqdm(
@@ -236,6 +293,10 @@ def train_steps(run: Run, logger: Logger | NullLogger, start_step: int, total_st
                 engine.reset_hidden(config.batch_size)  # each epoch starts from h_0 = 0
         inputs, targets = run.batches.get_batch(index)
 
+        # implementation error: manual against autograd on identical weights, state and batch, before the update
+        if probe is not None and (step % config.agree_every == 0 or final):
+            log_agreement(logger, probe, (inputs, targets), step)
+
         # forward backward update, every engine on the same batch
         for engine in engines:
             stats = last[engine.name] = timed_step(engine, inputs, targets, progress[engine.name])
@@ -247,10 +308,10 @@ def train_steps(run: Run, logger: Logger | NullLogger, start_step: int, total_st
         if step % config.log_every == 0 or final:
             log_step(logger, run, last, step)
         if config.impl == "both":
-            log_drift(logger, run, last, step)
+            log_chaos(logger, run, last, step)
 
         # validation, and the best checkpoint
-        if run.val_batches is not None and (step % config.eval_every == 0 or final):
+        if run.val_batches is not None and (step % eval_every == 0 or final):
             for engine in engines:
                 if validate(engine, run.val_batches, progress[engine.name]):
                     check_before_saving(run, engine, step)
@@ -275,10 +336,9 @@ def train_steps(run: Run, logger: Logger | NullLogger, start_step: int, total_st
         if stop.requested:
             break
         if step % config.log_every == 0:
-            shown = progress[engines[0].name]
-            speed = chars_per_sec(step, config.batch_size, config.seq_length, shown.seconds)
-            progress_bar.set_postfix(
-                epoch=epoch, smooth_loss=f"{shown.smooth_loss:.3f}", refresh=False, chars_per_sec=f"{speed:.0f}"
+            wall_seconds = time.perf_counter() - started
+            progress_bar.set_postfix_str(
+                f"epoch {epoch} | {progress_postfix(run, step, start_step, wall_seconds)}", refresh=False
             )
     progress_bar.close()
     return step

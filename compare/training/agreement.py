@@ -1,0 +1,112 @@
+"""--impl both: the implementation error, measured on identical inputs, apart from the chaos.
+
+Two trajectories that start from the same weights drift apart: AdaGrad's first step moves each
+weight by about lr * g / (|g| + eps), so a rounding difference in a tiny gradient becomes a
+difference of lr in a weight, and the training dynamics amplify it from there. That drift
+(``chaos/*``) says nothing about whether the two implementations compute the same thing.
+
+The implementation error is measured here instead, on the *same* weights, state and batch:
+the manual engine's current parameters and hidden state go through both the hand-written
+forward/backward and autograd (torchref), and the two losses and gradients are compared:
+
+    agree/loss          log10 |L_manual - L_torch| / |L_torch|
+    agree/grad_rel_max  log10 max over parameters of max|g_manual - g_torch| / max|g_torch|
+    agree/grad_rel/<P>  the same for one parameter P (U, W, V, b, c, ...)
+
+In float64 these stay at rounding level (about 1e-15) for the whole run while the chaos grows.
+A relative difference of exactly 0 (bit-identical) is logged as LOG10_FLOOR.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+import manual
+
+if TYPE_CHECKING:
+    from compare.model.engines import Engine
+
+# torch is imported inside AgreementProbe: the training loop imports this module before the
+# corpus is read, and a bad --data must fail in a second, before torch is loaded.
+
+LOG10_FLOOR = -20.0  # log10 of an exact 0: far below any dtype's rounding (float64's is -15.7)
+
+
+@dataclass
+class Agreement:
+    """Relative differences (not log10) between manual and autograd on the same inputs."""
+
+    loss: float  # |L_manual - L_torch| / |L_torch|
+    grads: dict[str, float]  # parameter name -> max|g_manual - g_torch| / max|g_torch|
+
+    @property
+    def grad_rel_max(self) -> float:
+        return max(self.grads.values())
+
+
+def log10_or_floor(value: float) -> float:
+    """log10(value), LOG10_FLOOR for 0: TensorBoard cannot draw -inf."""
+    return math.log10(value) if value > 0 else LOG10_FLOOR
+
+
+def relative_difference(mine: np.ndarray, reference: np.ndarray) -> float:
+    """max|mine - reference| / max|reference| (0 when both are 0): a norm-wise relative error,
+    which stays meaningful where single entries of the reference are 0."""
+    scale = float(np.max(np.abs(reference)))
+    difference = float(np.max(np.abs(mine - reference)))
+    return difference / scale if scale > 0 else difference
+
+
+class AgreementProbe:
+    """An autograd twin of the manual engine that is fed the manual engine's own weights and state.
+
+    It has no optimizer and never trains: each measure() copies the weights in, so the torch
+    engine of the run (which follows its own trajectory) is left untouched.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        import torchref
+        from compare.model.engines import TORCH_DTYPES, ManualEngine
+        from compare.training.parallel_engine import DataParallelEngine
+
+        # Under torchrun the manual engine sits inside a DataParallelEngine and holds this rank's rows of the state.
+        self.share = engine.parallel if isinstance(engine, DataParallelEngine) else None
+        inner = engine.engine if isinstance(engine, DataParallelEngine) else engine
+        assert isinstance(inner, ManualEngine), "the probe follows the manual engine of --impl both"
+        self.engine = inner
+        torch_dtype = TORCH_DTYPES[np.dtype(inner.dtype).name]
+        self.model = torchref.CharRNN(inner.params, cell=inner.cell, dtype=torch_dtype)
+
+    def measure(self, inputs: np.ndarray, targets: np.ndarray) -> Agreement:
+        """Both losses and gradients on the manual engine's current weights and hidden state.
+
+        inputs, targets: (B, T) ids, the batch the next train_step will take. Call before it.
+        """
+        import torch
+
+        if self.share is not None:  # this rank's rows, the ones its hidden state belongs to
+            rows = self.share.rows(len(inputs))
+            inputs, targets = inputs[rows], targets[rows]
+        engine = self.engine
+        assert engine.hidden is not None, "the engine has a hidden state once training has started"
+        # the hand-written side, exactly as ManualEngine.train_step computes it (before clipping)
+        manual_loss, cache = manual.forward(engine.params, inputs, targets, engine.hidden, engine.cell)
+        manual_grads = manual.backward(cache)
+        # the autograd side, on the same weights and the same state
+        with torch.no_grad():
+            for name, param in self.model.named_parameters():
+                param.copy_(torch.from_numpy(engine.params[name]))
+        self.model.zero_grad(set_to_none=True)
+        state = torch.from_numpy(engine.hidden).to(self.model.W.dtype)
+        torch_loss, _ = self.model.loss(torch.from_numpy(inputs).long(), torch.from_numpy(targets).long(), state)
+        torch_loss.backward()
+        grads = {}
+        for name, param in self.model.named_parameters():
+            assert param.grad is not None, "every parameter enters the loss"
+            grads[name] = relative_difference(manual_grads[name], param.grad.numpy())
+        loss = relative_difference(np.asarray(manual_loss), torch_loss.detach().numpy())
+        return Agreement(loss, grads)
