@@ -13,18 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from compare.reporting.screenshots import CHROMIUM_ARGS  # noqa: F401  # the tests import it from here
+
 CHROMIUM = os.environ.get("BPTT_CHROMIUM", "/usr/bin/chromium")  # Debian's package; never `playwright install`
-# --no-sandbox: CI runs as root. The rest keep Chromium from reaching for the network, which is closed here.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def require_chromium() -> str:

@@ -85,7 +85,7 @@ def test_validation_runs_about_ten_times_when_not_told(tmp_path):
 def test_runs_without_a_name_get_short_numbered_names(tmp_path):
     for _ in range(2):
         train(parse_args(without_flag(train_argv(tmp_path, max_steps=2), "--run-name")))
-    assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == ["manual-rnn-h16-1", "manual-rnn-h16-2"]
+    assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == ["rnn-1", "rnn-2"]
 
 
 def test_the_comparison_layout_and_the_hparams_table(tmp_path):
@@ -107,11 +107,14 @@ def test_the_comparison_layout_and_the_hparams_table(tmp_path):
         settings = start.session_start_info.hparams
         assert set(settings) == {"impl", *HPARAMS}  # what tells runs apart, not paths, encodings or timeouts
         assert settings["impl"].string_value == impl and settings["hidden_size"].number_value == 16
-        experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
-        metric_tags = [metric.name.tag for metric in experiment.metric_infos]
-        assert metric_tags == ["loss/smooth", "loss/val"]  # the logged curves themselves
-        scalar_tags = events(run_dir / impl).Tags()["scalars"]
-        assert set(metric_tags) <= set(scalar_tags)
+        assert ("_hparams_/experiment" in content) == (impl == "manual")  # the columns: one run writes them
+    content = events(run_dir / "manual").PluginTagToContent("hparams")
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert [info.name for info in experiment.hparam_infos] == ["impl", *HPARAMS]  # impl first: it names the row
+    metric_tags = [metric.name.tag for metric in experiment.metric_infos]
+    assert metric_tags == ["loss/smooth", "loss/val"]  # the logged curves themselves
+    for impl in ("manual", "torch"):
+        assert set(metric_tags) <= set(events(run_dir / impl).Tags()["scalars"])
 
 
 def test_the_progress_bar_names_each_loss_and_counts_wall_time_speed():

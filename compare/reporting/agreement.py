@@ -1,4 +1,4 @@
-"""The agreement section: --impl both at the defaults, the implementation error apart from the chaos.
+"""The agreement and tensorboard sections: --impl both at the defaults, the implementation error apart from the chaos.
 
 One run per dtype, 500 steps at the default size. From what it logged (compare.training.agreement):
 the largest implementation error over the whole run (agree/*, measured on identical weights,
@@ -8,6 +8,7 @@ drawn by compare.plot from the float64 run.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from compare.reporting.runner import Block, Context
@@ -15,6 +16,7 @@ from compare.reporting.text import small, table
 from compare.reporting.training import drift_after, scalars, train
 from compare.training.config import TrainConfig
 
+BOARD_STEPS = 2000  # the run a new user tries first
 COST_STEPS = 3000  # long enough that the start-up (imports, corpus) is not most of the time
 AGREEMENT_STEPS = 500  # the issue's and docs/training.md's run: long enough for the chaos to pass 1e-6
 
@@ -79,3 +81,29 @@ def measuring_cost(ctx: Context) -> tuple[str, list]:
         f"{off:.1f} s without (`--agree-every 0`): {on / off:.2f}x, start-up included."
     )
     return sentence, commands
+
+
+def tensorboard(ctx: Context) -> list:
+    """docs/tensorboard.png: TensorBoard's comparison page after a short --impl both run, in headless Chromium."""
+    from compare.reporting.screenshots import CHROMIUM, chromium_page, open_tab, serving_tensorboard
+    from compare.training.logger import COMPARISON_CHARTS
+
+    steps = 40 if ctx.tiny else BOARD_STEPS
+    run_dir, shown, _ = train(ctx, "rnn-1", ["--impl", "both", "--max-steps", steps], ["--hidden-size", 8])
+    logdir = ctx.workdir / "board"
+    shutil.copytree(run_dir, logdir / run_dir.name)  # this run alone in TensorBoard's run list
+    try:
+        import playwright.sync_api  # noqa: F401  (only to know whether Chromium can be driven)
+    except ImportError:
+        return [Block("tensorboard", 'Not photographed: Playwright is missing (`pip install -e ".[dev]"`).', [shown])]
+    if not Path(CHROMIUM).is_file():
+        missing = f"Not photographed: no Chromium at {CHROMIUM} (apt-get install chromium)."
+        return [Block("tensorboard", missing, [shown])]
+    with serving_tensorboard(logdir) as url, chromium_page() as page:
+        open_tab(page, url, "custom_scalars", list(COMPARISON_CHARTS)[-1])
+        page.screenshot(path=str(ctx.docs / "tensorboard.png"), full_page=True)
+    body = (
+        f"docs/tensorboard.png: `tensorboard --logdir` on this {steps:,}-step run, CUSTOM SCALARS tab "
+        "(smoothing 0), photographed in headless Chromium."
+    )
+    return [Block("tensorboard", body, [shown, "tensorboard --logdir $TMP/board"])]

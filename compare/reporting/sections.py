@@ -67,6 +67,7 @@ SECTIONS = {
         Section("gradcheck", gradcheck, ("gradcheck", "gradcheck.steps"), "the original's Table 1, other steps"),
         Section("drift", training.drift, ("drift",), "float64 and float32 drift over 60 steps"),
         Section("agreement", agreement.agreement, ("agreement",), "implementation error and chaos, 500 steps"),
+        Section("tensorboard", agreement.tensorboard, ("tensorboard",), "TensorBoard after a short run, a screenshot"),
         Section("lossplot", training.lossplot, ("lossplot",), "docs/demo.md's 20,000-step run and loss.png"),
         Section("cells", cells.cells, ("cells", "cells.speed", "cells.divergence"), "rnn, lstm, gru"),
         Section("bench", benches.bench, ("bench", "bench.scaling"), "speed and scaling"),

@@ -186,7 +186,7 @@ def add_logging_flags(parser: CommandParser) -> None:
     logging.add_argument("--logdir", help="TensorBoard log root")
     logging.add_argument(
         "--run-name",
-        help="run directory under --logdir (default: <impl>-<cell>-h<H>-<n>, n the first number not yet taken)",
+        help="run directory under --logdir (default: <cell>-<n>, e.g. rnn-3: n is the first number not yet taken)",
     )
     logging.add_argument("--log-every", type=int, help="steps between scalar logs")
     logging.add_argument(

@@ -143,8 +143,12 @@ class Logger:
             with self.reporting(name):
                 self.writers[name].add_custom_scalars(layout)
 
-    def hparams(self, name: str, config: TrainConfig, metric_tags: list[str]) -> None:
-        """This implementation's row in the HParams table; the metrics are the last points of ``metric_tags``."""
+    def hparams(self, name: str, config: TrainConfig, metric_tags: list[str], columns: bool) -> None:
+        """This implementation's row in the HParams table; the metrics are the last points of ``metric_tags``.
+
+        ``columns``: also write the table's columns (the experiment), in HPARAMS order with impl first. Only
+        one run may: TensorBoard ignores them, and sorts the columns by name, when several runs write them.
+        """
         if self.failed:
             return
         from torch.utils.tensorboard.summary import hparams
@@ -156,7 +160,7 @@ class Logger:
         with self.reporting(name):
             file_writer = self.writers[name].file_writer
             assert file_writer is not None  # open until close()
-            for summary in (experiment, session_start, session_end):
+            for summary in (experiment, session_start, session_end) if columns else (session_start, session_end):
                 file_writer.add_summary(summary)
 
     def close(self) -> None:
@@ -189,7 +193,7 @@ class NullLogger:
     def layout(self, name: str, both: bool) -> None:
         pass
 
-    def hparams(self, name: str, config: TrainConfig, metric_tags: list[str]) -> None:
+    def hparams(self, name: str, config: TrainConfig, metric_tags: list[str], columns: bool) -> None:
         pass
 
     def close(self) -> None:

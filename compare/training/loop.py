@@ -56,12 +56,12 @@ def set_threads(threads: int | None) -> None:
 
 
 def default_run_name(config: TrainConfig) -> str:
-    """A short name that TensorBoard's run lists show whole: '<impl>-<cell>-h<H>-<n>', n the first free number.
+    """'<cell>-<n>', n the first number not taken: short enough that TensorBoard's run list and HParams
+    table show 'rnn-3/manual' whole (the settings are in the HParams columns and config.json).
 
     The directory is created here, so that two runs started at once never take the same name.
     """
-    layers = f"x{config.num_layers}" if config.num_layers > 1 else ""
-    stem = f"{config.impl}-{config.cell}{layers}-h{config.hidden_size}"
+    stem = config.cell
     logdir = Path(config.logdir)
     logdir.mkdir(parents=True, exist_ok=True)
     for number in itertools.count(1):
@@ -209,8 +209,8 @@ def open_logger(run: Run, start_step: int) -> Logger | NullLogger:
 def log_hparams(logger: Logger | NullLogger, run: Run) -> None:
     """Each implementation's settings for TensorBoard's HParams table; its metrics are the logged loss curves."""
     metrics = ["loss/smooth"] + (["loss/val"] if run.val_batches is not None else [])
-    for engine in run.engines:
-        logger.hparams(engine.name, run.config, metrics)
+    for index, engine in enumerate(run.engines):
+        logger.hparams(engine.name, run.config, metrics, columns=index == 0)
 
 
 def log_step(logger: Logger | NullLogger, run: Run, last: dict[str, StepStats], step: int) -> None:
