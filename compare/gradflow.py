@@ -54,7 +54,7 @@ def build_parser() -> CommandParser:
     model.add_argument(
         "--dtype", choices=["float32", "float64"], default=defaults.dtype, help="floating-point type of the measurement"
     )
-    model.add_argument("--data", help="UTF-8 text file (default: the built-in corpus)")
+    model.add_argument("--data", metavar="PATH", help="UTF-8 text file (default: the built-in corpus)")
     trained = parser.add_argument_group("trained weights")
     trained.add_argument(
         "--train-steps",

@@ -16,9 +16,11 @@ from problems import random_problem
 from tiny_runs import train_argv, write_corpus
 
 import manual
+from compare.data.corpus import Vocab
 from compare.gradflow import main as gradflow_main
 from compare.gradients.flow import Chunk, lag_below, logged_lags, manual_flow, max_relative_difference
 from compare.gradients.flow_autograd import autograd_flow
+from compare.model.checkpoint import load_checkpoint
 from compare.plotting.events import read_scalars
 from compare.training.config import parse_args
 from compare.training.loop import train
@@ -151,3 +153,22 @@ def test_the_train_flag_logs_the_curve_of_each_implementation(tmp_path):
 def test_without_the_flag_no_gradflow_scalars_are_logged(tmp_path):
     train(parse_args(train_argv(tmp_path, max_steps=2)))
     assert read_scalars(tmp_path / "runs" / "run" / "manual", ["gradflow/lag_below_1e-3"]) == {}
+
+
+def test_a_resume_may_change_the_flag_and_the_command_measures_the_checkpoint(tmp_path, capsys):
+    train(parse_args(train_argv(tmp_path, max_steps=2, cell="gru")))
+    train(parse_args(["--resume", str(tmp_path / "runs" / "run"), "--max-steps", "3", "--gradflow-every", "3"]))
+    logged = read_scalars(tmp_path / "runs" / "run" / "manual", ["gradflow/lag_below_1e-3"])
+    assert logged["gradflow/lag_below_1e-3"].steps == [3]
+
+    checkpoint = load_checkpoint(tmp_path / "runs" / "run" / "manual" / "latest.npz")
+    json_path = tmp_path / "flow.json"
+    argv = ["--checkpoint", str(tmp_path / "runs" / "run"), "--data", str(tmp_path / "corpus.txt")]
+    assert gradflow_main([*argv, "--seq-length", "6", "--json", str(json_path)]) == 0
+    curves = json.loads(json_path.read_text())["curves"]
+    assert [(curve["cell"], curve["state"]) for curve in curves] == [("gru", "init"), ("gru", "trained")]
+    tokens = Vocab(checkpoint.vocab).encode((tmp_path / "corpus.txt").read_text())
+    state0 = manual.zero_state("gru", 1, 1, 16)
+    chunk = Chunk(checkpoint.engine.params, tokens[None, :6].astype(np.int64), tokens[None, 1:7], state0, "gru")
+    assert curves[1]["manual"] == manual_flow(chunk).tolist()  # the checkpoint's weights, measured as they are
+    assert curves[0]["manual"] != curves[1]["manual"]
