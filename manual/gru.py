@@ -1,5 +1,7 @@
 """GRU cell: recurrence forward and hand-derived backward (BPTT), over a whole chunk.
 
+(``step_backward`` is one step of that backward alone, for the gradient flow of docs/gradflow.md.)
+
 PyTorch's variant (the reset gate multiplies W_n h_{t-1}, after the product; Cho et al.
 2014 apply it before), with no separate recurrent bias. Gates r, z, n stacked in the
 rows of U (3H, in), W (3H, H), b (3H,), and x_proj_t = b + U x_t (the caller's input

@@ -1,5 +1,7 @@
 """LSTM cell: recurrence forward and hand-derived backward (BPTT), over a whole chunk.
 
+(``step_backward`` is one step of that backward alone, for the gradient flow of docs/gradflow.md.)
+
 Gates in PyTorch's order i, f, g, o, stacked in the rows of U (4H, in), W (4H, H), b (4H,):
 
     a_t = [ai, af, ag, ao]_t = b + W h_{t-1} + U x_t    (x_proj_t = b + U x_t: the caller's input projection)

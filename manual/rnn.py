@@ -1,5 +1,7 @@
 """Vanilla RNN cell: recurrence forward and hand-derived backward (BPTT), over a whole chunk.
 
+(``step_backward`` is one step of that backward alone, for the gradient flow of docs/gradflow.md.)
+
     a_t = b + W h_{t-1} + U x_t        (x_proj_t = b + U x_t: the caller's input projection)
     h_t = tanh(a_t)
 
