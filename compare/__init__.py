@@ -4,6 +4,7 @@ Commands (``python -m compare.<name> --help`` lists each one's flags):
     train              train with --impl manual, torch or both; TensorBoard under runs/   docs/training.md
     sample             generate text from a checkpoint                                   docs/sampling.md
     gradcheck          the original write-up's Table 1: BPTT against every oracle         docs/gradcheck.md
+    gradflow           how far back a loss reaches: ||dL_T/dh_{T-k}|| per cell, two ways  docs/gradflow.md
     bench              speed and memory; --cells and --distributed for the other benches  docs/speed.md
     bench_cells        the same as bench --cells: rnn, lstm, gru at equal size            docs/cells.md
     bench_distributed  the same as bench --distributed: 1 and 2 processes                 docs/distributed.md
@@ -23,13 +24,15 @@ Subpackages (each imports only downward: never a command module):
                 divergence.py; summary.py; logger.py: TensorBoard; agreement.py: --impl both's implementation
                 error on identical inputs; stop.py: signals;
                 ranks.py, distributed.py, joining.py, parallel_engine.py: data parallelism on torch.distributed
-    gradients   methods.py: the oracles (centred, complex step, autograd); report.py: the check; table.py
+    gradients   methods.py: the oracles (centred, complex step, autograd); report.py: the check; table.py;
+                flow.py: gradient flow through time by hand (and its TensorBoard scalars); flow_autograd.py: the
+                same by autograd; flow_run.py: what compare.gradflow measures, init and trained
     benchmarks  suite.py: what bench runs; timing.py; report.py; flops.py: FLOP formulas, matmul peak;
                 naive.py: the min-char-rnn baseline; cells.py; distributed.py; memory.py
     serving     server.py + page.html: the demo's HTTP server (Starlette on uvicorn); connections.py: its
                 listening socket and connection timeouts
-    plotting    events.py: TensorBoard events read back; figure.py: the matplotlib figure
+    plotting    events.py: TensorBoard events read back; figure.py: the matplotlib figure; flow_figure.py: gradflow's
     reporting   markers.py: the generated blocks; provenance.py: commit, CPU, threads, load; runner.py;
-                text.py; training.py, agreement.py, cells.py, benches.py: the sections; sections.py: their list;
-                generate.py; screenshots.py: TensorBoard in headless Chromium
+                text.py; training.py, agreement.py, cells.py, benches.py, flow.py: the sections; sections.py: their
+                list; generate.py; screenshots.py: TensorBoard in headless Chromium
 """

@@ -1,5 +1,7 @@
 """GRU cell: recurrence forward and hand-derived backward (BPTT), over a whole chunk.
 
+(``step_backward`` is one step of that backward alone, for the gradient flow of docs/gradflow.md.)
+
 PyTorch's variant (the reset gate multiplies W_n h_{t-1}, after the product; Cho et al.
 2014 apply it before), with no separate recurrent bias. Gates r, z, n stacked in the
 rows of U (3H, in), W (3H, H), b (3H,), and x_proj_t = b + U x_t (the caller's input
@@ -98,3 +100,19 @@ def recurrence_backward(d_hidden: np.ndarray, cache: GRUCache) -> tuple[np.ndarr
     rows = steps * streams
     d_W = d_recurrent.reshape(rows, -1).T @ cache.hidden[:-1].reshape(rows, size)  # dW = sum_t d_rec_t h_{t-1}^T
     return d_x_proj, d_W
+
+
+def step_backward(d_state: np.ndarray, t: int, cache: GRUCache) -> np.ndarray:
+    """One step of the recursion above, alone: dL/dstate_{t-1} from dL/dstate_t, through step t only.
+
+    d_state: (1, B, H)  dL/dh_t, all of it (the output at t and the steps after t)
+    t:       1..T       the step that made h_t from h_{t-1} (cache.hidden[t] is h_t)
+    Returns  (1, B, H)  dL/dh_{t-1}: directly through z_t h_{t-1}, and through W h_{t-1} in r_t, z_t, n_t
+    """
+    r, z, n = np.split(cache.gates[t - 1], GATES, axis=1)  # r_t, z_t, n_t
+    d_h = d_state[0]
+    d_n_pre = d_h * (1 - z) * (1 - n**2)  # dn_t = dh_t (1 - z_t), through tanh' = 1 - n_t^2
+    d_r_pre = d_n_pre * cache.recurrent_n[t - 1] * r * (1 - r)  # dr_t = dn_pre_t (W_n h_{t-1}), through sigmoid'
+    d_z_pre = d_h * (cache.hidden[t - 1] - n) * z * (1 - z)  # dz_t = dh_t (h_{t-1} - n_t), through sigmoid'
+    d_recurrent = np.concatenate([d_r_pre, d_z_pre, d_n_pre * r], axis=1)  # dL/d(W h_{t-1}): r_t scales W_n h_{t-1}
+    return (d_h * z + d_recurrent @ cache.W)[None]  # dh_{t-1} = dh_t z_t + W^T d_rec_t

@@ -1,5 +1,7 @@
 """LSTM cell: recurrence forward and hand-derived backward (BPTT), over a whole chunk.
 
+(``step_backward`` is one step of that backward alone, for the gradient flow of docs/gradflow.md.)
+
 Gates in PyTorch's order i, f, g, o, stacked in the rows of U (4H, in), W (4H, H), b (4H,):
 
     a_t = [ai, af, ag, ao]_t = b + W h_{t-1} + U x_t    (x_proj_t = b + U x_t: the caller's input projection)
@@ -102,3 +104,26 @@ def recurrence_backward(d_hidden: np.ndarray, cache: LSTMCache) -> tuple[np.ndar
     rows = steps * streams
     d_W = d_x_proj.reshape(rows, -1).T @ cache.hidden[:-1].reshape(rows, size)  # dW = sum_t da_t h_{t-1}^T
     return d_x_proj, d_W
+
+
+def step_backward(d_state: np.ndarray, t: int, cache: LSTMCache) -> np.ndarray:
+    """One step of the recursion above, alone: dL/dstate_{t-1} from dL/dstate_t, through step t only.
+
+    d_state: (2, B, H)  [dL/dh_t (all of it), dL/ds_t through the steps after t only (f_{t+1} s_t)]
+    t:       1..T       the step that made (h_t, s_t) from (h_{t-1}, s_{t-1}) (cache.hidden[t] is h_t)
+    Returns  (2, B, H)  [dL/dh_{t-1} through a_t = b + W h_{t-1} + U x_t, dL/ds_{t-1} through s_t = f_t s_{t-1} + ...]
+    """
+    i, f, g, o = np.split(cache.gates[t - 1], GATES, axis=1)  # i_t, f_t, g_t, o_t
+    d_h, d_s_after = d_state
+    tanh_s = cache.tanh_cells[t - 1]  # tanh(s_t)
+    d_s = d_s_after + d_h * o * (1 - tanh_s**2)  # ds_t = from step t + 1 + dh_t o_t tanh'(s_t)
+    d_a = np.concatenate(
+        [
+            d_s * g * i * (1 - i),  # dai_t = ds_t g_t sigmoid'(ai_t)
+            d_s * cache.cells[t - 1] * f * (1 - f),  # daf_t = ds_t s_{t-1} sigmoid'(af_t)
+            d_s * i * (1 - g**2),  # dag_t = ds_t i_t tanh'(ag_t)
+            d_h * tanh_s * o * (1 - o),  # dao_t = dh_t tanh(s_t) sigmoid'(ao_t)
+        ],
+        axis=1,
+    )
+    return np.stack([d_a @ cache.W, d_s * f])  # dh_{t-1} = W^T da_t; ds_{t-1} = ds_t f_t

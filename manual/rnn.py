@@ -1,5 +1,7 @@
 """Vanilla RNN cell: recurrence forward and hand-derived backward (BPTT), over a whole chunk.
 
+(``step_backward`` is one step of that backward alone, for the gradient flow of docs/gradflow.md.)
+
     a_t = b + W h_{t-1} + U x_t        (x_proj_t = b + U x_t: the caller's input projection)
     h_t = tanh(a_t)
 
@@ -77,3 +79,14 @@ def recurrence_backward(d_hidden: np.ndarray, cache: RNNCache) -> tuple[np.ndarr
     rows = steps * streams
     d_W = d_x_proj.reshape(rows, size).T @ cache.hidden[:-1].reshape(rows, size)  # dW = sum_t da_t h_{t-1}^T
     return d_x_proj, d_W
+
+
+def step_backward(d_state: np.ndarray, t: int, cache: RNNCache) -> np.ndarray:
+    """One step of the recursion above, alone: dL/dstate_{t-1} from dL/dstate_t, through step t only.
+
+    d_state: (1, B, H)  dL/dh_t, all of it (the output at t and the steps after t)
+    t:       1..T       the step that made h_t from h_{t-1} (cache.hidden[t] is h_t)
+    Returns  (1, B, H)  dL/dh_{t-1} through a_t = b + W h_{t-1} + U x_t: W^T (dh_t * (1 - h_t^2))
+    """
+    d_a = d_state[0] * (1 - cache.hidden[t] ** 2)  # da_t = dh_t * tanh'(a_t)
+    return (d_a @ cache.W)[None]  # dh_{t-1} = W^T da_t

@@ -354,6 +354,7 @@ CONFIG_TYPES: dict[str, tuple[Callable[[object], bool], ...]] = {
             "sample_every",
             "sample_length",
             "checkpoint_every",
+            "gradflow_every",
         ),
         (is_int,),
     ),
@@ -368,7 +369,12 @@ TYPE_NAMES: dict[Callable[[object], bool], str] = {
 }
 REQUIRED_CONFIG = ("hidden_size", "batch_size", "lr", "clip")  # the shapes, and what sampling reads
 # Settings added after format version 1 was first written, and what a checkpoint without them meant.
-CONFIG_ADDED_LATER = {"cell": "rnn", "num_layers": 1, "val_max_chars": 0}  # 0: validated on all the held-out text
+CONFIG_ADDED_LATER = {
+    "cell": "rnn",
+    "num_layers": 1,
+    "val_max_chars": 0,  # 0: validated on all the held-out text
+    "gradflow_every": 0,  # 0: no gradient-flow scalars
+}
 POSITIVE_CONFIG = ("hidden_size", "num_layers", "batch_size", "seq_length")
 PROGRESS_TYPES: dict[str, tuple[Callable[[object], bool], ...]] = {
     "smooth_loss": (is_number,),

@@ -6,6 +6,7 @@ runner.py      run one documented command in a scratch directory, and the Block 
 text.py        the small formatting helpers the sections share (durations, numbers, code fences)
 training.py    the sections that train: quickstart, samples, drift, lossplot, cells
 benches.py     the sections that time: bench, memory, the cells' speed, distributed
+flow.py        the gradflow section: compare.gradflow's lag table and docs/gradflow.png
 sections.py    the list of sections, what each one needs, the gradcheck section
 generate.py    the whole run: read the docs, run the sections, write (or diff, or check) the blocks
 """

@@ -41,6 +41,7 @@ RESUME_MAY_CHANGE = frozenset(
         "sample_every",
         "sample_length",
         "checkpoint_every",
+        "gradflow_every",
         "resume",
         "device",
         "dist_timeout",
@@ -77,6 +78,7 @@ class TrainConfig:
     agree_every: int = AGREE_EVERY  # --impl both: steps between implementation-error measurements; 0: never
     sample_every: int = 5000
     sample_length: int = 200
+    gradflow_every: int = 0  # steps between gradient-flow scalars (compare.gradients.flow); 0: never
     checkpoint_every: int = 1000
     resume: str | None = None  # a run directory or checkpoint file to continue from
 
@@ -202,6 +204,12 @@ def add_logging_flags(parser: CommandParser) -> None:
     )
     logging.add_argument("--sample-every", type=int, help="steps between text samples written to TensorBoard")
     logging.add_argument("--sample-length", type=int, help="characters in each text sample")
+    logging.add_argument(
+        "--gradflow-every",
+        type=int,
+        help="steps between gradflow/* scalars: how far back the batch's last-step loss reaches "
+        "(docs/gradflow.md); 0 turns them off",
+    )
 
 
 def add_checkpoints_flags(parser: CommandParser) -> None:
@@ -259,6 +267,8 @@ def config_problem(config: TrainConfig) -> str | None:
             )
     if not (math.isfinite(config.lr) and config.lr > 0):  # also rejects nan and inf
         return f"--lr must be a positive number, got {config.lr} (the default is {defaults.lr})"
+    if config.gradflow_every < 0:
+        return f"--gradflow-every must be >= 0 (0 turns it off), got {config.gradflow_every}"
     if not config.clip >= 0:
         return f"--clip must be >= 0 (0 turns clipping off), got {config.clip}"
     if config.agree_every < 0:

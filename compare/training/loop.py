@@ -22,6 +22,7 @@ from tqdm import tqdm
 from compare.cli.errors import UsageError
 from compare.data.corpus import StreamBatches
 from compare.data.inputs import check_writable_directory, load_corpus
+from compare.gradients.flow import log_gradient_flow
 from compare.model.checkpoint import BEST, RunProgress
 from compare.model.init import init_params
 from compare.model.sampling import sample_text
@@ -309,6 +310,9 @@ def train_steps(run: Run, logger: Logger | NullLogger, start_step: int, total_st
             log_step(logger, run, last, step)
         if config.impl == "both":
             log_chaos(logger, run, last, step)
+        if config.gradflow_every and step % config.gradflow_every == 0 and isinstance(logger, Logger):
+            for engine in engines:  # how far back this batch's last-step loss reaches, per implementation's weights
+                log_gradient_flow(logger, engine.name, engine.numpy_params(), inputs, targets, config.cell, step)
 
         # validation, and the best checkpoint
         if run.val_batches is not None and (step % eval_every == 0 or final):
