@@ -25,6 +25,7 @@ from compare.training.config import parse_args
 from compare.training.loop import train
 from compare.training.ranks import cli_prog, is_main_process
 from compare.training.stop import StopRequest
+from compare.training.summary import SAMPLE_TEMPERATURE, next_commands
 
 PROG = "python -m compare.train"
 
@@ -42,7 +43,10 @@ def print_summary(summary: dict[str, Any]) -> None:
             f"{result['chars_per_sec']:,.0f} chars/s"
         )
     for name, result in summary["impls"].items():
-        print(f"\n--- sample ({name}, temperature 0.8) ---\n{result['sample']}")
+        print(f"\n--- sample ({name}, temperature {SAMPLE_TEMPERATURE}) ---\n{result['sample']}")
+    print("\nnext:")
+    for command in next_commands(summary):
+        print(f"  {command}")
 
 
 def main(argv: list[str] | None = None) -> int:

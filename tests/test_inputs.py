@@ -34,7 +34,7 @@ def settings(data: Path | str | None, **overrides) -> SimpleNamespace:
     config = TrainConfig(data=None if data is None else str(data))
     values = {
         name: getattr(config, name)
-        for name in ("data", "encoding", "errors", "val_frac", "val_max_chars", "batch_size", "seq_length")
+        for name in ("data", "corpus", "encoding", "errors", "val_frac", "val_max_chars", "batch_size", "seq_length")
     }
     values.update(overrides)
     return SimpleNamespace(**values)
