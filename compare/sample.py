@@ -14,8 +14,8 @@ import sys
 from compare.cli.errors import UsageError, run_cli
 from compare.cli.parser import CommandParser
 from compare.model.checkpoint import BEST, LATEST
-from compare.model.newest import NEWEST_RULE, checkpoint_or_newest
 from compare.model.generate import SampleConfig, generate_from_checkpoint
+from compare.model.newest import NEWEST_RULE, checkpoint_or_newest
 from compare.model.sampling import MAX_SAMPLE_LENGTH
 
 PROG = "python -m compare.sample"

@@ -13,18 +13,9 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = os.environ.get("BPTT_CHROMIUM", "/usr/bin/chromium")  # Debian's package; never `playwright install`
-# --no-sandbox: CI runs as root. The rest keep Chromium from reaching for the network, which is closed here.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from compare.reporting.browser import chromium_path
+
+CHROMIUM = chromium_path()  # Debian's package; never `playwright install`
 
 
 def require_chromium() -> str:

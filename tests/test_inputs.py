@@ -144,7 +144,7 @@ MEASURE = textwrap.dedent(
 
     baseline = peak()
     settings = types.SimpleNamespace(data=sys.argv[1], encoding="utf-8", errors="strict", val_frac=0.05,
-                                     val_max_chars=100_000, batch_size=1, seq_length=25)
+                                     val_max_chars=100_000, batch_size=1, seq_length=25, corpus="prose")
     corpus = load_corpus(settings)
     print(peak() - baseline)
     """

@@ -217,9 +217,7 @@ class Corpus:
     val_tokens: np.ndarray  # empty with --val-frac 0
 
 
-def read_encoded(
-    path: str | None, encoding: str = "utf-8", errors: str = "strict", corpus: str = PROSE
-) -> EncodedText:
+def read_encoded(path: str | None, encoding: str = "utf-8", errors: str = "strict", corpus: str = PROSE) -> EncodedText:
     """Vocabulary, token ids and digest of --data (the built-in corpus ``corpus`` when None), or UsageError.
 
     A file is streamed through ``encode_file``: it is never held as one str, so the peak is

@@ -13,9 +13,9 @@ learns first. ``prose_corpus`` keeps the sentences:
    2+ letters, under 85% letters and spaces, or a call: ``object.__init__(self[, ...])``);
 3. a heading keeps its title and loses its underline;
 4. every kept block (each list item on its own) is re-flowed: whitespace collapsed to one
-   space, the emphasis marks of ``*word*`` and ``**word**`` removed, curly quotes, dashes, the ellipsis and ``ß`` spelled
-   in ASCII, any other character outside printable ASCII removed (a byte order mark
-   included), then wrapped at 72 columns;
+   space, the emphasis marks of ``*word*`` and ``**word**`` removed, curly quotes, dashes,
+   the ellipsis and ``ß`` spelled in ASCII, any other character outside printable ASCII
+   removed (a byte order mark included), then wrapped at 72 columns;
 5. paragraphs are joined by a blank line;
 6. a character that occurs fewer than MIN_COUNT (20) times in the result is removed, or
    lowercased if it is a capital letter whose lowercase is common (``J`` becomes ``j``).
@@ -35,6 +35,7 @@ import re
 import sys
 import textwrap
 import unicodedata
+from typing import Any
 
 WIDTH = 72  # columns of the re-flowed paragraphs
 MIN_WORDS = 4  # a kept block has at least this many words of two or more letters
@@ -100,9 +101,7 @@ def opens_literal(block: list[str], previous: list[str] | None) -> bool:
 
 
 def is_table(block: list[str]) -> bool:
-    return any(
-        line.lstrip().startswith(("+-", "+=", "|")) or SIMPLE_TABLE_RULE.match(line.strip()) for line in block
-    )
+    return any(line.lstrip().startswith(("+-", "+=", "|")) or SIMPLE_TABLE_RULE.match(line.strip()) for line in block)
 
 
 def is_code(block: list[str]) -> bool:
@@ -163,11 +162,15 @@ def topic_paragraphs(topic: str) -> list[str]:
 
 
 def without_rare_characters(text: str) -> str:
-    """``text`` with each character seen fewer than MIN_COUNT times removed (a capital letter: lowercased)."""
+    """``text`` with each character seen fewer than MIN_COUNT times removed (a capital letter: lowercased).
+
+    The spaces a removed character leaves are collapsed to one, as the re-flow left them.
+    """
     counts = collections.Counter(text)
     rare = {char for char, count in counts.items() if count < MIN_COUNT}
     spelling = {char: char.lower() if char.isupper() and counts[char.lower()] >= MIN_COUNT else "" for char in rare}
-    return "".join(spelling.get(char, char) for char in text)
+    kept = "".join(spelling.get(char, char) for char in text)
+    return "\n".join(" ".join(line.split()) for line in kept.split("\n"))  # "P1 | P2" left "P1  P2"
 
 
 def prose_corpus() -> str:
@@ -178,7 +181,7 @@ def prose_corpus() -> str:
     return without_rare_characters(text)
 
 
-def corpus_facts(text: str) -> dict[str, object]:
+def corpus_facts(text: str) -> dict[str, Any]:
     """What the docs say of a corpus: size, distinct characters, digest of the UTF-8 bytes."""
     return {
         "python": platform.python_version(),

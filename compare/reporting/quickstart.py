@@ -106,7 +106,7 @@ def corpus_facts(python: str) -> dict:
 
 
 def corpus_table() -> str:
-    """The prose corpus under each Python here, and the pydoc topics whole (``--corpus pydoc-topics``) under this one."""
+    """The prose corpus under each Python here; the pydoc topics whole (``--corpus pydoc-topics``) under this one."""
     from compare.data.corpus import pydoc_topics
     from compare.data.prose import corpus_facts as facts_of
 
@@ -147,3 +147,22 @@ def prose(ctx: Context) -> list:
         "(`|`, `+`, `-`, `=`) of the 500-character sample (temperature 0.8) that the run printed at its end."
     )
     return [Block("prose", body, [command])]
+
+
+def demo(ctx: Context) -> list:
+    """docs/demo.png: the demo page on the quick-start run, after Generate, taken in headless Chromium."""
+    from compare.reporting.browser import Generation, browser_missing, demo_screenshot
+
+    run_dir = ctx.results[QUICKSTART_RUN]
+    generation = Generation(length=120) if ctx.tiny else Generation()
+    command = ctx.show("compare.demo", ["--checkpoint", run_dir])
+    missing = browser_missing()
+    if missing:
+        return [Block("demo", f"docs/demo.png was not redrawn: {missing}.", [command])]
+    demo_screenshot(run_dir, ctx.docs / "demo.png", generation)
+    body = (
+        f"![The demo page after Generate](demo.png)\n\n*The quick-start run ({QUICKSTART_RUN}; the page shows its "
+        f"step and validation loss), randomness {generation.temperature}, {generation.length} characters, "
+        f'prime "{generation.prime}", seed {generation.seed}: the page in headless Chromium, drawn by the report.*'
+    )
+    return [Block("demo", body, [command])]

@@ -128,9 +128,7 @@ def add_implementation_flags(parser: CommandParser) -> None:
 
 def add_data_flags(parser: CommandParser) -> None:
     data = parser.add_argument_group("data")
-    data.add_argument(
-        "--data", help="UTF-8 text file to train on (default: the built-in corpus that --corpus names)"
-    )
+    data.add_argument("--data", help="UTF-8 text file to train on (default: the built-in corpus that --corpus names)")
     data.add_argument(
         "--corpus",
         choices=BUILTIN_CORPORA,
