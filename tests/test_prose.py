@@ -41,6 +41,9 @@ Back at the first level, this paragraph is prose again and it stays.
 | "x + y"   | the sum |
 +-----------+---------+
 
+| the rows of a table without its rules are a table still, however wordy |
+| and so is this second row of words, which would read like a sentence  |
+
 =======  =======
 simple   table
 =======  =======
