@@ -16,7 +16,7 @@ from browser import require_chromium
 from tiny_runs import train_argv
 
 from compare.model.generate import SampleConfig, generate_from_checkpoint
-from compare.reporting.browser import Generation, chromium, demo_screenshot, demo_server, open_page
+from compare.reporting.browser import Generation, chromium, demo_server, open_page, screenshot_on
 from compare.training.config import parse_args
 from compare.training.loop import train
 
@@ -107,11 +107,10 @@ def test_a_bad_prime_shows_the_server_message(page, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_report_screenshot_shows_the_text_compare_sample_prints(run_dir, tmp_path):
-    require_chromium()
+def test_the_report_screenshot_shows_the_text_compare_sample_prints(browser, run_dir, tmp_path):
     out = tmp_path / "demo.png"
     generation = Generation(length=120, prime="the ", seed=4)
-    text = demo_screenshot(run_dir, out, generation)  # what the report's demo section runs
+    text = screenshot_on(browser, run_dir, out, generation)  # what the report's demo section runs in its Chromium
     cli = generate_from_checkpoint(
         SampleConfig(checkpoint=str(run_dir), length=120, temperature=0.8, prime="the ", seed=4)
     )

@@ -114,11 +114,20 @@ def generate_on_page(page: Any, generation: Generation) -> str:
     return page.text_content("#output-text") or ""
 
 
-def demo_screenshot(checkpoint: str | Path, out: Path, generation: Generation) -> str:
-    """Serve ``checkpoint``, generate ``generation`` on the page, save a full-page PNG at ``out``; the text."""
-    with demo_server(checkpoint) as url, chromium() as browser:
+def screenshot_on(browser: Any, checkpoint: str | Path, out: Path, generation: Generation) -> str:
+    """Serve ``checkpoint``, generate ``generation`` on a page of ``browser``, save a full-page PNG at ``out``.
+
+    Returns the generated text (without the prime).
+    """
+    with demo_server(checkpoint) as url:
         page = open_page(browser, url)
         text = generate_on_page(page, generation)
         page.screenshot(path=str(out), full_page=True)
         page.close()
     return text
+
+
+def demo_screenshot(checkpoint: str | Path, out: Path, generation: Generation) -> str:
+    """``screenshot_on`` in a Chromium of its own: what the report's demo section runs."""
+    with chromium() as browser:
+        return screenshot_on(browser, checkpoint, out, generation)
