@@ -9,8 +9,10 @@
 Each implementation logs to ``<logdir>/<run-name>/<impl>`` with the same tags, so
 TensorBoard overlays the two curves; ``--impl both`` also logs the drift between
 them to ``<logdir>/<run-name>/diff``. Each implementation's directory also gets the
-checkpoints ``latest.npz`` and ``best.npz``. Ctrl-C or SIGTERM finishes the current
-step, saves ``latest.npz`` and exits with 130 or 143. The loop is compare.training.loop.
+checkpoints ``latest.npz`` and ``best.npz``. A finished run prints its losses, a sample
+and the next three commands for it (TensorBoard, compare.sample, compare.demo). Ctrl-C
+or SIGTERM finishes the current step, saves ``latest.npz`` and exits with 130 or 143.
+The loop is compare.training.loop.
 """
 
 from __future__ import annotations

@@ -129,3 +129,20 @@ def test_final_sample_is_the_sample_train_printed():
     sample = ("word  " * 100)[:SAMPLE_LENGTH]
     stdout = f"\nrun directory: runs/x  (3 steps)\n\n--- sample (manual, temperature 0.8) ---\n{sample}\n\nnext:\n  a\n"
     assert final_sample(stdout) == sample
+
+
+def test_the_corpus_is_recorded_and_a_resume_keeps_it(tmp_path, capsys):
+    from compare import train
+    from compare.model.checkpoint import load_checkpoint
+
+    common = ["--hidden-size", "8", "--logdir", str(tmp_path), "--run-name", "old", "--checkpoint-every", "1"]
+    assert train.main(["--corpus", PYDOC_TOPICS, "--max-steps", "2", *common]) == 0
+    checkpoint = load_checkpoint(tmp_path / "old" / "manual" / "latest.npz")
+    assert checkpoint.config["corpus"] == PYDOC_TOPICS and len(checkpoint.vocab) > 100  # the topics' 103
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:  # the parser's one-line error
+        train.main(["--resume", str(tmp_path / "old"), "--corpus", PROSE, "--max-steps", "3"])
+    assert refused.value.code == 2
+    assert "--corpus prose (checkpoint: pydoc-topics)" in capsys.readouterr().err
+    assert train.main(["--resume", str(tmp_path / "old"), "--max-steps", "3"]) == 0  # the same text: same digest
+    assert load_checkpoint(tmp_path / "old" / "manual" / "latest.npz").step == 3
