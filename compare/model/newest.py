@@ -42,7 +42,7 @@ def newest_run(logdir: str | Path) -> Path:
                 written[run_dir] = when
     if not written:
         raise UsageError(
-            f"no run with a checkpoint under {logdir}/; train one first with `{TRAIN_COMMAND}`, "
+            f"no run with a checkpoint under {logdir}/; train one first with {TRAIN_COMMAND}, "
             "or pass --checkpoint (or --logdir)"
         )
     return max(written, key=lambda run_dir: written[run_dir])
