@@ -89,4 +89,5 @@ def test_no_run_at_all_is_one_line_that_gives_the_training_command(tmp_path, cap
     assert command.main(["--logdir", str(tmp_path / logdir)]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1, captured.err
-    assert "no run with a checkpoint under" in captured.err and "train one first with python -m compare.train," in captured.err
+    assert "no run with a checkpoint under" in captured.err
+    assert "train one first with python -m compare.train," in captured.err

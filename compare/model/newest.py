@@ -15,9 +15,7 @@ from compare.cli.errors import UsageError
 from compare.model.checkpoint import BEST, IMPL_DIRS, LATEST
 
 TRAIN_COMMAND = "python -m compare.train"
-NEWEST_RULE = (
-    "without --checkpoint: the newest run under --logdir, the one whose latest.npz or best.npz was written last"
-)
+NEWEST_RULE = "the newest run under --logdir: the one whose latest.npz or best.npz was written last"
 
 
 def last_written(run_dir: Path) -> int | None:
