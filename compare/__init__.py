@@ -15,10 +15,11 @@ Commands (``python -m compare.<name> --help`` lists each one's flags):
 
 Subpackages (each imports only downward: never a command module):
     cli         parser.py: the one argument parser (one-line errors, --debug); errors.py: run_cli, exit codes
-    data        corpus.py: vocabulary, batches, built-in corpus, text digest; inputs.py: checks on --data
+    data        corpus.py: vocabulary, batches, built-in corpus, text digest; prose.py: the built-in prose
+                corpus; inputs.py: checks on --data
     model       init.py: the shared initializer; state.py: what an engine exports; engines.py: both
                 implementations behind one step; sampling.py; generate.py: text from a checkpoint;
-                checkpoint.py: the .npz format
+                checkpoint.py: the .npz format; newest.py: the newest run, without --checkpoint
     training    config.py: TrainConfig and its flags; loop.py: the training loop; run.py: save and restore;
                 rundir.py: where a run writes, its lock, leftovers of a killed save; validation.py;
                 divergence.py; summary.py; logger.py: TensorBoard; agreement.py: --impl both's implementation
@@ -33,6 +34,7 @@ Subpackages (each imports only downward: never a command module):
                 listening socket and connection timeouts
     plotting    events.py: TensorBoard events read back; figure.py: the matplotlib figure; flow_figure.py: gradflow's
     reporting   markers.py: the generated blocks; provenance.py: commit, CPU, threads, load; runner.py;
-                text.py; training.py, agreement.py, cells.py, benches.py, flow.py: the sections; sections.py: their
-                list; generate.py; screenshots.py: TensorBoard in headless Chromium
+                text.py; quickstart.py, training.py, agreement.py, cells.py, benches.py, flow.py: the sections;
+                sections.py: their list; generate.py; browser.py: the demo page in headless Chromium (docs/demo.png);
+                screenshots.py: TensorBoard in headless Chromium (docs/tensorboard.png)
 """

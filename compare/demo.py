@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from compare.cli.errors import UsageError, run_cli
 from compare.cli.parser import CommandParser
 from compare.model.checkpoint import BEST, LATEST
+from compare.model.newest import NEWEST_RULE, checkpoint_or_newest
 from compare.serving.server import DemoServer, load_demo_model
 
 PROG = "python -m compare.demo"
@@ -23,7 +24,7 @@ PROG = "python -m compare.demo"
 
 @dataclass
 class DemoConfig:
-    checkpoint: str
+    checkpoint: str  # --checkpoint, or the newest run under --logdir (compare.model.newest)
     host: str = "127.0.0.1"
     port: int = 8000
 
@@ -33,8 +34,12 @@ def parse_args(argv: list[str] | None = None) -> DemoConfig:
     model = parser.add_argument_group("model")
     model.add_argument(
         "--checkpoint",
-        required=True,
-        help=f"a checkpoint file, or a run directory (runs/<run> or runs/<run>/<impl>): its {BEST}, else its {LATEST}",
+        default=None,
+        help=f"a checkpoint file, or a run directory (runs/<run> or runs/<run>/<impl>): its {BEST}, else its "
+        f"{LATEST} (default: {NEWEST_RULE})",
+    )
+    model.add_argument(
+        "--logdir", default="runs", help="where to look for the newest run without --checkpoint (default: %(default)s)"
     )
     server = parser.add_argument_group("server")
     server.add_argument(
@@ -43,10 +48,11 @@ def parse_args(argv: list[str] | None = None) -> DemoConfig:
     server.add_argument(
         "--port", type=int, default=DemoConfig.port, help="TCP port; 0 picks a free one (default: %(default)s)"
     )
-    config = DemoConfig(**vars(parser.parse_args(argv)))
-    if not 0 <= config.port <= 65535:
-        parser.error(f"--port must be between 0 and 65535, got {config.port}")
-    return config
+    args = vars(parser.parse_args(argv))
+    if not 0 <= args["port"] <= 65535:
+        parser.error(f"--port must be between 0 and 65535, got {args['port']}")
+    args["checkpoint"] = checkpoint_or_newest(args["checkpoint"], args.pop("logdir"))  # after the flags' checks
+    return DemoConfig(**args)
 
 
 def main(argv: list[str] | None = None) -> int:

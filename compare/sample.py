@@ -15,6 +15,7 @@ from compare.cli.errors import UsageError, run_cli
 from compare.cli.parser import CommandParser
 from compare.model.checkpoint import BEST, LATEST
 from compare.model.generate import SampleConfig, generate_from_checkpoint
+from compare.model.newest import NEWEST_RULE, checkpoint_or_newest
 from compare.model.sampling import MAX_SAMPLE_LENGTH
 
 PROG = "python -m compare.sample"
@@ -28,8 +29,12 @@ def parse_args(argv: list[str] | None = None) -> SampleConfig:
     model = parser.add_argument_group("model")
     model.add_argument(
         "--checkpoint",
-        required=True,
-        help=f"a checkpoint file, or a run directory (runs/<run> or runs/<run>/<impl>): its {BEST}, else its {LATEST}",
+        default=None,
+        help=f"a checkpoint file, or a run directory (runs/<run> or runs/<run>/<impl>): its {BEST}, else its "
+        f"{LATEST} (default: {NEWEST_RULE})",
+    )
+    model.add_argument(
+        "--logdir", default="runs", help="where to look for the newest run without --checkpoint (default: %(default)s)"
     )
     model.add_argument(
         "--impl",
@@ -60,13 +65,16 @@ def parse_args(argv: list[str] | None = None) -> SampleConfig:
     generation.add_argument(
         "--seed", type=int, default=SampleConfig.seed, help="seed of the random draws (default: %(default)s)"
     )
-    config = SampleConfig(**vars(parser.parse_args(argv)))
+    args = vars(parser.parse_args(argv))
+    logdir = args.pop("logdir")
+    config = SampleConfig(**args)
     if not 1 <= config.length <= MAX_SAMPLE_LENGTH:
         parser.error(f"--length must be between 1 and {MAX_SAMPLE_LENGTH:,} characters, got {config.length:,}")
     if not config.temperature >= 0:  # also catches nan
         parser.error(f"--temperature must be >= 0 (0 means always the most likely character), got {config.temperature}")
     if config.top_k is not None and config.top_k < 1:
         parser.error(f"--top-k must be a positive number of characters, got {config.top_k}")
+    config.checkpoint = checkpoint_or_newest(config.checkpoint, logdir)  # after the flags: a typo fails first
     return config
 
 

@@ -9,8 +9,10 @@
 Each implementation logs to ``<logdir>/<run-name>/<impl>`` with the same tags, so
 TensorBoard overlays the two curves; ``--impl both`` also logs the drift between
 them to ``<logdir>/<run-name>/diff``. Each implementation's directory also gets the
-checkpoints ``latest.npz`` and ``best.npz``. Ctrl-C or SIGTERM finishes the current
-step, saves ``latest.npz`` and exits with 130 or 143. The loop is compare.training.loop.
+checkpoints ``latest.npz`` and ``best.npz``. A finished run prints its losses, a sample
+and the next three commands for it (TensorBoard, compare.sample, compare.demo). Ctrl-C
+or SIGTERM finishes the current step, saves ``latest.npz`` and exits with 130 or 143.
+The loop is compare.training.loop.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from compare.training.config import parse_args
 from compare.training.loop import train
 from compare.training.ranks import cli_prog, is_main_process
 from compare.training.stop import StopRequest
+from compare.training.summary import SAMPLE_TEMPERATURE, next_commands
 
 PROG = "python -m compare.train"
 
@@ -42,7 +45,10 @@ def print_summary(summary: dict[str, Any]) -> None:
             f"{result['chars_per_sec']:,.0f} chars/s"
         )
     for name, result in summary["impls"].items():
-        print(f"\n--- sample ({name}, temperature 0.8) ---\n{result['sample']}")
+        print(f"\n--- sample ({name}, temperature {SAMPLE_TEMPERATURE}) ---\n{result['sample']}")
+    print("\nnext:")
+    for command in next_commands(summary):
+        print(f"  {command}")
 
 
 def main(argv: list[str] | None = None) -> int:

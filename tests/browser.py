@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from compare.reporting.screenshots import CHROMIUM_ARGS  # noqa: F401  # the tests import it from here
+from compare.reporting.browser import chromium_path
 
-CHROMIUM = os.environ.get("BPTT_CHROMIUM", "/usr/bin/chromium")  # Debian's package; never `playwright install`
+CHROMIUM = chromium_path()  # Debian's package; never `playwright install`
 
 
 def require_chromium() -> str:

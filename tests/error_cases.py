@@ -394,6 +394,15 @@ CASES = [
         2,
         "no such checkpoint file or run directory",
     ),
+    sample_case(
+        "no-run",
+        "Checkpoints",
+        "no `--checkpoint`, and no run under `--logdir`",
+        lambda d: ["--logdir", "no-runs"],
+        2,
+        "no run with a checkpoint under no-runs/",
+        "train one first with python -m compare.train,",
+    ),
     train_case(
         "resume-missing",
         "Checkpoints",

@@ -229,12 +229,13 @@ def test_a_member_shorter_than_its_declared_shape_is_unreadable(tmp_path):
 
 def test_an_old_checkpoint_without_the_later_settings_gets_their_old_values(tmp_path):
     def old(header):
-        for key in ("cell", "num_layers", "val_max_chars"):
+        for key in ("cell", "num_layers", "val_max_chars", "corpus"):
             header["config"].pop(key)
 
     checkpoint = load_checkpoint(rewritten(saved(tmp_path), edit_header=old))
     assert checkpoint.config["cell"] == "rnn" and checkpoint.config["num_layers"] == 1
     assert checkpoint.config["val_max_chars"] == 0  # it validated on the whole held-out split
+    assert checkpoint.config["corpus"] == "pydoc-topics"  # the one built-in corpus there was
 
 
 def test_every_setting_has_a_checked_type():

@@ -158,6 +158,7 @@ def test_help_documents_every_flag(tmp_path):
     for flag in (
         "--impl",
         "--data",
+        "--corpus",
         "--hidden-size",
         "--seq-length",
         "--batch-size",

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from compare.data.corpus import (
+    PYDOC_TOPICS,
     StreamBatches,
     Vocab,
     builtin_corpus,
@@ -17,10 +18,12 @@ from compare.data.corpus import (
 )
 
 
-def test_builtin_corpus_is_stable_and_large():
-    text = builtin_corpus()
-    assert text == builtin_corpus()
-    assert len(text) > 400_000
+def test_the_old_builtin_corpus_stays_reachable_and_unchanged():
+    from pydoc_data.topics import topics
+
+    text = builtin_corpus(PYDOC_TOPICS)  # --corpus pydoc-topics: the text of earlier checkpoints and figures
+    assert text == "\n\n".join(topics[key] for key in sorted(topics)) and len(text) > 400_000
+    assert builtin_corpus() != text  # the default is the prose (tests/test_prose.py)
 
 
 def test_vocab_is_sorted_and_round_trips():

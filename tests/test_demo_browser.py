@@ -9,20 +9,18 @@ tmp_path and copied to test-artifacts/demo_page.png at the repository root.
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from browser import CHROMIUM_ARGS, require_chromium
+from browser import require_chromium
 from tiny_runs import train_argv
 
 from compare.model.generate import SampleConfig, generate_from_checkpoint
+from compare.reporting.browser import Generation, chromium, demo_server, open_page, screenshot_on
 from compare.training.config import parse_args
 from compare.training.loop import train
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-TIMEOUT_MS = 30_000
 
 
 @pytest.fixture(scope="module")
@@ -35,40 +33,22 @@ def run_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def demo_url(run_dir):
-    """python -m compare.demo on a free port, as a user would start it; its printed URL."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "compare.demo", "--checkpoint", str(run_dir), "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    line = process.stdout.readline()  # "serving <run> (...) at http://127.0.0.1:<port>/"
-    if " at http://" not in line:
-        process.kill()
-        pytest.fail(f"the demo server did not start: {line!r}")
-    yield line.split(" at ")[-1].strip()
-    process.terminate()
-    process.wait(timeout=30)
+    """python -m compare.demo on a free port, as a user would start it (and as the report does); its printed URL."""
+    with demo_server(run_dir) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser():
-    executable = require_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    require_chromium()
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture
 def page(browser, demo_url):
     """The demo page, loaded, with the model's details filled in."""
-    page = browser.new_page(viewport={"width": 1000, "height": 700})
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(demo_url)
-    page.wait_for_selector("body[data-state=ready]")
+    page = open_page(browser, demo_url)
     yield page
     page.close()
 
@@ -124,3 +104,15 @@ def test_a_bad_prime_shows_the_server_message(page, tmp_path):
     assert "not in the vocabulary: 'Ü'" in page.text_content("#error")
     assert page.is_enabled("#generate")  # the page can be used again
     save_screenshot(page, tmp_path, "demo_page_error.png")
+
+
+@pytest.mark.slow
+def test_the_report_screenshot_shows_the_text_compare_sample_prints(browser, run_dir, tmp_path):
+    out = tmp_path / "demo.png"
+    generation = Generation(length=120, prime="the ", seed=4)
+    text = screenshot_on(browser, run_dir, out, generation)  # what the report's demo section runs in its Chromium
+    cli = generate_from_checkpoint(
+        SampleConfig(checkpoint=str(run_dir), length=120, temperature=0.8, prime="the ", seed=4)
+    )
+    assert "the " + text == cli
+    assert out.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

@@ -34,7 +34,7 @@ def settings(data: Path | str | None, **overrides) -> SimpleNamespace:
     config = TrainConfig(data=None if data is None else str(data))
     values = {
         name: getattr(config, name)
-        for name in ("data", "encoding", "errors", "val_frac", "val_max_chars", "batch_size", "seq_length")
+        for name in ("data", "corpus", "encoding", "errors", "val_frac", "val_max_chars", "batch_size", "seq_length")
     }
     values.update(overrides)
     return SimpleNamespace(**values)
@@ -144,7 +144,7 @@ MEASURE = textwrap.dedent(
 
     baseline = peak()
     settings = types.SimpleNamespace(data=sys.argv[1], encoding="utf-8", errors="strict", val_frac=0.05,
-                                     val_max_chars=100_000, batch_size=1, seq_length=25)
+                                     val_max_chars=100_000, batch_size=1, seq_length=25, corpus="prose")
     corpus = load_corpus(settings)
     print(peak() - baseline)
     """

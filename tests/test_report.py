@@ -144,3 +144,21 @@ def test_a_failed_section_is_reported_and_the_others_are_still_written(pages, ca
     assert run_report(pages, "--sections", "drift,gradcheck") == 1
     assert "gradcheck: `python -m compare.gradcheck` failed (exit code 1): boom" in capsys.readouterr().err
     assert "| canned | 1 |" in pages["docs/tolerances.md"].read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_a_tiny_report_of_the_quick_start_shows_its_output_and_redraws_the_demo(pages):
+    before = read_all(pages)
+    screenshot = pages["README.md"].parent / "docs" / "demo.png"
+    old_png = screenshot.read_bytes()
+    assert run_report(pages, "--tiny", "--sections", "quickstart,prose,demo") == 0
+    after = read_all(pages)
+    assert_regenerated(before, after, {"quickstart", "prose", "demo"})
+    quickstart = blocks_of(after["README.md"])["quickstart"]
+    assert "--- sample (manual, temperature 0.8) ---" in quickstart and "\nnext:\n" in quickstart
+    assert "python -m compare.demo --checkpoint $TMP/runs/quickstart/manual/best.npz" in quickstart
+    assert "| `prose` (default) |" in quickstart and "| `pydoc-topics` |" in quickstart
+    assert "| 0 |" in blocks_of(after["docs/training.md"])["prose"]
+    demo = blocks_of(after["docs/demo.md"])["demo"]
+    if "was not redrawn" not in demo:  # without Chromium the block says so; browser.py's tests need it
+        assert "![The demo page after Generate](demo.png)" in demo and screenshot.read_bytes() != old_png

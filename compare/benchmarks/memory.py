@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from compare.data.corpus import Vocab, builtin_corpus, encode_file, load_text
+from compare.data.corpus import PYDOC_TOPICS, Vocab, builtin_corpus, encode_file, load_text
 
 if TYPE_CHECKING:
     import numpy as np
@@ -84,7 +84,7 @@ class MemoryReport:
 
 def corpus_copy(kind: str) -> bytes:
     """One copy of the built-in corpus, as the UTF-8 bytes a file of ``kind`` repeats."""
-    corpus = builtin_corpus()
+    corpus = builtin_corpus(PYDOC_TOPICS)  # the text the documented sizes were measured on
     if kind == "ascii":
         return corpus.encode("ascii", errors="ignore")
     return (EMOJI + corpus).encode("utf-8")

@@ -79,9 +79,9 @@ def describe_machine(settings: BenchSettings, peaks: PeakLog) -> Machine:
 
 def measure_groups(settings: BenchSettings, groups: list, peaks: PeakLog, bar: Any) -> tuple:
     """(speed, scaling) measurements, the matmul peak measured before, between and after the groups."""
-    from compare.data.corpus import Vocab, builtin_corpus
+    from compare.data.corpus import PYDOC_TOPICS, Vocab, builtin_corpus
 
-    text = builtin_corpus()
+    text = builtin_corpus(PYDOC_TOPICS)  # the text the documented speeds were measured on
     vocab = Vocab.from_text(text)
     tokens = vocab.encode(text)
     speed: list = []

@@ -15,7 +15,12 @@ def text_digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def builtin_corpus() -> str:
+PROSE = "prose"  # the default: the pydoc topics' sentences (compare.data.prose)
+PYDOC_TOPICS = "pydoc-topics"  # the topics whole, code and tables included: the corpus of earlier figures
+BUILTIN_CORPORA = (PROSE, PYDOC_TOPICS)
+
+
+def pydoc_topics() -> str:
     """CPython's own reference documentation (``pydoc_data.topics``), about 465,000
     characters, joined in sorted key order so that it is the same on every run."""
     from pydoc_data.topics import topics
@@ -23,10 +28,21 @@ def builtin_corpus() -> str:
     return "\n\n".join(topics[key] for key in sorted(topics))
 
 
-def load_text(path: str | Path | None, encoding: str = "utf-8", errors: str = "strict") -> str:
-    """The text at ``path``, or the built-in corpus when path is None."""
+def builtin_corpus(name: str = PROSE) -> str:
+    """The built-in corpus ``name`` (one of BUILTIN_CORPORA): the same text for a given Python version."""
+    if name == PYDOC_TOPICS:
+        return pydoc_topics()
+    if name == PROSE:
+        from compare.data.prose import prose_corpus
+
+        return prose_corpus()
+    raise ValueError(f"no built-in corpus {name!r}; there are {', '.join(BUILTIN_CORPORA)}")
+
+
+def load_text(path: str | Path | None, encoding: str = "utf-8", errors: str = "strict", corpus: str = PROSE) -> str:
+    """The text at ``path``, or the built-in corpus ``corpus`` when path is None."""
     if path is None:
-        return builtin_corpus()
+        return builtin_corpus(corpus)
     return Path(path).read_text(encoding=encoding, errors=errors)
 
 

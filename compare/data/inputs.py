@@ -18,7 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from compare.cli.errors import UsageError
-from compare.data.corpus import EncodedText, Vocab, encode_file, load_text, split_train_val, text_digest
+from compare.data.corpus import PROSE, EncodedText, Vocab, encode_file, load_text, split_train_val, text_digest
 
 SNIFF_BYTES = 8000  # like git: a NUL byte among the first 8000 bytes marks a file as binary
 CHUNK_BYTES = 1 << 20
@@ -56,10 +56,10 @@ def check_encoding(encoding: str) -> str | None:
     return None
 
 
-def read_corpus(path: str | None, encoding: str = "utf-8", errors: str = "strict") -> str:
-    """The text of --data (the built-in corpus when None), or UsageError saying why it cannot be used."""
+def read_corpus(path: str | None, encoding: str = "utf-8", errors: str = "strict", corpus: str = PROSE) -> str:
+    """The text of --data (the built-in corpus ``corpus`` when None), or UsageError saying why it cannot be used."""
     if path is None:
-        return load_text(None)
+        return load_text(None, corpus=corpus)
     problem = check_encoding(encoding)
     if problem:
         raise UsageError(problem)
@@ -198,6 +198,7 @@ class CorpusSettings(Protocol):
     """The settings ``load_corpus`` reads: a compare.training.config.TrainConfig (which sits above this package)."""
 
     data: str | None
+    corpus: str  # the built-in corpus, when data is None
     encoding: str
     errors: str
     val_frac: float
@@ -216,14 +217,14 @@ class Corpus:
     val_tokens: np.ndarray  # empty with --val-frac 0
 
 
-def read_encoded(path: str | None, encoding: str = "utf-8", errors: str = "strict") -> EncodedText:
-    """Vocabulary, token ids and digest of --data (the built-in corpus when None), or UsageError.
+def read_encoded(path: str | None, encoding: str = "utf-8", errors: str = "strict", corpus: str = PROSE) -> EncodedText:
+    """Vocabulary, token ids and digest of --data (the built-in corpus ``corpus`` when None), or UsageError.
 
     A file is streamed through ``encode_file``: it is never held as one str, so the peak is
     the token array (1 byte per character for up to 256 distinct ones) plus a few MB.
     """
     if path is None:
-        text = load_text(None)
+        text = load_text(None, corpus=corpus)
         vocab = Vocab.from_text(text)
         return EncodedText(vocab, vocab.encode(text), text_digest(text))
     problem = check_encoding(encoding)  # config_problem checks it too; a caller without one is caught here
@@ -244,7 +245,7 @@ def load_corpus(config: CorpusSettings) -> Corpus:
     The held-out split is cut to its first ``config.val_max_chars`` characters (0: all of
     it), so that a validation pass costs the same on a 1 GB file as on a 10 MB one.
     """
-    encoded = read_encoded(config.data, config.encoding, config.errors)
+    encoded = read_encoded(config.data, config.encoding, config.errors, config.corpus)
     check_vocabulary(encoded.vocab, config.data)
     train_tokens, val_tokens = split_train_val(encoded.tokens, config.val_frac)
     if config.val_max_chars > 0:

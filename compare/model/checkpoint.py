@@ -336,7 +336,7 @@ def is_none(value: object) -> bool:
 # two lists equal). A setting missing from a checkpoint is not required unless REQUIRED_CONFIG names it.
 CONFIG_TYPES: dict[str, tuple[Callable[[object], bool], ...]] = {
     **dict.fromkeys(
-        ("impl", "encoding", "errors", "cell", "dtype", "device", "logdir"),
+        ("impl", "corpus", "encoding", "errors", "cell", "dtype", "device", "logdir"),
         (is_str,),
     ),
     **dict.fromkeys(("data", "run_name", "resume"), (is_str, is_none)),
@@ -374,6 +374,7 @@ CONFIG_ADDED_LATER = {
     "num_layers": 1,
     "val_max_chars": 0,  # 0: validated on all the held-out text
     "gradflow_every": 0,  # 0: no gradient-flow scalars
+    "corpus": "pydoc-topics",  # the only built-in corpus there was: the pydoc topics whole
 }
 POSITIVE_CONFIG = ("hidden_size", "num_layers", "batch_size", "seq_length")
 PROGRESS_TYPES: dict[str, tuple[Callable[[object], bool], ...]] = {

@@ -85,20 +85,17 @@ def measuring_cost(ctx: Context) -> tuple[str, list]:
 
 def tensorboard(ctx: Context) -> list:
     """docs/tensorboard.png: TensorBoard's comparison page after a short --impl both run, in headless Chromium."""
-    from compare.reporting.screenshots import CHROMIUM, chromium_page, open_tab, serving_tensorboard
+    from compare.reporting.browser import browser_missing
+    from compare.reporting.screenshots import chromium_page, open_tab, serving_tensorboard
     from compare.training.logger import COMPARISON_CHARTS
 
     steps = 40 if ctx.tiny else BOARD_STEPS
     run_dir, shown, _ = train(ctx, "rnn-1", ["--impl", "both", "--max-steps", steps], ["--hidden-size", 8])
     logdir = ctx.workdir / "board"
     shutil.copytree(run_dir, logdir / run_dir.name)  # this run alone in TensorBoard's run list
-    try:
-        import playwright.sync_api  # noqa: F401  (only to know whether Chromium can be driven)
-    except ImportError:
-        return [Block("tensorboard", 'Not photographed: Playwright is missing (`pip install -e ".[dev]"`).', [shown])]
-    if not Path(CHROMIUM).is_file():
-        missing = f"Not photographed: no Chromium at {CHROMIUM} (apt-get install chromium)."
-        return [Block("tensorboard", missing, [shown])]
+    missing = browser_missing()
+    if missing:
+        return [Block("tensorboard", f"Not photographed: {missing}.", [shown])]
     with serving_tensorboard(logdir) as url, chromium_page() as page:
         open_tab(page, url, "custom_scalars", list(COMPARISON_CHARTS)[-1])
         page.screenshot(path=str(ctx.docs / "tensorboard.png"), full_page=True)

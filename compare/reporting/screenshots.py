@@ -1,8 +1,8 @@
 """TensorBoard itself, served on loopback and photographed in headless Chromium, as a user would see it.
 
 Used by the report (docs/tensorboard.png) and by tests/test_tensorboard_browser.py, which finds
-the charts on the same page. Chromium is Debian's package, driven by Playwright (a dev extra);
-nothing is downloaded: the flags below keep Chromium off the network, which is closed here.
+the charts on the same page. Chromium is Debian's package, driven by Playwright (a dev extra), with the
+settings of compare.reporting.browser: nothing is downloaded, Chromium stays off the network.
 """
 
 from __future__ import annotations
@@ -16,18 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-CHROMIUM = "/usr/bin/chromium"  # Debian's package; never `playwright install`
-# --no-sandbox: CI runs as root. The rest keep Chromium from reaching for the network.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from compare.reporting.browser import CHROMIUM_ARGS, chromium_path
+
 START_TIMEOUT_S = 60.0
 # TensorBoard's default smoothing (0.6) would blur the log10 curves into each other; 0 shows what was logged.
 TABS = {name: f"#{name}&_smoothingWeight=0" for name in ("custom_scalars", "scalars", "text", "hparams")}
@@ -68,12 +58,12 @@ def wait_until_listening(port: int, process: subprocess.Popen) -> None:
 
 
 @contextmanager
-def chromium_page(executable: str = CHROMIUM, width: int = 1400, height: int = 1000) -> Iterator[Any]:
+def chromium_page(executable: str | None = None, width: int = 1400, height: int = 1000) -> Iterator[Any]:
     """A Playwright page in headless Chromium (Playwright's Page; typed Any: Playwright is a dev extra)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=executable or chromium_path(), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": width, "height": height})
             page.set_default_timeout(30_000)

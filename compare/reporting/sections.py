@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from compare.reporting import agreement, benches, cells, flow, training
+from compare.reporting import agreement, benches, cells, flow, quickstart, training
 from compare.reporting.runner import Block, Context
 from compare.reporting.text import table
 
@@ -60,7 +60,13 @@ class Section:
 SECTIONS = {
     section.name: section
     for section in (
-        Section("quickstart", training.quickstart, ("quickstart",), "the README's training run"),
+        Section("quickstart", quickstart.quickstart, ("quickstart",), "the README's training run, the corpus"),
+        Section(
+            "prose", quickstart.prose, ("prose",), "the quick start for seeds 0-9: tables and padding in its sample"
+        ),
+        Section(
+            "demo", quickstart.demo, ("demo",), "docs/demo.png: the demo on the quick start", needs=("quickstart",)
+        ),
         Section(
             "samples", training.samples, ("samples", "samples.spaces"), "that run's samples", needs=("quickstart",)
         ),

@@ -1,4 +1,4 @@
-"""The sections whose figures come from training runs: quickstart, samples, drift, lossplot, cells.
+"""The sections whose figures come from training runs: samples, drift, lossplot (quickstart.py: the quick start).
 
 Each trains with ``python -m compare.train`` into the scratch directory and reads back what
 the run logged to TensorBoard (the tags docs/training.md documents), so the figures are the
@@ -7,14 +7,12 @@ ones a reader's own run would show.
 
 from __future__ import annotations
 
-import math
-import platform
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
 from compare.reporting.runner import Block, Context
-from compare.reporting.text import duration, fenced, small, table
+from compare.reporting.text import fenced, small, table
 
 QUICKSTART_RUN = "quickstart"
 TEMPERATURES = (0.5, 0.8, 1.0)
@@ -46,31 +44,6 @@ def train(ctx: Context, run_name: str, flags: list, tiny_flags: list) -> tuple:
     started = time.perf_counter()
     finished = ctx.run("compare.train", args)
     return ctx.workdir / "runs" / run_name, finished.shown, time.perf_counter() - started
-
-
-def quickstart(ctx: Context) -> list:
-    """The README's first command, with its defaults: steps, wall time, speed, validation loss; the corpus."""
-    from compare.data.corpus import builtin_corpus
-
-    run_dir, shown, seconds = train(ctx, QUICKSTART_RUN, ["--impl", "manual"], ["--max-steps", 40, "--hidden-size", 8])
-    ctx.results[QUICKSTART_RUN] = run_dir
-    logged = scalars(run_dir, "manual", ("loss/val", "speed/chars_per_sec"))
-    val_loss = logged["loss/val"].values[-1]
-    row = [
-        f"{logged['loss/val'].steps[-1]:,}",
-        duration(seconds),
-        f"{logged['speed/chars_per_sec'].values[-1]:,.0f}",
-        f"{val_loss:.3f}",
-        f"{val_loss / math.log(2):.3f}",
-    ]
-    header = ["steps", "wall time", "chars/s", "validation loss (nats/char)", "(bits/char)"]
-    corpus = builtin_corpus()
-    body = (
-        table(header, [row], right_from=0)
-        + f"\n\nThe built-in corpus (`pydoc_data.topics` of Python {platform.python_version()}): "
-        f"{len(corpus):,} characters, {len(set(corpus))} distinct."
-    )
-    return [Block("quickstart", body, [shown])]
 
 
 def samples(ctx: Context) -> list:

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import math
+import shlex
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from compare.model.checkpoint import BEST, LATEST
 from compare.model.sampling import sample_text
 
 if TYPE_CHECKING:
     from compare.training.run import Run
+
+
+SAMPLE_LENGTH = 500  # characters of the sample a finished run prints
+SAMPLE_TEMPERATURE = 0.8
 
 
 def chars_per_sec(steps: int, batch_size: int, seq_length: int, seconds: float) -> float:
@@ -29,6 +36,21 @@ def summarize(run: Run, step: int) -> dict[str, Any]:
             "val_bits_per_char": val_loss / math.log(2),
             "chars_per_sec": chars_per_sec(step, run.config.batch_size, run.config.seq_length, progress.seconds),
             "losses": run.losses[engine.name],
-            "sample": sample_text(engine, run.vocab, 500, temperature=0.8, seed=run.config.seed),
+            "sample": sample_text(engine, run.vocab, SAMPLE_LENGTH, SAMPLE_TEMPERATURE, seed=run.config.seed),
         }
     return summary
+
+
+def next_commands(summary: dict[str, Any]) -> list[str]:
+    """What to run on a finished run: TensorBoard on it, then compare.sample and compare.demo on its checkpoint.
+
+    The checkpoint is the first implementation's best.npz, or latest.npz when the run had no
+    validation (--val-frac 0 writes no best.npz).
+    """
+    impl, result = next(iter(summary["impls"].items()))
+    checkpoint = Path(summary["run_dir"]) / impl / (LATEST if math.isnan(result["val_loss"]) else BEST)
+    return [
+        f"tensorboard --logdir {shlex.quote(summary['run_dir'])}",
+        f"python -m compare.sample --checkpoint {shlex.quote(str(checkpoint))}",
+        f"python -m compare.demo --checkpoint {shlex.quote(str(checkpoint))}",
+    ]
