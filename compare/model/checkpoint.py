@@ -336,7 +336,7 @@ def is_none(value: object) -> bool:
 # two lists equal). A setting missing from a checkpoint is not required unless REQUIRED_CONFIG names it.
 CONFIG_TYPES: dict[str, tuple[Callable[[object], bool], ...]] = {
     **dict.fromkeys(
-        ("impl", "encoding", "errors", "cell", "dtype", "device", "logdir"),
+        ("impl", "encoding", "errors", "cell", "dtype", "device", "logdir", "loss_reduction", "adagrad_eps_placement"),
         (is_str,),
     ),
     **dict.fromkeys(("data", "run_name", "resume"), (is_str, is_none)),
@@ -358,7 +358,7 @@ CONFIG_TYPES: dict[str, tuple[Callable[[object], bool], ...]] = {
         (is_int,),
     ),
     **dict.fromkeys(("max_steps", "threads"), (is_int, is_none)),
-    **dict.fromkeys(("val_frac", "lr", "clip", "dist_timeout"), (is_number,)),
+    **dict.fromkeys(("val_frac", "lr", "clip", "dist_timeout", "adagrad_eps"), (is_number,)),
 }
 TYPE_NAMES: dict[Callable[[object], bool], str] = {
     is_str: "a string",
@@ -368,7 +368,14 @@ TYPE_NAMES: dict[Callable[[object], bool], str] = {
 }
 REQUIRED_CONFIG = ("hidden_size", "batch_size", "lr", "clip")  # the shapes, and what sampling reads
 # Settings added after format version 1 was first written, and what a checkpoint without them meant.
-CONFIG_ADDED_LATER = {"cell": "rnn", "num_layers": 1, "val_max_chars": 0}  # 0: validated on all the held-out text
+CONFIG_ADDED_LATER = {
+    "cell": "rnn",
+    "num_layers": 1,
+    "val_max_chars": 0,  # 0: validated on all the held-out text
+    "loss_reduction": "mean",  # PyTorch's conventions, the only ones before these settings existed
+    "adagrad_eps": 1e-10,
+    "adagrad_eps_placement": "outside",
+}
 POSITIVE_CONFIG = ("hidden_size", "num_layers", "batch_size", "seq_length")
 PROGRESS_TYPES: dict[str, tuple[Callable[[object], bool], ...]] = {
     "smooth_loss": (is_number,),
