@@ -29,5 +29,6 @@ Subpackages (each imports only downward: never a command module):
                 listening socket and connection timeouts
     plotting    events.py: TensorBoard events read back; figure.py: the matplotlib figure
     reporting   markers.py: the generated blocks; provenance.py: commit, CPU, threads, load; runner.py;
-                text.py; training.py, cells.py, benches.py: the sections; sections.py: their list; generate.py
+                text.py; training.py, cells.py, benches.py, original.py: the sections; sections.py: their list;
+                generate.py
 """

@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from compare.reporting import benches, cells, training
+from compare.reporting import benches, cells, original, training
 from compare.reporting.runner import Block, Context
 from compare.reporting.text import table
 
@@ -66,6 +66,7 @@ SECTIONS = {
         ),
         Section("gradcheck", gradcheck, ("gradcheck", "gradcheck.steps"), "the original's Table 1, other steps"),
         Section("drift", training.drift, ("drift",), "float64 and float32 drift over 60 steps"),
+        Section("original", original.original, ("original",), "--preset original against PyTorch's rule"),
         Section("lossplot", training.lossplot, ("lossplot",), "docs/demo.md's 20,000-step run and loss.png"),
         Section("cells", cells.cells, ("cells", "cells.speed", "cells.divergence"), "rnn, lstm, gru"),
         Section("bench", benches.bench, ("bench", "bench.scaling"), "speed and scaling"),
