@@ -8,6 +8,8 @@ min-char-rnn prints (``iter %d, loss: %f``: nats per 25-character chunk).
 
 from __future__ import annotations
 
+import math
+
 from compare.reporting.runner import Block, Context
 from compare.reporting.text import table
 from compare.reporting.training import scalars, train
@@ -18,6 +20,9 @@ PYTORCH_RULE = ["--loss-reduction", "mean", "--adagrad-eps", "1e-10", "--adagrad
 
 def original(ctx: Context) -> list:
     """Two runs of --preset original, min-char-rnn's rule and PyTorch's: the smooth loss along the way."""
+    from compare.data.corpus import builtin_corpus
+
+    vocab_size = len(set(builtin_corpus()))  # --preset original trains on all of it: --val-frac 0
     steps = (1, 2, 5) if ctx.tiny else (100, 1000, 10000)
     tiny = ["--hidden-size", 8, "--log-every", 1, "--sample-every", 5]
     rules = [("min-char-rnn's: `--preset original`", []), (f"PyTorch's: `{' '.join(PYTORCH_RULE)}`", PYTORCH_RULE)]
@@ -37,6 +42,8 @@ def original(ctx: Context) -> list:
     ]
     body = (
         "The smooth loss in min-char-rnn's unit (nats per 25-character chunk, `loss/smooth` x 25), "
-        "one run per rule, the same model, init and text:\n\n" + table(header, rows)
+        "one run per rule, the same model, init and text:\n\n" + table(header, rows) + "\n\nBoth start from "
+        f"25 ln V = {SEQ_LENGTH * math.log(vocab_size):.2f} (V = {vocab_size} characters), the value min-char-rnn's "
+        "`smooth_loss` starts from."
     )
     return [Block("original", body, commands)]
