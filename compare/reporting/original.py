@@ -38,7 +38,7 @@ def original(ctx: Context) -> list:
     header = [
         "training rule",
         *(f"smooth loss after step {step:,} (nats/chunk)" for step in steps),
-        "(nats/char)",
+        f"after step {steps[-1]:,} (nats/char)",
     ]
     body = (
         "The smooth loss in min-char-rnn's unit (nats per 25-character chunk, `loss/smooth` x 25), "

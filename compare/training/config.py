@@ -201,8 +201,8 @@ def add_optimization_flags(parser: CommandParser) -> None:
         "--loss-reduction",
         choices=["mean", "sum"],
         help="the loss minimized: the mean over the batch's T*B characters (PyTorch's), or their sum "
-        "(min-char-rnn's: T*B times the gradient, so --clip bites more often); the logged losses stay "
-        "in nats per character either way",
+        "(min-char-rnn's: T*B times the mean's gradient, and --clip bounds that one); the logged losses "
+        "stay in nats per character either way",
     )
     optim.add_argument("--adagrad-eps", type=float, help="AdaGrad's eps (default 1e-10, PyTorch's; min-char-rnn 1e-8)")
     optim.add_argument(
