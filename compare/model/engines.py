@@ -116,7 +116,7 @@ class ManualEngine:
         self.hidden = cache.state_last
         mean_loss: SupportsFloat = loss if self.loss_reduction == "mean" else loss / inputs.size  # per character
         if self.gradient_averager is not None:  # before clipping: every rank clips the same averaged gradient
-            mean_loss = self.gradient_averager.average_arrays(grads, loss)
+            mean_loss = self.gradient_averager.average_arrays(grads, mean_loss)
         return self.clip_and_update(mean_loss, grads)
 
     def clip_and_update(self, loss: SupportsFloat, grads: dict[str, np.ndarray]) -> StepStats:
