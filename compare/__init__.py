@@ -34,7 +34,7 @@ Subpackages (each imports only downward: never a command module):
                 listening socket and connection timeouts
     plotting    events.py: TensorBoard events read back; figure.py: the matplotlib figure; flow_figure.py: gradflow's
     reporting   markers.py: the generated blocks; provenance.py: commit, CPU, threads, load; runner.py;
-                text.py; quickstart.py, training.py, agreement.py, cells.py, benches.py, flow.py: the sections;
-                sections.py: their list; generate.py; browser.py: the demo page in headless Chromium (docs/demo.png);
-                screenshots.py: TensorBoard in headless Chromium (docs/tensorboard.png)
+                text.py; quickstart.py, training.py, agreement.py, original.py, cells.py, benches.py, flow.py: the
+                sections; sections.py: their list; generate.py; browser.py: the demo page in headless Chromium
+                (docs/demo.png); screenshots.py: TensorBoard in headless Chromium (docs/tensorboard.png)
 """

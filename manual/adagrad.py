@@ -3,9 +3,11 @@
 With lr_decay = 0, weight_decay = 0 and initial_accumulator_value = 0:
 
     G_t     = G_{t-1} + g_t^2                              (element-wise, per parameter)
-    theta_t = theta_{t-1} + (-lr * g_t) / (sqrt(G_t) + eps)
+    theta_t = theta_{t-1} + (-lr * g_t) / (sqrt(G_t) + eps)    eps_placement='outside' (PyTorch's)
+    theta_t = theta_{t-1} + (-lr * g_t) / sqrt(G_t + eps)      eps_placement='inside' (min-char-rnn's,
+                                                               ``np.sqrt(mem + 1e-8)``)
 
-eps sits outside the square root, as in PyTorch (min-char-rnn put 1e-8 inside).
+The torch twin of 'inside' is ``torchref.AdagradEpsInside``: the same three lines, in torch.
 
 How close to torch this is, in float64 (measured on torch 2.13.0+cpu, AVX512; the evidence is
 in docs/tolerances.md), for both of torch's CPU paths (its default loop and foreach=True):
@@ -30,18 +32,27 @@ from __future__ import annotations
 
 import numpy as np
 
+EPS_PLACEMENTS = ("outside", "inside")  # of the square root
+
 
 class Adagrad:
     """Updates a dict of NumPy parameters in place.
 
-    params: the dict to update; lr: step size; eps: PyTorch's default 1e-10.
-    ``accumulators`` holds G for each parameter name (same shapes as params).
+    params: the dict to update; lr: step size; eps: PyTorch's default 1e-10; eps_placement:
+    'outside' (sqrt(G) + eps, PyTorch's) or 'inside' (sqrt(G + eps), min-char-rnn's).
+    ``accumulators`` holds G for each parameter name (same shapes as params), without eps
+    in either placement.
     """
 
-    def __init__(self, params: dict[str, np.ndarray], lr: float = 0.1, eps: float = 1e-10) -> None:
+    def __init__(
+        self, params: dict[str, np.ndarray], lr: float = 0.1, eps: float = 1e-10, eps_placement: str = "outside"
+    ) -> None:
+        if eps_placement not in EPS_PLACEMENTS:
+            raise ValueError(f"unknown eps placement {eps_placement!r}; choose from {EPS_PLACEMENTS}")
         self.params = params
         self.lr = lr
         self.eps = eps
+        self.eps_inside = eps_placement == "inside"
         self.accumulators = {name: np.zeros_like(value) for name, value in params.items()}
 
     def step(self, grads: dict[str, np.ndarray]) -> None:
@@ -49,5 +60,8 @@ class Adagrad:
         for name, grad in grads.items():
             accumulator = self.accumulators[name]
             accumulator += grad * grad  # G_t = G_{t-1} + g_t^2 (two roundings; torch's FMA rounds once)
-            std = np.sqrt(accumulator) + self.eps  # sqrt(G_t) + eps
+            if self.eps_inside:
+                std = np.sqrt(accumulator + self.eps)  # sqrt(G_t + eps)
+            else:
+                std = np.sqrt(accumulator) + self.eps  # sqrt(G_t) + eps
             self.params[name] += (-self.lr * grad) / std  # theta_t = theta_{t-1} + (-lr * g_t) / std, as addcdiv_

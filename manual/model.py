@@ -7,6 +7,8 @@ For layers l = 1..L, with the cell's recurrence (``manual.rnn``, ``manual.lstm``
     layer l:  x_proj_t = b_l + U_l h_t^{l-1}  the layer below's hidden state
               h_t^l = cell(x_proj_t, W_l, state_{t-1}^l)
     o_t = c + V h_t^L,   p_t = softmax(o_t),   L = mean of -log p_t[y_t]   (nats per character)
+                                              or, with reduction='sum', their sum over the T*B characters
+                                              (min-char-rnn's loss: nats per chunk)
 
 Parameter names: layer 1 keeps the seed notation U, W, b; layer l >= 2 is U{l}, W{l}, b{l}
 (U2, W2, b2, ...). A cell with G gate blocks has U (G*H, in), W (G*H, H), b (G*H,), with
@@ -34,6 +36,7 @@ from manual import gru, lstm, rnn
 # torchref/model.py: manual and torchref import neither each other, so each keeps its own;
 # tests/test_twin_helpers.py checks that the two agree.
 CELLS = {"rnn": rnn, "lstm": lstm, "gru": gru}
+REDUCTIONS = ("mean", "sum")  # of the per-character losses -log p_t[y_t]
 
 
 def layer_param_names(layer: int) -> dict[str, str]:
@@ -73,6 +76,7 @@ class Cache:
     probs: np.ndarray
     params: dict[str, np.ndarray]
     state_last: np.ndarray  # (L, P, B, H): carried into the next chunk
+    reduction: str = "mean"  # how the loss combined the T*B per-character losses: 'mean' or 'sum'
 
 
 def run_layers(
@@ -104,24 +108,33 @@ def run_layers(
 
 
 def forward(
-    params: dict[str, np.ndarray], inputs: np.ndarray, targets: np.ndarray, state0: np.ndarray, cell: str = "rnn"
+    params: dict[str, np.ndarray],
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    state0: np.ndarray,
+    cell: str = "rnn",
+    reduction: str = "mean",
 ) -> tuple[np.number, Cache]:
-    """Mean cross-entropy of a batch.
+    """Cross-entropy of a batch: the mean over its T*B characters, or with reduction='sum' their sum.
 
     inputs, targets: (B, T) int ids, targets shifted by one; state0: (L, P, B, H).
     Returns (loss scalar of the parameters' dtype, cache).
     """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"unknown loss reduction {reduction!r}; choose from {REDUCTIONS}")
     inputs_tb = np.ascontiguousarray(inputs.T)  # (B, T) -> (T, B)
     targets_tb = np.ascontiguousarray(targets.T)  # (B, T) -> (T, B)
     top, state_last, layers = run_layers(params, inputs_tb, state0, cell)
     steps, streams, hidden_size = top.shape
     logits = top.reshape(steps * streams, hidden_size) @ params["V"].T + params["c"]  # (T*B, V): o_t = c + V h_t
-    probs, loss = softmax_cross_entropy(logits, targets_tb.reshape(-1))
-    return loss, Cache(cell, inputs_tb, targets_tb, layers, top, probs, params, state_last)
+    probs, loss = softmax_cross_entropy(logits, targets_tb.reshape(-1), reduction)
+    return loss, Cache(cell, inputs_tb, targets_tb, layers, top, probs, params, state_last, reduction)
 
 
-def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.number]:
-    """Row-wise softmax and mean negative log-likelihood.
+def softmax_cross_entropy(
+    logits: np.ndarray, targets: np.ndarray, reduction: str = "mean"
+) -> tuple[np.ndarray, np.number]:
+    """Row-wise softmax and the mean (or, with reduction='sum', the sum) negative log-likelihood.
 
     logits: (N, V); targets: (N,) int. Returns (probs (N, V), loss scalar).
     The row max is subtracted first so exp never overflows; for complex input the
@@ -133,7 +146,9 @@ def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray) -> tuple[np.n
     probs = exp / sum_exp[:, None]
     rows = np.arange(len(targets))
     log_likelihood = shifted[rows, targets] - np.log(sum_exp)  # log p_t[y_t]
-    return probs, -log_likelihood.mean()
+    if reduction == "sum":
+        return probs, -log_likelihood.sum()  # L = sum_t -log p_t[y_t]
+    return probs, -log_likelihood.mean()  # L = (1/N) sum_t -log p_t[y_t]
 
 
 def input_lookup_grad(d_x_proj_rows: np.ndarray, tokens: np.ndarray, vocab_size: int) -> np.ndarray:
@@ -153,7 +168,8 @@ def input_lookup_grad(d_x_proj_rows: np.ndarray, tokens: np.ndarray, vocab_size:
 
 
 def backward(cache: Cache) -> dict[str, np.ndarray]:
-    """Gradients of the mean loss with respect to every parameter (same names and shapes).
+    """Gradients of the loss forward computed (mean or sum, ``cache.reduction``) with respect to
+    every parameter (same names and shapes).
 
     No clipping here: clipping belongs to the training step, and clipping inside
     backward would make the gradient disagree with finite differences.
@@ -163,9 +179,10 @@ def backward(cache: Cache) -> dict[str, np.ndarray]:
     rows = steps * streams
     top_rows = cache.top.reshape(rows, hidden_size)  # (T*B, H)
 
-    d_logits = cache.probs.copy()  # dL/do_t = (p_t - onehot(y_t)) / N
+    d_logits = cache.probs.copy()  # dL/do_t = p_t - onehot(y_t) for the sum, divided by N for the mean
     d_logits[np.arange(rows), cache.targets.reshape(-1)] -= 1
-    d_logits /= rows
+    if cache.reduction == "mean":
+        d_logits /= rows
     grads = {
         "V": d_logits.T @ top_rows,  # o_t = c + V h_t  =>  dV = sum_t do_t h_t^T
         "c": d_logits.sum(axis=0),

@@ -134,3 +134,17 @@ def test_agree_every_must_be_a_count(tmp_path, value, capsys):
         parse_args(train_argv(tmp_path, agree_every=value))
     assert exit_info.value.code == 2
     assert "--agree-every" in capsys.readouterr().err
+
+
+def test_under_the_original_preset_the_summed_loss_is_what_is_compared(tmp_path, monkeypatch):
+    """--preset original trains on the sum: the probe must compare that loss's gradients, not the mean's."""
+    run_dir = train_both(tmp_path, "original", preset="original", max_steps=20, agree_every=1)
+    assert max(logged(run_dir / "both", "agree/grad_rel_max")) <= -12  # float64 rounding, as for the mean
+    correct_forward = manual.forward
+
+    def forward_of_the_mean(params, inputs, targets, state0, cell="rnn", reduction="mean"):
+        return correct_forward(params, inputs, targets, state0, cell)  # ignores the sum: a realistic slip
+
+    monkeypatch.setattr(manual, "forward", forward_of_the_mean)
+    slipped = train_both(tmp_path, "slipped", preset="original", max_steps=3, agree_every=1)
+    assert min(logged(slipped / "both", "agree/loss")) > -1  # the sum is T*B = 20 times the mean: far apart

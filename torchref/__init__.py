@@ -1,10 +1,12 @@
 """The same character models in PyTorch: hand-rolled cells, gradients from autograd.
 
 ``torchref.model.CharRNN`` holds the model; one module per cell type holds its time step:
-``torchref.rnn``, ``torchref.lstm``, ``torchref.gru``. Imports nothing from ``manual`` or
+``torchref.rnn``, ``torchref.lstm``, ``torchref.gru``; ``torchref.adagrad`` holds AdaGrad with
+eps inside the square root (min-char-rnn's rule). Imports nothing from ``manual`` or
 ``compare``: it is built from a plain NumPy parameter dict.
 """
 
+from torchref.adagrad import AdagradEpsInside
 from torchref.model import CELLS, CharRNN
 
-__all__ = ["CELLS", "CharRNN"]
+__all__ = ["AdagradEpsInside", "CELLS", "CharRNN"]

@@ -92,11 +92,12 @@ class CharRNN(nn.Module):
         return logits, torch.stack(states)
 
     def loss(
-        self, inputs: torch.Tensor, targets: torch.Tensor, state0: torch.Tensor
+        self, inputs: torch.Tensor, targets: torch.Tensor, state0: torch.Tensor, reduction: str = "mean"
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean cross-entropy in nats per character. Returns (loss, state_T)."""
+        """Cross-entropy: the mean in nats per character, or with reduction='sum' the sum over
+        the B*T characters (min-char-rnn's loss). Returns (loss, state_T)."""
         logits, state_last = self(inputs, state0)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction=reduction)
         return loss, state_last
 
     def numpy_params(self) -> dict[str, np.ndarray]:

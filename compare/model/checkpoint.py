@@ -336,7 +336,18 @@ def is_none(value: object) -> bool:
 # two lists equal). A setting missing from a checkpoint is not required unless REQUIRED_CONFIG names it.
 CONFIG_TYPES: dict[str, tuple[Callable[[object], bool], ...]] = {
     **dict.fromkeys(
-        ("impl", "corpus", "encoding", "errors", "cell", "dtype", "device", "logdir"),
+        (
+            "impl",
+            "corpus",
+            "encoding",
+            "errors",
+            "cell",
+            "dtype",
+            "device",
+            "logdir",
+            "loss_reduction",
+            "adagrad_eps_placement",
+        ),
         (is_str,),
     ),
     **dict.fromkeys(("data", "run_name", "resume"), (is_str, is_none)),
@@ -359,7 +370,7 @@ CONFIG_TYPES: dict[str, tuple[Callable[[object], bool], ...]] = {
         (is_int,),
     ),
     **dict.fromkeys(("max_steps", "threads", "eval_every"), (is_int, is_none)),
-    **dict.fromkeys(("val_frac", "lr", "clip", "dist_timeout"), (is_number,)),
+    **dict.fromkeys(("val_frac", "lr", "clip", "dist_timeout", "adagrad_eps"), (is_number,)),
 }
 TYPE_NAMES: dict[Callable[[object], bool], str] = {
     is_str: "a string",
@@ -375,6 +386,9 @@ CONFIG_ADDED_LATER = {
     "val_max_chars": 0,  # 0: validated on all the held-out text
     "gradflow_every": 0,  # 0: no gradient-flow scalars
     "corpus": "pydoc-topics",  # the only built-in corpus there was: the pydoc topics whole
+    "loss_reduction": "mean",  # PyTorch's conventions, the only ones before these settings existed
+    "adagrad_eps": 1e-10,
+    "adagrad_eps_placement": "outside",
 }
 POSITIVE_CONFIG = ("hidden_size", "num_layers", "batch_size", "seq_length")
 PROGRESS_TYPES: dict[str, tuple[Callable[[object], bool], ...]] = {

@@ -4,6 +4,13 @@
 ``TorchEngine`` drives ``torchref`` (autograd, ``torch.optim.Adagrad``). Both take the
 same NumPy parameter dict and the same integer batches, clip element-wise after
 backward and before the update, and carry the hidden state from chunk to chunk.
+
+Two options shape the update, both defaulting to PyTorch's conventions: ``loss_reduction``
+'mean' (the gradient of the mean over the T*B characters) or 'sum' (of their sum, min-char-rnn's
+objective: T*B times larger, so the clip bites as it does there), and ``eps_placement``
+'outside' (sqrt(G) + eps, ``torch.optim.Adagrad``) or 'inside' (sqrt(G + eps), min-char-rnn's;
+torch: ``torchref.AdagradEpsInside``). Whatever the step minimizes, StepStats.loss and
+``eval_loss`` report the mean: nats per character.
 """
 
 from __future__ import annotations
@@ -28,8 +35,8 @@ ADAGRAD_EPS = 1e-10  # torch.optim.Adagrad's default, added outside the square r
 class StepStats:
     """What one training step reports."""
 
-    loss: float  # mean cross-entropy of the batch, nats per character, before the update
-    grad_norm: float  # global L2 norm of all five gradients, before clipping
+    loss: float  # mean cross-entropy of the batch, nats per character, before the update (also under 'sum')
+    grad_norm: float  # global L2 norm of all five gradients of the loss minimized (mean or sum), before clipping
     clipped: int  # how many gradient entries the clip changed
 
 
@@ -79,11 +86,15 @@ class ManualEngine:
         dtype: str = "float32",
         cell: str = "rnn",
         eps: float = ADAGRAD_EPS,
+        *,
+        loss_reduction: str = "mean",
+        eps_placement: str = "outside",
     ) -> None:
         self.dtype = NUMPY_DTYPES[dtype]
         self.cell = cell
+        self.loss_reduction = loss_reduction
         self.params = {name: np.array(value, dtype=self.dtype) for name, value in params.items()}
-        self.optimizer = manual.Adagrad(self.params, lr=lr, eps=eps)
+        self.optimizer = manual.Adagrad(self.params, lr=lr, eps=eps, eps_placement=eps_placement)
         self.updates = 0  # AdaGrad steps taken; torch's optimizer counts them as 'step'
         self.clip = clip
         self.hidden: np.ndarray | None = None  # (L, P, B, H) state carried from chunk to chunk
@@ -100,12 +111,12 @@ class ManualEngine:
 
     def train_step(self, inputs: np.ndarray, targets: np.ndarray) -> StepStats:
         assert self.hidden is not None, "reset_hidden() or load_state() comes before the first train_step()"
-        loss, cache = manual.forward(self.params, inputs, targets, self.hidden, self.cell)
+        loss, cache = manual.forward(self.params, inputs, targets, self.hidden, self.cell, self.loss_reduction)
         grads = manual.backward(cache)
         self.hidden = cache.state_last
-        mean_loss: SupportsFloat = loss
+        mean_loss: SupportsFloat = loss if self.loss_reduction == "mean" else loss / inputs.size  # per character
         if self.gradient_averager is not None:  # before clipping: every rank clips the same averaged gradient
-            mean_loss = self.gradient_averager.average_arrays(grads, loss)
+            mean_loss = self.gradient_averager.average_arrays(grads, mean_loss)
         return self.clip_and_update(mean_loss, grads)
 
     def clip_and_update(self, loss: SupportsFloat, grads: dict[str, np.ndarray]) -> StepStats:
@@ -163,12 +174,22 @@ class TorchEngine:
         cell: str = "rnn",
         eps: float = ADAGRAD_EPS,
         device: str = "cpu",
+        *,
+        loss_reduction: str = "mean",
+        eps_placement: str = "outside",
     ) -> None:
         self.device = torch.device(device)
         self.model = torchref.CharRNN(params, cell=cell, dtype=TORCH_DTYPES[dtype], device=self.device)
-        # foreach: one call updates every parameter (the same arithmetic as the per-tensor loop,
-        # which is torch's default on the CPU), so small models do not pay five times the overhead.
-        self.optimizer = torch.optim.Adagrad(self.model.parameters(), lr=lr, eps=eps, foreach=True)
+        self.loss_reduction = loss_reduction
+        self.optimizer: torch.optim.Adagrad
+        if eps_placement == "inside":
+            self.optimizer = torchref.AdagradEpsInside(self.model.parameters(), lr=lr, eps=eps)
+        elif eps_placement == "outside":
+            # foreach: one call updates every parameter (the same arithmetic as the per-tensor loop,
+            # which is torch's default on the CPU), so small models do not pay five times the overhead.
+            self.optimizer = torch.optim.Adagrad(self.model.parameters(), lr=lr, eps=eps, foreach=True)
+        else:
+            raise ValueError(f"unknown eps placement {eps_placement!r}; choose from ('outside', 'inside')")
         self.clip = clip
         self.hidden: torch.Tensor | None = None  # (L, P, B, H) state carried from chunk to chunk
         # data-parallel runs: averages over the ranks (compare.training.distributed)
@@ -188,11 +209,11 @@ class TorchEngine:
         assert self.hidden is not None, "reset_hidden() or load_state() comes before the first train_step()"
         self.optimizer.zero_grad(set_to_none=True)
         loss, state_last = self.model.loss(
-            self._tensor(inputs, torch.long), self._tensor(targets, torch.long), self.hidden
+            self._tensor(inputs, torch.long), self._tensor(targets, torch.long), self.hidden, self.loss_reduction
         )
         loss.backward()
         grads = filled_grads(self.model)
-        mean_loss: SupportsFloat = loss.detach()
+        mean_loss: SupportsFloat = loss.detach() if self.loss_reduction == "mean" else loss.detach() / inputs.size
         if self.gradient_averager is not None:  # the same explicit all-reduce as manual (compare.training.distributed)
             mean_loss = self.gradient_averager.average_tensors(grads, mean_loss)
         grad_norm = float(torch.nn.utils.get_total_norm(grads))
@@ -269,13 +290,18 @@ def make_engine(
     cell: str = "rnn",
     eps: float = ADAGRAD_EPS,
     device: str = "cpu",
+    *,
+    loss_reduction: str = "mean",
+    eps_placement: str = "outside",
 ) -> ManualEngine | TorchEngine:
     """A fresh engine for ``impl`` ('manual' or 'torch') starting from copies of ``params``.
 
     ``device`` places the torch implementation ('cpu', 'cuda', 'cuda:1'); manual always runs on the CPU.
+    ``loss_reduction`` ('mean', 'sum') and ``eps_placement`` ('outside', 'inside'): see the module docstring.
     """
+    options = {"loss_reduction": loss_reduction, "eps_placement": eps_placement}
     if impl == "manual":
-        return ManualEngine(params, lr, clip, dtype, cell, eps)
+        return ManualEngine(params, lr, clip, dtype, cell, eps, **options)
     if impl == "torch":
-        return TorchEngine(params, lr, clip, dtype, cell, eps, device)
+        return TorchEngine(params, lr, clip, dtype, cell, eps, device, **options)
     raise ValueError(f"unknown implementation {impl!r}; choose from {IMPLEMENTATIONS}")

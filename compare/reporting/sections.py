@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from compare.reporting import agreement, benches, cells, flow, quickstart, training
+from compare.reporting import agreement, benches, cells, flow, original, quickstart, training
 from compare.reporting.runner import Block, Context
 from compare.reporting.text import table
 
@@ -74,6 +74,7 @@ SECTIONS = {
         Section("drift", training.drift, ("drift",), "float64 and float32 drift over 60 steps"),
         Section("agreement", agreement.agreement, ("agreement",), "implementation error and chaos, 500 steps"),
         Section("tensorboard", agreement.tensorboard, ("tensorboard",), "TensorBoard after a short run, a screenshot"),
+        Section("original", original.original, ("original",), "--preset original against PyTorch's rule"),
         Section("lossplot", training.lossplot, ("lossplot",), "docs/demo.md's 20,000-step run and loss.png"),
         Section("cells", cells.cells, ("cells", "cells.speed", "cells.divergence"), "rnn, lstm, gru"),
         Section("gradflow", flow.gradflow, ("gradflow",), "rnn, lstm, gru: how far back the gradient reaches"),

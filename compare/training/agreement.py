@@ -94,7 +94,8 @@ class AgreementProbe:
         engine = self.engine
         assert engine.hidden is not None, "the engine has a hidden state once training has started"
         # the hand-written side, exactly as ManualEngine.train_step computes it (before clipping)
-        manual_loss, cache = manual.forward(engine.params, inputs, targets, engine.hidden, engine.cell)
+        reduction = engine.loss_reduction  # the loss the run minimizes: the mean, or the sum (--preset original)
+        manual_loss, cache = manual.forward(engine.params, inputs, targets, engine.hidden, engine.cell, reduction)
         manual_grads = manual.backward(cache)
         # the autograd side, on the same weights and the same state
         with torch.no_grad():
@@ -102,7 +103,9 @@ class AgreementProbe:
                 param.copy_(torch.from_numpy(engine.params[name]))
         self.model.zero_grad(set_to_none=True)
         state = torch.from_numpy(engine.hidden).to(self.model.W.dtype)
-        torch_loss, _ = self.model.loss(torch.from_numpy(inputs).long(), torch.from_numpy(targets).long(), state)
+        torch_loss, _ = self.model.loss(
+            torch.from_numpy(inputs).long(), torch.from_numpy(targets).long(), state, reduction
+        )
         torch_loss.backward()
         grads = {}
         for name, param in self.model.named_parameters():

@@ -4,6 +4,9 @@ A resumed run takes its settings from the checkpoint; the flags typed on the com
 line are applied on top, and those that would change the model or the trajectory
 (hidden size, learning rate, seed, ...) are refused with a one-line error. Where a resume
 writes is never taken from the checkpoint (see compare.training.rundir).
+
+``--preset original`` sets min-char-rnn's training rule (PRESETS; docs/original.md); the flags
+typed beside it override it.
 """
 
 from __future__ import annotations
@@ -66,6 +69,9 @@ class TrainConfig:
     batch_size: int = 1
     lr: float = 0.05  # the original's 0.1 latches some seeds on the prose corpus (docs/training.md)
     clip: float = 5.0
+    loss_reduction: str = "mean"  # 'sum': minimize the sum over the T*B characters (min-char-rnn); logs stay per char
+    adagrad_eps: float = 1e-10  # torch.optim.Adagrad's default
+    adagrad_eps_placement: str = "outside"  # 'outside': sqrt(G) + eps (PyTorch); 'inside': sqrt(G + eps) (min-char-rnn)
     epochs: int = 12  # about a minute on 2 cores (docs/training.md)
     max_steps: int | None = None
     seed: int = 42
@@ -83,6 +89,27 @@ class TrainConfig:
     gradflow_every: int = 0  # steps between gradient-flow scalars (compare.gradients.flow); 0: never
     checkpoint_every: int = 1000
     resume: str | None = None  # a run directory or checkpoint file to continue from
+
+
+# min-char-rnn.py's training, field by field (docs/original.md says what each reproduces).
+PRESETS: dict[str, dict[str, Any]] = {
+    "original": {
+        "cell": "rnn",
+        "num_layers": 1,
+        "hidden_size": 100,  # hidden_size = 100
+        "seq_length": 25,  # seq_length = 25
+        "batch_size": 1,  # one stream through the text
+        "lr": 0.1,  # learning_rate = 1e-1
+        "clip": 5.0,  # np.clip(dparam, -5, 5)
+        "loss_reduction": "sum",  # loss += -np.log(...): the sum over the 25 characters
+        "adagrad_eps": 1e-8,  # np.sqrt(mem + 1e-8)
+        "adagrad_eps_placement": "inside",
+        "dtype": "float64",  # NumPy's default
+        "val_frac": 0.0,  # it trains on the whole text
+        "sample_every": 100,  # if n % 100 == 0: sample 200 characters
+        "sample_length": 200,
+    }
+}
 
 
 def build_parser(with_defaults: bool = True) -> CommandParser:
@@ -183,6 +210,27 @@ def add_optimization_flags(parser: CommandParser) -> None:
     optim.add_argument(
         "--clip", type=float, help="clip every gradient entry to [-clip, clip] before the update; 0 turns clipping off"
     )
+    optim.add_argument(
+        "--loss-reduction",
+        choices=["mean", "sum"],
+        help="the loss minimized: the mean over the batch's T*B characters (PyTorch's), or their sum "
+        "(min-char-rnn's: T*B times the mean's gradient, and --clip bounds that one); the logged losses "
+        "stay in nats per character either way",
+    )
+    optim.add_argument("--adagrad-eps", type=float, help="AdaGrad's eps (default 1e-10, PyTorch's; min-char-rnn 1e-8)")
+    optim.add_argument(
+        "--adagrad-eps-placement",
+        choices=["outside", "inside"],
+        help="AdaGrad's denominator: sqrt(G) + eps (outside, torch.optim.Adagrad) "
+        "or sqrt(G + eps) (inside, min-char-rnn)",
+    )
+    optim.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="original: min-char-rnn.py's training (loss summed over the chunk, AdaGrad eps 1e-8 inside the root, "
+        "clip 5, lr 0.1, hidden 100, seq 25, batch 1, float64, no validation split, a sample every 100 steps); "
+        "flags typed beside it override the preset's values",
+    )
     optim.add_argument("--epochs", type=int, help="passes over the training text")
     optim.add_argument(
         "--max-steps", type=int, help="stop after this many steps even if epochs remain (default: no limit)"
@@ -238,11 +286,14 @@ def add_checkpoints_flags(parser: CommandParser) -> None:
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     parser = build_parser()
-    config = TrainConfig(**vars(parser.parse_args(argv)))
+    settings = vars(parser.parse_args(argv))
+    preset = PRESETS.get(settings.pop("preset", None) or "", {})
+    typed = vars(build_parser(with_defaults=False).parse_args(argv))
+    typed.pop("preset", None)
+    config = TrainConfig(**{**settings, **preset, **typed})  # typed flags win over the preset, it over the defaults
     if config.resume:
-        typed = vars(build_parser(with_defaults=False).parse_args(argv))
         try:
-            config = TrainConfig(**resumed_settings(config.resume, typed))
+            config = TrainConfig(**resumed_settings(config.resume, {**preset, **typed}))
         except CheckpointError as error:
             parser.error(str(error))
     problem = config_problem(config)
@@ -280,6 +331,13 @@ def config_problem(config: TrainConfig) -> str | None:
         return f"--clip must be >= 0 (0 turns clipping off), got {config.clip}"
     if config.agree_every < 0:
         return f"--agree-every must be >= 0 (0 turns the measurement off), got {config.agree_every}"
+    if not (math.isfinite(config.adagrad_eps) and config.adagrad_eps > 0):
+        return (
+            f"--adagrad-eps must be a positive number, got {config.adagrad_eps} (the default is {defaults.adagrad_eps})"
+        )
+    for name, choices in (("loss_reduction", ("mean", "sum")), ("adagrad_eps_placement", ("outside", "inside"))):
+        if getattr(config, name) not in choices:  # a checkpoint's value: argparse has checked typed ones
+            return f"--{name.replace('_', '-')} must be one of {', '.join(choices)}, got {getattr(config, name)!r}"
     if config.max_steps is not None and config.max_steps <= 0:
         return f"--max-steps must be positive (leave it out for no limit), got {config.max_steps}"
     if not 0 <= config.val_frac < 1:

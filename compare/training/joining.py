@@ -38,6 +38,8 @@ def join_ranks(config: TrainConfig, stop: StopRequest) -> Iterator[DataParallel]
         yield parallel
         return
     problem = batch_split_problem(config.batch_size, parallel.world_size)
+    if config.loss_reduction == "sum":  # the ranks average their gradients: that is the mean loss's gradient
+        problem = "--loss-reduction sum (--preset original) trains in one process: run it without torchrun"
     if problem:
         raise UsageError(problem)
     import torch

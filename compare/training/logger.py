@@ -42,6 +42,8 @@ HPARAMS = (
     "batch_size",
     "lr",
     "clip",
+    "loss_reduction",
+    "adagrad_eps_placement",
     "dtype",
     "seed",
 )

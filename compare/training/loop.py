@@ -168,7 +168,10 @@ def build_run(config: TrainConfig, parallel: DataParallel) -> Run:
                 config.clip,
                 config.dtype,
                 config.cell,
+                config.adagrad_eps,
                 device=parallel.torch_device(config.device),
+                loss_reduction=config.loss_reduction,
+                eps_placement=config.adagrad_eps_placement,
             )
         )
         for name in impls
