@@ -25,7 +25,8 @@ Subpackages (each imports only downward: never a command module):
                 ranks.py, distributed.py, joining.py, parallel_engine.py: data parallelism on torch.distributed
     gradients   methods.py: the oracles (centred, complex step, autograd); report.py: the check; table.py
     benchmarks  suite.py: what bench runs; timing.py; report.py; flops.py: FLOP formulas, matmul peak;
-                naive.py: the min-char-rnn baseline; cells.py; distributed.py; memory.py
+                naive.py: the min-char-rnn baseline; cells.py; distributed.py; memory.py;
+                fused.py: nn.RNN/LSTM/GRU as a peer; peers.py: every cell against it, 1 and 2 threads
     serving     server.py + page.html: the demo's HTTP server (Starlette on uvicorn); connections.py: its
                 listening socket and connection timeouts
     plotting    events.py: TensorBoard events read back; figure.py: the matplotlib figure
