@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from compare.reporting import agreement, benches, cells, training
+from compare.reporting import agreement, benches, cells, peers, training
 from compare.reporting.runner import Block, Context
 from compare.reporting.text import table
 
