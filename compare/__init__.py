@@ -29,12 +29,13 @@ Subpackages (each imports only downward: never a command module):
                 flow.py: gradient flow through time by hand (and its TensorBoard scalars); flow_autograd.py: the
                 same by autograd; flow_run.py: what compare.gradflow measures, init and trained
     benchmarks  suite.py: what bench runs; timing.py; report.py; flops.py: FLOP formulas, matmul peak;
-                naive.py: the min-char-rnn baseline; cells.py; distributed.py; memory.py
+                naive.py: the min-char-rnn baseline; cells.py; distributed.py; memory.py;
+                fused.py: nn.RNN/LSTM/GRU as a peer; peers.py: every cell against it, 1 and 2 threads
     serving     server.py + page.html: the demo's HTTP server (Starlette on uvicorn); connections.py: its
                 listening socket and connection timeouts
     plotting    events.py: TensorBoard events read back; figure.py: the matplotlib figure; flow_figure.py: gradflow's
     reporting   markers.py: the generated blocks; provenance.py: commit, CPU, threads, load; runner.py;
-                text.py; quickstart.py, training.py, agreement.py, original.py, cells.py, benches.py, flow.py: the
-                sections; sections.py: their list; generate.py; browser.py: the demo page in headless Chromium
-                (docs/demo.png); screenshots.py: TensorBoard in headless Chromium (docs/tensorboard.png)
+                text.py; quickstart.py, training.py, agreement.py, original.py, cells.py, benches.py, flow.py,
+                peers.py: the sections; sections.py: their list; generate.py; browser.py: the demo page in
+                headless Chromium (docs/demo.png); screenshots.py: TensorBoard in headless Chromium
 """

@@ -65,6 +65,12 @@ def add_what_flags(what: argparse._ArgumentGroup) -> None:
         help="instead: throughput with 1 and 2 processes (python -m compare.bench_distributed)",
     )
     what.add_argument(
+        "--peers",
+        action="store_true",
+        help="instead: every cell in manual, torch and PyTorch's fused nn module, on 1 and 2 threads "
+        "(python -m compare.bench --peers --help)",
+    )
+    what.add_argument(
         "--cells",
         action="store_true",
         help="instead: rnn, lstm and gru at about equal parameter counts (python -m compare.bench_cells)",
@@ -228,6 +234,10 @@ def bench_command(argv: list) -> int:
         from compare.benchmarks.distributed import main as distributed_main
 
         return distributed_main([arg for arg in argv if arg != "--distributed"])
+    if "--peers" in argv:  # every cell against PyTorch's fused module, on 1 thread and on 2
+        from compare.benchmarks.peers import main as peers_main
+
+        return peers_main([arg for arg in argv if arg != "--peers"])
     if "--cells" in argv:  # rnn, lstm and gru at about equal parameter counts
         from compare.benchmarks.cells import main as cells_main
 
