@@ -20,10 +20,10 @@ Subpackages (each imports only downward: never a command module):
     model       init.py: the shared initializer; state.py: what an engine exports; engines.py: both
                 implementations behind one step; sampling.py; generate.py: text from a checkpoint;
                 checkpoint.py: the .npz format; newest.py: the newest run, without --checkpoint
-    training    config.py: TrainConfig and its flags; loop.py: the training loop; run.py: save and restore;
-                rundir.py: where a run writes, its lock, leftovers of a killed save; validation.py;
-                divergence.py; summary.py; logger.py: TensorBoard; agreement.py: --impl both's implementation
-                error on identical inputs; stop.py: signals;
+    training    config.py: TrainConfig and its flags; loop.py: the training loop; scalars.py: what it logs;
+                run.py: save and restore; rundir.py: where a run writes, its lock, leftovers of a killed save;
+                validation.py; divergence.py; summary.py; logger.py: TensorBoard;
+                agreement.py: --impl both's implementation error on identical inputs; stop.py: signals;
                 ranks.py, distributed.py, joining.py, parallel_engine.py: data parallelism on torch.distributed
     gradients   methods.py: the oracles (centred, complex step, autograd); report.py: the check; table.py;
                 flow.py: gradient flow through time by hand (and its TensorBoard scalars); flow_autograd.py: the

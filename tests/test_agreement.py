@@ -14,7 +14,8 @@ from tiny_runs import train_argv
 import manual
 from compare.training.config import parse_args
 from compare.training.logger import HPARAMS
-from compare.training.loop import progress_postfix, train
+from compare.training.loop import train
+from compare.training.scalars import progress_postfix
 
 GRADIENT_NAMES = ("U", "W", "V", "b", "c")
 
