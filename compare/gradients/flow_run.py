@@ -2,7 +2,7 @@
 
 The chunk is the first T + 1 characters of the text (B = 1, from a zero state). The initial
 weights are ``compare.model.init.init_params``'; the trained ones come from a checkpoint, or
-from ``train_steps`` steps of the manual engine with compare.train's defaults (AdaGrad lr 0.1,
+from ``train_steps`` steps of the manual engine with compare.train's defaults (AdaGrad at the default --lr,
 clip 5, chunks of 25, one stream), in float64, on the same text.
 """
 
