@@ -3,13 +3,16 @@
     TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun --max-restarts 3 ... -m compare.train --run-name my-run ...
 
 With ``--max-restarts N``, when a worker dies torchrun stops the others and starts every worker
-again with the same command line, TORCHELASTIC_RESTART_COUNT counting the restarts. Started
-again as typed, the command would begin at step 0 (or at the checkpoint --resume named, older
-than what the run has saved since). So a restarted worker resumes from the latest checkpoint
-of its run directory instead, exactly as ``--resume <run directory>`` would. That needs a run
-directory that every attempt can name: under ``--max-restarts`` the run must have a
+again with the same command line. Started again as typed, the command would begin at step 0
+(or at the checkpoint --resume named, older than what the run has saved since). So under
+``--max-restarts`` (TORCHELASTIC_MAX_RESTARTS > 0) a run directory that already holds a
+latest.npz is continued, exactly as ``--resume <run directory>`` would. The test is on the
+directory, not on TORCHELASTIC_RESTART_COUNT: torchrun counts restarts per machine, and a machine
+whose own worker did not fail restarts with a count of 0, so the count differs between ranks
+while the directory (on a file system every machine shares, as any resume needs) does not.
+A run directory every attempt can name is needed: under ``--max-restarts`` the run must have a
 ``--run-name`` (or a ``--resume`` inside a run directory), since the default name holds the
-time of the first attempt, which a restart cannot know.
+time of the first attempt.
 
 (TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 is for torchrun itself: without it the restarted workers
 wait forever on the rendezvous store of the first attempt, pytorch issue #135712.)
@@ -27,11 +30,6 @@ from compare.training.config import TrainConfig, parse_args
 from compare.training.ranks import is_main_process
 
 
-def restart_count(environ: Mapping[str, str] = os.environ) -> int:
-    """How many times torchrun has restarted this worker's group (0: the first attempt, or no torchrun)."""
-    return int(environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
-
-
 def max_restarts(environ: Mapping[str, str] = os.environ) -> int:
     return int(environ.get("TORCHELASTIC_MAX_RESTARTS", "0"))
 
@@ -42,25 +40,25 @@ def latest_in(run_dir: Path) -> bool:
 
 
 def restarted_config(argv: list[str], config: TrainConfig, environ: Mapping[str, str] = os.environ) -> TrainConfig:
-    """``config`` for this attempt: on a restart, the typed flags plus ``--resume <run directory>``.
+    """``config`` for this attempt: under --max-restarts, with ``--resume <run directory>`` once it has a checkpoint.
 
     A restart that finds no checkpoint yet (the first attempt died before its first save)
     starts from the beginning, as the first attempt did. UsageError when restarts are allowed
     but the run directory could not be found again.
     """
-    if max_restarts(environ) > 0 and config.run_name is None:
+    if max_restarts(environ) == 0:
+        return config
+    if config.run_name is None:
         raise UsageError(
             f"torchrun --max-restarts {max_restarts(environ)} restarts a failed run, which then resumes "
             "from its run directory: name it with --run-name NAME (the default name holds the start time, "
             "which a restart cannot know)"
         )
-    if restart_count(environ) == 0:
-        return config
-    assert config.run_name is not None  # a restart needs max_restarts > 0, and the check above
     run_dir = Path(config.logdir) / config.run_name
     if not latest_in(run_dir):
         return config
     resumed = parse_args([*argv, "--resume", str(run_dir)])  # the last --resume typed is the one argparse keeps
     if is_main_process(environ):
-        print(f"torchrun restarted this run (restart {restart_count(environ)}): resuming from {run_dir}")
+        attempt = environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        print(f"torchrun --max-restarts (this machine's restart {attempt}): resuming from {run_dir}")
     return resumed
