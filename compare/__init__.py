@@ -22,9 +22,11 @@ Subpackages (each imports only downward: never a command module):
                 rundir.py: where a run writes, its lock, leftovers of a killed save; validation.py;
                 divergence.py; summary.py; logger.py: TensorBoard; stop.py: signals;
                 ranks.py, distributed.py, joining.py, parallel_engine.py: data parallelism on torch.distributed
+                elastic.py: a run restarted by torchrun --max-restarts resumes from its run directory
     gradients   methods.py: the oracles (centred, complex step, autograd); report.py: the check; table.py
     benchmarks  suite.py: what bench runs; timing.py; report.py; flops.py: FLOP formulas, matmul peak;
-                naive.py: the min-char-rnn baseline; cells.py; distributed.py; memory.py
+                naive.py: the min-char-rnn baseline; cells.py; distributed.py; memory.py; hosts.py: between
+                network hosts; netns.py: hosts as network namespaces of this machine
     serving     server.py + page.html: the demo's HTTP server (Starlette on uvicorn); connections.py: its
                 listening socket and connection timeouts
     plotting    events.py: TensorBoard events read back; figure.py: the matplotlib figure

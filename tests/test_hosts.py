@@ -1,6 +1,6 @@
 """Data-parallel training between separate network hosts: exact, a lost host survived, an elastic restart.
 
-Each host is a Linux network namespace with its own address on a private bridge (tests/netns.py),
+Each host is a Linux network namespace with its own address on a private bridge (compare.benchmarks.netns),
 so the ranks talk over a veth link, never 127.0.0.1, and torchrun runs as on real machines:
 one launch per host, a c10d rendezvous on the first host's address, no ``--standalone``. One
 rank per host, float64, B = 4 streams of the tiny corpus. Skipped only where namespaces cannot
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from netns import INTERFACE, Host, cannot_create_namespaces, children, network_hosts
 from test_distributed import TOLERANCE, assert_close_states, final_state, run_argv
 
+from compare.benchmarks.netns import INTERFACE, Host, cannot_create_namespaces, children, network_hosts
 from compare.model.checkpoint import load_checkpoint
 from compare.training.config import parse_args
 from compare.training.loop import train
@@ -34,6 +34,7 @@ def host_argv(directory: Path, run_name: str, **flags) -> list:
     """tests/test_distributed.py's run (float64, --impl both, B = 4) for STEPS steps, checkpoints every 5."""
     settings = {"max_steps": STEPS, "epochs": 100, "checkpoint_every": 5, **flags}  # 21 steps an epoch
     return run_argv(directory, run_name, **settings)
+
 
 pytestmark = [
     pytest.mark.slow,
@@ -129,7 +130,13 @@ def test_two_hosts_train_like_one_process_with_the_full_batch(tmp_path, two_host
 def test_a_lost_host_stops_the_other_with_one_line_and_the_checkpoint_loads(tmp_path, fault):
     timeout = 5  # --dist-timeout: how long an unplugged host is waited for
     argv = host_argv(
-        tmp_path, "run", impl="manual", max_steps=10**6, epochs=10**6, checkpoint_every=10, eval_every=10**6,
+        tmp_path,
+        "run",
+        impl="manual",
+        max_steps=10**6,
+        epochs=10**6,
+        checkpoint_every=10,
+        eval_every=10**6,
         sample_every=10**6,
     )
     latest = tmp_path / "runs" / "run" / "manual" / "latest.npz"

@@ -93,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(batch size divisible by every process count)",
     )
     parser.add_argument("--processes", default="1,2", help="comma-separated process counts; 1 is always measured")
+    parser.add_argument(
+        "--hosts",
+        metavar="COUNTS",
+        help="instead of --processes: comma-separated host counts, each host a network namespace of this "
+        "machine with one process of one thread, a torchrun per host (compare.benchmarks.hosts; needs root)",
+    )
     parser.add_argument("--steps", type=int, default=5, help="timed training steps per repeat")
     parser.add_argument(
         "--warmup",
@@ -295,12 +301,16 @@ def distributed_command(argv: list) -> int:
     if args.as_rank:
         rank_main(args)
         return 0
-    problem = settings_problem(args)
+    from compare.benchmarks.hosts import hosts_problem, hosts_table, measure_all_hosts
+
+    if args.hosts:
+        args.processes = "1"  # the host counts take the place of the process counts
+    problem = settings_problem(args) or (hosts_problem(args) if args.hosts else None)
     if problem:
         parser.error(problem)  # one line, exit code 2
     started = time.perf_counter()
-    results = measure_all(args)
-    print(table(results))
+    results = measure_all_hosts(args) if args.hosts else measure_all(args)
+    print(hosts_table(results) if args.hosts else table(results))
     load = os.getloadavg()[0]
     print(f"\n{os.cpu_count()} CPUs, load average {load:.2f} at the end; {time.perf_counter() - started:.0f} s.")
     if args.json:
@@ -318,6 +328,7 @@ def distributed_command(argv: list) -> int:
             "steps": args.steps,
             "repeats": args.repeats,
             "rounds": args.rounds,
+            "layout": "hosts" if args.hosts else "processes",  # what each result's "processes" counts
         }
         Path(args.json).write_text(json.dumps(document, indent=1) + "\n")
     return 0

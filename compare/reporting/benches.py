@@ -1,4 +1,4 @@
-"""The sections that time things: bench (speed and scaling), memory, distributed.
+"""The sections that time things: bench (speed and scaling), memory, distributed, hosts.
 
 Each block is what the benchmark prints on stdout, inserted as it is: its tables stay
 tables, and each other line becomes a paragraph of its own (Markdown would run adjacent
@@ -60,3 +60,11 @@ def distributed(ctx: Context) -> list:
     finished = ctx.run("compare.bench_distributed", args)
     # every layout sets its own thread count (the table's layout column says which)
     return [Block("distributed", as_markdown(finished.stdout), [finished.shown], threads="threads per layout")]
+
+
+def hosts(ctx: Context) -> list:
+    """docs/distributed.md's table between hosts: 1 and 2 network namespaces, one torchrun each (needs root)."""
+    tiny = ["--configs", "mid", "--impls", "manual", *TINY_TIMING, "--rounds", 1]
+    args = ["--hosts", "1,2", "--json", ctx.workdir / "hosts.json", *(tiny if ctx.tiny else [])]
+    finished = ctx.run("compare.bench_distributed", args)
+    return [Block("hosts", as_markdown(finished.stdout), [finished.shown], threads="1 thread per host")]

@@ -71,6 +71,7 @@ SECTIONS = {
         Section("bench", benches.bench, ("bench", "bench.scaling"), "speed and scaling"),
         Section("memory", benches.memory, ("memory",), "peak memory on a 100 MB text"),
         Section("distributed", benches.distributed, ("distributed",), "1 and 2 processes"),
+        Section("hosts", benches.hosts, ("hosts",), "1 and 2 hosts (network namespaces; needs root)"),
     )
 }
 BLOCKS = {block: section for section in SECTIONS.values() for block in section.blocks}

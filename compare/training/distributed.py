@@ -190,7 +190,6 @@ class DataParallel:
                 f"--dist-timeout {self.timeout_s:g} s"
             ) from error
 
-
     def others(self) -> str:
         """Whom a failed collective lost: of two ranks, the other one by name; of more, gloo cannot say which."""
         return f"rank {1 - self.rank}" if self.world_size == 2 else "the other ranks"

@@ -1,5 +1,8 @@
 """Separate network hosts on this machine: Linux network namespaces joined by veth pairs to a bridge.
 
+What tests/test_hosts.py trains between, and what ``python -m compare.bench --distributed --hosts 1,2``
+measures on (compare.benchmarks.hosts).
+
     with network_hosts(2) as hosts:          # hosts[0].address == "10.77.0.1", each with its own veth0
         hosts[0].popen(["python", "-c", "..."])
 
@@ -22,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 NETNS_ETC = Path("/etc/netns")  # `ip netns exec NS` bind-mounts /etc/netns/NS/hosts over /etc/hosts
 SUBNET = "10.77.0"  # /24, seen only inside these namespaces
@@ -55,7 +59,7 @@ class Host:
     address: str
     processes: list[subprocess.Popen] = field(default_factory=list)
 
-    def popen(self, command: list[str], **kwargs) -> subprocess.Popen:
+    def popen(self, command: list[str], **kwargs: Any) -> subprocess.Popen:
         """``command`` started inside this host's namespace (``ip netns exec`` execs into it: same pid)."""
         process = subprocess.Popen(["ip", "netns", "exec", self.namespace, *command], **kwargs)
         self.processes.append(process)
