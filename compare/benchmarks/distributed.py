@@ -32,6 +32,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from compare.benchmarks.hosts import hosts_problem, hosts_table, measure_all_hosts
 from compare.benchmarks.timing import CONFIGS
 from compare.cli.errors import run_cli
 from compare.cli.parser import CommandParser, comma_list
@@ -301,8 +302,6 @@ def distributed_command(argv: list) -> int:
     if args.as_rank:
         rank_main(args)
         return 0
-    from compare.benchmarks.hosts import hosts_problem, hosts_table, measure_all_hosts
-
     if args.hosts:
         args.processes = "1"  # the host counts take the place of the process counts
     problem = settings_problem(args) or (hosts_problem(args) if args.hosts else None)
@@ -328,7 +327,6 @@ def distributed_command(argv: list) -> int:
             "steps": args.steps,
             "repeats": args.repeats,
             "rounds": args.rounds,
-            "layout": "hosts" if args.hosts else "processes",  # what each result's "processes" counts
         }
         Path(args.json).write_text(json.dumps(document, indent=1) + "\n")
     return 0

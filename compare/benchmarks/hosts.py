@@ -17,17 +17,35 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-from compare.benchmarks.distributed import Result
 from compare.benchmarks.netns import INTERFACE, cannot_create_namespaces, network_hosts
 from compare.benchmarks.timing import CONFIGS
 from compare.cli.parser import comma_list
 
 RENDEZVOUS_PORT = 29500  # on the first host: free, since the namespaces are made for each measurement
+
+
+@dataclass
+class HostsResult:
+    impl: str
+    config: str
+    hosts: int  # one process of one thread on each
+    repeat_rates: list  # characters per second of each timed repeat, the whole batch counted
+    all_reduce_ms: float  # one all-reduce of a buffer the size of every gradient, alone (min of 10)
+
+    @property
+    def chars_per_sec(self) -> float:
+        return statistics.median(self.repeat_rates)
+
+    @property
+    def best_chars_per_sec(self) -> float:
+        return max(self.repeat_rates)
 
 
 def hosts_problem(args: argparse.Namespace) -> str | None:
@@ -76,8 +94,8 @@ def host_command(index: int, addresses: list, args: argparse.Namespace, impl: st
     ]
 
 
-def measure_hosts(impl: str, config: str, count: int, args: argparse.Namespace) -> Result:
-    """One launch on ``count`` fresh hosts; the Result's ``processes`` is the number of hosts."""
+def measure_hosts(impl: str, config: str, count: int, args: argparse.Namespace) -> HostsResult:
+    """One launch of compare.benchmarks.distributed's ranks on ``count`` fresh hosts."""
     env = {
         **os.environ,
         "GLOO_SOCKET_IFNAME": INTERFACE,
@@ -103,12 +121,12 @@ def measure_hosts(impl: str, config: str, count: int, args: argparse.Namespace) 
         if failed:
             raise RuntimeError(f"a torchrun of {count} hosts failed:\n{failed[0][-2000:]}")
         measured = json.loads(out.read_text())
-    return Result(impl, config, count, 1, measured["rates"], measured["all_reduce_ms"])
+    return HostsResult(impl, config, count, measured["rates"], measured["all_reduce_ms"])
 
 
 def measure_all_hosts(args: argparse.Namespace) -> list:
     """Every implementation, configuration and host count, ``--rounds`` times, interleaved."""
-    results: dict[tuple, Result] = {}
+    results: dict[tuple, HostsResult] = {}
     counts = sorted({1, *(int(count) for count in comma_list(args.hosts))})
     for round_number in range(args.rounds):
         for config in comma_list(args.configs):
@@ -136,13 +154,13 @@ def hosts_table(results: list) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for result in results:
-        base = next(r for r in results if (r.impl, r.config, r.processes) == (result.impl, result.config, 1))
+        base = next(r for r in results if (r.impl, r.config, r.hosts) == (result.impl, result.config, 1))
         speedup = result.chars_per_sec / base.chars_per_sec
-        several = result.processes > 1
-        efficiency = f"{speedup / result.processes:.0%}" if several else "-"
+        several = result.hosts > 1
+        efficiency = f"{speedup / result.hosts:.0%}" if several else "-"
         all_reduce = f"{result.all_reduce_ms:.1f} ms" if several else "-"
         lines.append(
-            f"| {result.impl} | {result.config} | {result.processes} | {result.chars_per_sec:,.0f} | "
+            f"| {result.impl} | {result.config} | {result.hosts} | {result.chars_per_sec:,.0f} | "
             f"{result.best_chars_per_sec:,.0f} | {speedup:.2f} | {efficiency} | {all_reduce} |"
         )
     return "\n".join(lines)
