@@ -109,6 +109,18 @@ def wait_for(path: Path, launched: Launch, seconds: float = 120) -> None:
     assert path.exists(), "no checkpoint appeared"
 
 
+def first_logged_step(impl_dir: Path) -> int:
+    """The first step whose training loss the last attempt logged (in the newest event file that holds losses)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for path in sorted(impl_dir.glob("events.out.tfevents.*"), key=lambda path: -path.stat().st_mtime_ns):
+        accumulator = EventAccumulator(str(path), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        if "loss/train" in accumulator.Tags()["scalars"]:  # not the file of the final hparams
+            return accumulator.Scalars("loss/train")[0].step
+    raise AssertionError(f"no training loss logged in {impl_dir}")
+
+
 @pytest.fixture(scope="module")
 def two_host_run(tmp_path_factory):
     """STEPS steps of both implementations on 2 hosts, uninterrupted; its directory."""
@@ -171,6 +183,8 @@ def test_a_killed_worker_is_restarted_and_resumes_to_the_uninterrupted_result(tm
     resumed = launched.worker_stdout(host=0, attempt=0) + launched.worker_stdout(host=0, attempt=1)
     assert f"): resuming from {tmp_path / 'runs' / 'elastic'}" in resumed, resumed
     for impl in ("manual", "torch"):
+        first = first_logged_step(tmp_path / "runs" / "elastic" / impl)
+        assert first > 1 and (first - 1) % 5 == 0, first  # the last attempt began after a checkpoint, not at step 1
         restarted, uninterrupted = final_state(tmp_path, "elastic", impl), final_state(two_host_run, "two", impl)
         assert restarted.updates == STEPS
         assert_close_states(uninterrupted, restarted, TOLERANCE)  # 1e-12 float64, as asked; measured: identical
