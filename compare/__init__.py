@@ -25,12 +25,14 @@ Subpackages (each imports only downward: never a command module):
                 validation.py; divergence.py; summary.py; logger.py: TensorBoard;
                 agreement.py: --impl both's implementation error on identical inputs; stop.py: signals;
                 ranks.py, distributed.py, joining.py, parallel_engine.py: data parallelism on torch.distributed
+                elastic.py: a run restarted by torchrun --max-restarts resumes from its run directory
     gradients   methods.py: the oracles (centred, complex step, autograd); report.py: the check; table.py;
                 flow.py: gradient flow through time by hand (and its TensorBoard scalars); flow_autograd.py: the
                 same by autograd; flow_run.py: what compare.gradflow measures, init and trained
     benchmarks  suite.py: what bench runs; timing.py; report.py; flops.py: FLOP formulas, matmul peak;
                 naive.py: the min-char-rnn baseline; cells.py; distributed.py; memory.py;
-                fused.py: nn.RNN/LSTM/GRU as a peer; peers.py: every cell against it, 1 and 2 threads
+                fused.py: nn.RNN/LSTM/GRU as a peer; peers.py: every cell against it, 1 and 2 threads; hosts.py:
+                between network hosts; netns.py: hosts as network namespaces of this machine
     serving     server.py + page.html: the demo's HTTP server (Starlette on uvicorn); connections.py: its
                 listening socket and connection timeouts
     plotting    events.py: TensorBoard events read back; figure.py: the matplotlib figure; flow_figure.py: gradflow's

@@ -24,6 +24,7 @@ from typing import Any
 
 from compare.cli.errors import run_cli
 from compare.training.config import parse_args
+from compare.training.elastic import restarted_config
 from compare.training.loop import train
 from compare.training.ranks import cli_prog, is_main_process
 from compare.training.stop import StopRequest
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train_command(argv: list[str]) -> int:
-    config = parse_args(argv)
+    config = restarted_config(argv, parse_args(argv))  # under torchrun --max-restarts: resume on a restart
     stop = StopRequest()
     previous_handlers = {number: signal.signal(number, stop.handle) for number in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -32,6 +32,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from compare.benchmarks.hosts import hosts_problem, hosts_table, measure_all_hosts
 from compare.benchmarks.timing import CONFIGS
 from compare.cli.errors import run_cli
 from compare.cli.parser import CommandParser, comma_list
@@ -93,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(batch size divisible by every process count)",
     )
     parser.add_argument("--processes", default="1,2", help="comma-separated process counts; 1 is always measured")
+    parser.add_argument(
+        "--hosts",
+        metavar="COUNTS",
+        help="instead of --processes: comma-separated host counts, each host a network namespace of this "
+        "machine with one process of one thread, a torchrun per host (compare.benchmarks.hosts; needs root)",
+    )
     parser.add_argument("--steps", type=int, default=5, help="timed training steps per repeat")
     parser.add_argument(
         "--warmup",
@@ -295,12 +302,14 @@ def distributed_command(argv: list) -> int:
     if args.as_rank:
         rank_main(args)
         return 0
-    problem = settings_problem(args)
+    if args.hosts:
+        args.processes = "1"  # the host counts take the place of the process counts
+    problem = settings_problem(args) or (hosts_problem(args) if args.hosts else None)
     if problem:
         parser.error(problem)  # one line, exit code 2
     started = time.perf_counter()
-    results = measure_all(args)
-    print(table(results))
+    results = measure_all_hosts(args) if args.hosts else measure_all(args)
+    print(hosts_table(results) if args.hosts else table(results))
     load = os.getloadavg()[0]
     print(f"\n{os.cpu_count()} CPUs, load average {load:.2f} at the end; {time.perf_counter() - started:.0f} s.")
     if args.json:

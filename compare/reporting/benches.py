@@ -1,4 +1,4 @@
-"""The sections that time things: bench (speed and scaling), memory, distributed.
+"""The sections that time things: bench (speed and scaling), memory, distributed, hosts.
 
 Each block is what the benchmark prints on stdout, inserted as it is: its tables stay
 tables, and each other line becomes a paragraph of its own (Markdown would run adjacent
@@ -6,6 +6,8 @@ lines together). Nothing here reads the benchmarks' internals, whose output may 
 """
 
 from __future__ import annotations
+
+import os
 
 from compare.reporting.runner import Block, Context
 
@@ -60,3 +62,17 @@ def distributed(ctx: Context) -> list:
     finished = ctx.run("compare.bench_distributed", args)
     # every layout sets its own thread count (the table's layout column says which)
     return [Block("distributed", as_markdown(finished.stdout), [finished.shown], threads="threads per layout")]
+
+
+def hosts(ctx: Context) -> list:
+    """docs/distributed.md's table between hosts: 1 and 2 network namespaces, one torchrun each (needs root)."""
+    from compare.benchmarks.netns import cannot_create_namespaces
+
+    tiny = ["--configs", "mid", "--impls", "manual", *TINY_TIMING, "--rounds", 1]
+    args = ["--hosts", "1,2", "--json", ctx.workdir / "hosts.json", *(tiny if ctx.tiny else [])]
+    reason = cannot_create_namespaces()
+    if reason and not os.environ.get("CI"):  # a developer's machine without root; CI runs as root and must measure
+        shown = ctx.show("compare.bench_distributed", args)
+        return [Block("hosts", f"Not measured: {reason}.", [shown], threads="1 thread per host")]
+    finished = ctx.run("compare.bench_distributed", args)
+    return [Block("hosts", as_markdown(finished.stdout), [finished.shown], threads="1 thread per host")]

@@ -82,6 +82,7 @@ SECTIONS = {
         Section("peers", peers.peers, ("bench.peers",), "every cell against PyTorch's fused module, 1 and 2 threads"),
         Section("memory", benches.memory, ("memory",), "peak memory on a 100 MB text"),
         Section("distributed", benches.distributed, ("distributed",), "1 and 2 processes"),
+        Section("hosts", benches.hosts, ("hosts",), "1 and 2 hosts (network namespaces; needs root)"),
     )
 }
 BLOCKS = {block: section for section in SECTIONS.values() for block in section.blocks}

@@ -185,10 +185,14 @@ class DataParallel:
             operation()
         except RuntimeError as error:  # gloo and NCCL raise RuntimeError (or its DistError subclasses)
             raise RankLost(
-                f"rank {self.rank} of {self.world_size} lost contact with the other ranks "
+                f"rank {self.rank} of {self.world_size} lost contact with {self.others()} "
                 f"({short_reason(error)}): another rank died or did not answer within "
                 f"--dist-timeout {self.timeout_s:g} s"
             ) from error
+
+    def others(self) -> str:
+        """Whom a failed collective lost: of two ranks, the other one by name; of more, gloo cannot say which."""
+        return f"rank {1 - self.rank}" if self.world_size == 2 else "the other ranks"
 
 
 def pack(tensors: list[torch.Tensor], scalars: list[SupportsFloat]) -> torch.Tensor:

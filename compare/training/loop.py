@@ -113,6 +113,11 @@ def train(config: TrainConfig, stop: StopRequest | None = None) -> dict[str, Any
             config = replace(config, run_name=parallel.agree_on(name))
         run = build_run(config, parallel)
         start_step = restore(run) if config.resume else 0
+        if parallel.agree_on(str(start_step)) != str(start_step):  # on several machines: each reads its own copy
+            raise UsageError(
+                f"rank {parallel.rank} starts at step {start_step} and rank 0 does not: every machine must see "
+                "the same run directory (a shared file system, or the same checkpoint copied to the same path)"
+            )
         total_steps = planned_steps(config, len(run.batches))
         if start_step >= total_steps:
             raise UsageError(f"the checkpoint is at step {start_step} of {total_steps}: raise --epochs or --max-steps")
