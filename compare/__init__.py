@@ -17,13 +17,14 @@ Subpackages (each imports only downward: never a command module):
     data        corpus.py: vocabulary, batches, built-in corpus, text digest; inputs.py: checks on --data
     model       init.py: the shared initializer; state.py: what an engine exports; engines.py: both
                 implementations behind one step; sampling.py; generate.py: text from a checkpoint;
-                checkpoint.py: the .npz format
+                checkpoint.py: the .npz format; cells.py: --cell, a built-in cell or your own by import path
     training    config.py: TrainConfig and its flags; loop.py: the training loop; run.py: save and restore;
                 rundir.py: where a run writes, its lock, leftovers of a killed save; validation.py;
                 divergence.py; summary.py; logger.py: TensorBoard; agreement.py: --impl both's implementation
                 error on identical inputs; stop.py: signals;
                 ranks.py, distributed.py, joining.py, parallel_engine.py: data parallelism on torch.distributed
     gradients   methods.py: the oracles (centred, complex step, autograd); report.py: the check; table.py
+    examples    mgu.py: the minimal gated unit, a cell plugged in with --cell compare.examples.mgu (docs/cells.md)
     benchmarks  suite.py: what bench runs; timing.py; report.py; flops.py: FLOP formulas, matmul peak;
                 naive.py: the min-char-rnn baseline; cells.py; distributed.py; memory.py
     serving     server.py + page.html: the demo's HTTP server (Starlette on uvicorn); connections.py: its

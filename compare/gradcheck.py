@@ -37,6 +37,7 @@ from compare.gradients.report import (
     run_gradcheck,
 )
 from compare.gradients.table import format_report
+from compare.model.cells import CELL_HELP
 from compare.model.init import INIT_STD
 
 PROG = "python -m compare.gradcheck"
@@ -60,9 +61,9 @@ def build_parser() -> CommandParser:
     )
     model.add_argument(
         "--cell",
-        choices=["rnn", "lstm", "gru"],
         default=defaults.cell,
-        help="recurrent cell (default: %(default)s, the original's)",
+        metavar="CELL",
+        help=CELL_HELP + " (default: %(default)s, the original's)",
     )
     model.add_argument(
         "--num-layers",

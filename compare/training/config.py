@@ -15,6 +15,7 @@ from typing import Any
 
 from compare.cli.parser import CommandParser
 from compare.data.inputs import DEFAULT_VAL_MAX_CHARS, check_encoding
+from compare.model.cells import CELL_HELP, cell_problem, record_name
 from compare.model.checkpoint import CheckpointError, load_checkpoint, run_dir_of
 from compare.model.sampling import MAX_SAMPLE_LENGTH
 from compare.training.ranks import DEFAULT_TIMEOUT_S
@@ -57,7 +58,7 @@ class TrainConfig:
     val_frac: float = 0.05  # 0: no validation (no loss/val, no best.npz)
     val_max_chars: int = DEFAULT_VAL_MAX_CHARS  # of the held-out split, validation uses at most this many; 0: all
     hidden_size: int = 100
-    cell: str = "rnn"  # rnn, lstm or gru
+    cell: str = "rnn"  # rnn, lstm, gru, or a cell's import path or file (compare.model.cells)
     num_layers: int = 1
     seq_length: int = 25
     batch_size: int = 1
@@ -160,8 +161,8 @@ def add_model_flags(parser: CommandParser) -> None:
     model.add_argument("--hidden-size", type=int, help="H, the size of the hidden state")
     model.add_argument(
         "--cell",
-        choices=["rnn", "lstm", "gru"],
-        help="recurrent cell: vanilla tanh RNN, LSTM (forget-gate bias 1) or GRU (PyTorch's variant)",
+        metavar="CELL",
+        help=CELL_HELP,
     )
     model.add_argument("--num-layers", type=int, help="stacked recurrent layers (char-rnn uses 2)")
 
@@ -233,6 +234,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     problem = config_problem(config)
     if problem:
         parser.error(problem)
+    config.cell = record_name(config.cell)  # a cell's file path made absolute: a resume from elsewhere finds it
     return config
 
 
@@ -277,7 +279,7 @@ def config_problem(config: TrainConfig) -> str | None:
         return f"--sample-length must be at most {MAX_SAMPLE_LENGTH:,}, got {config.sample_length:,}"
     if not config.dist_timeout > 0:
         return f"--dist-timeout must be a positive number of seconds, got {config.dist_timeout}"
-    problem = run_name_problem(config.run_name)
+    problem = run_name_problem(config.run_name) or cell_problem(config.cell)
     if problem:
         return problem
     return device_problem(config) or check_encoding(config.encoding)
