@@ -21,7 +21,8 @@ import torch
 
 from manual.activations import sigmoid
 
-GATES = 2  # f, n
+GATES = 2
+GATE_NAMES = ("f", "n")  # optional: how gradcheck --diagnose names the gate blocks
 STATE_PARTS = 1  # state[0] = h
 
 

@@ -29,6 +29,15 @@ AGREE = 1e-9
 FORWARD_AGREE = 1e-12  # the same float64 forward in two programs: rounding only, ~1e-16
 
 
+SUMS = {  # how each parameter's gradient is summed from the per-step ones
+    "b": "db = dx_proj_t summed over every step t and stream",
+    "U": "dU = sum over t of dx_proj_t x_t^T",
+    "W": "dW = sum over t of the recurrent pre-activation's gradient times h_{t-1}^T, in recurrence_backward",
+    "V": "dV = sum over t of do_t h_t^T",
+    "c": "dc = do_t summed over every step t and stream",
+}
+
+
 @dataclass
 class Diagnosis:
     verdict: str  # forward, agree, loss, summing or backward (see the module docstring)
@@ -144,9 +153,16 @@ def backward_lines(problem: Problem, diagnosis: Diagnosis) -> list[str]:
     """The words for verdict backward: where dL/dx_proj_t first differs, and through which path."""
     steps = problem.inputs.shape[1]
     t, gates = diagnosis.step, ", ".join(diagnosis.gates)
+    assert diagnosis.layer is not None  # localize found the layer
+    names, size = gate_names(cell_pair(problem.cell).manual), problem.state0.shape[-1]
+    rows = ", ".join(
+        f"rows {names.index(gate) * size}-{(names.index(gate) + 1) * size - 1} ({gate})" for gate in diagnosis.gates
+    )
+    params = "/".join(manual.layer_param_names(diagnosis.layer - 1).values())
     lines = [
         f"The backward goes wrong in layer {diagnosis.layer} of {len(problem.state0)}: dL/dx_proj_t first differs "
-        f"from autograd at step {t} of {steps} (the backward runs from step {steps} down), in gate {gates}."
+        f"from autograd at step {t} of {steps} (the backward runs from step {steps} down), in gate {gates}: "
+        f"{rows} of {params}."
     ]
     if diagnosis.path == "output":
         lines.append(
@@ -197,9 +213,9 @@ def diagnose(problem: Problem, backward: Backward = manual.backward) -> Diagnosi
         lines.extend(backward_lines(problem, diagnosis))
         return diagnosis
     diagnosis.verdict = "summing"
+    sums = "; ".join(SUMS[param.rstrip("0123456789")] for param in diagnosis.blocks)
     lines.append(
         "dL/dx_proj_t agrees with autograd at every layer, step and gate, so the recurrence's backward is right: "
-        f"the error is where {', '.join(diagnosis.blocks)} is summed from the per-step gradients "
-        "(db = sum over t and streams of dx_proj_t, dU = sum_t dx_proj_t x_t^T, the cell's dW)."
+        f"the error is where {', '.join(diagnosis.blocks)} is summed from the per-step gradients ({sums})."
     )
     return diagnosis

@@ -31,12 +31,12 @@ BUILTIN_GATE_NAMES = {"rnn": ("a",), "lstm": ("i", "f", "g", "o"), "gru": ("r", 
 
 
 def gate_names(cell: ModuleType) -> tuple[str, ...]:
-    """The cell's GATE_NAMES (an optional part of the interface), else 'gate 1', 'gate 2', ..."""
+    """The cell's GATE_NAMES (an optional part of the interface), else '1', '2', ... (said as 'gate 1')."""
     for name, module in manual.CELLS.items():
         if module is cell:
             return BUILTIN_GATE_NAMES[name]
     names = getattr(cell, "GATE_NAMES", None)
-    return tuple(names) if names is not None else tuple(f"gate {k + 1}" for k in range(cell.GATES))
+    return tuple(names) if names is not None else tuple(str(k + 1) for k in range(cell.GATES))
 
 
 @dataclass
