@@ -153,7 +153,7 @@ def backward_lines(problem: Problem, diagnosis: Diagnosis) -> list[str]:
     """The words for verdict backward: where dL/dx_proj_t first differs, and through which path."""
     steps = problem.inputs.shape[1]
     t, gates = diagnosis.step, ", ".join(diagnosis.gates)
-    assert diagnosis.layer is not None  # localize found the layer
+    assert diagnosis.layer is not None and t is not None  # localize found where it starts
     names, size = gate_names(cell_pair(problem.cell).manual), problem.state0.shape[-1]
     rows = ", ".join(
         f"rows {names.index(gate) * size}-{(names.index(gate) + 1) * size - 1} ({gate})" for gate in diagnosis.gates

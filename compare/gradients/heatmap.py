@@ -27,17 +27,18 @@ def save_heatmap(diagnosis: Diagnosis, path: Path) -> None:
     assert diagnosis.heat is not None  # the diagnosis got as far as the per-step comparison
     heat = np.log10(np.maximum(diagnosis.heat, FLOOR))
     rows, steps = heat.shape
-    figure, axes = plt.subplots(figsize=(1.2 + 0.45 * steps, 1.0 + 0.4 * rows))
+    figure, axes = plt.subplots(figsize=(4.5 + 0.5 * steps, 2.0 + 0.4 * rows))
     image = axes.imshow(heat, aspect="auto", cmap="magma", vmin=np.log10(FLOOR), vmax=0)
     axes.set_xticks(range(steps), [str(t + 1) for t in range(steps)])
     axes.set_yticks(range(rows), diagnosis.heat_rows)
     axes.set_xlabel("time step t (the backward runs from the right)")
+    axes.set_ylabel("dL/dx_proj_t of")
     if diagnosis.step is not None and diagnosis.layer is not None:
         axes.set_title(
             f"first wrong: layer {diagnosis.layer}, step {diagnosis.step}, gate {', '.join(diagnosis.gates)}"
         )
     colorbar = figure.colorbar(image, ax=axes)
-    colorbar.set_label(f"log10 relative error of dL/dx_proj_t (wrong above {np.log10(AGREE):.0f})")
+    colorbar.set_label(f"log10 relative error\n(wrong above {np.log10(AGREE):.0f})")
     figure.tight_layout()
     try:
         figure.savefig(path, dpi=100)
