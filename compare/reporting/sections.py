@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from compare.reporting import agreement, benches, cells, training
+from compare.reporting import agreement, benches, cells, diagnosis, training
 from compare.reporting.runner import Block, Context
 from compare.reporting.text import table
 
@@ -70,6 +70,7 @@ SECTIONS = {
         Section("tensorboard", agreement.tensorboard, ("tensorboard",), "TensorBoard after a short run, a screenshot"),
         Section("lossplot", training.lossplot, ("lossplot",), "docs/demo.md's 20,000-step run and loss.png"),
         Section("cells", cells.cells, ("cells", "cells.speed", "cells.divergence"), "rnn, lstm, gru"),
+        Section("diagnosis", diagnosis.diagnosis, ("diagnosis",), "gradcheck --diagnose on a planted bug"),
         Section("bench", benches.bench, ("bench", "bench.scaling"), "speed and scaling"),
         Section("memory", benches.memory, ("memory",), "peak memory on a 100 MB text"),
         Section("distributed", benches.distributed, ("distributed",), "1 and 2 processes"),
