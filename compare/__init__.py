@@ -23,7 +23,9 @@ Subpackages (each imports only downward: never a command module):
                 divergence.py; summary.py; logger.py: TensorBoard; agreement.py: --impl both's implementation
                 error on identical inputs; stop.py: signals;
                 ranks.py, distributed.py, joining.py, parallel_engine.py: data parallelism on torch.distributed
-    gradients   methods.py: the oracles (centred, complex step, autograd); report.py: the check; table.py
+    gradients   methods.py: the oracles (centred, complex step, autograd); report.py: the check; table.py;
+                gradcheck --diagnose: oracles.py (every oracle, whole gradients), localize.py (per-step
+                dL/dx_proj_t, manual beside autograd), diagnose.py (the verdict in words), heatmap.py
     examples    mgu.py: the minimal gated unit, a cell plugged in with --cell compare.examples.mgu (docs/cells.md)
     benchmarks  suite.py: what bench runs; timing.py; report.py; flops.py: FLOP formulas, matmul peak;
                 naive.py: the min-char-rnn baseline; cells.py; distributed.py; memory.py
@@ -31,6 +33,6 @@ Subpackages (each imports only downward: never a command module):
                 listening socket and connection timeouts
     plotting    events.py: TensorBoard events read back; figure.py: the matplotlib figure
     reporting   markers.py: the generated blocks; provenance.py: commit, CPU, threads, load; runner.py;
-                text.py; training.py, agreement.py, cells.py, benches.py: the sections; sections.py: their list;
+                text.py; training.py, agreement.py, cells.py, benches.py, diagnosis.py: the sections; sections.py: their list;
                 generate.py; screenshots.py: TensorBoard in headless Chromium
 """
