@@ -725,7 +725,7 @@ CASES += [
             edited_checkpoint(d, "bogus-cell.npz", header=lambda h: h["config"].update(cell="bogus")),
         ],
         2,
-        "config.cell is 'bogus'",
+        "config.cell, the cell it was trained with, does not load: --cell bogus: no cell of that name",
     ),
     sample_case(
         "checkpoint-hidden-shape",
