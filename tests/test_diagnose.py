@@ -216,3 +216,18 @@ def test_the_command_prints_the_diagnosis_draws_the_heat_map_and_exits_1_on_a_bu
     assert heatmap.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     right = run_gradcheck("--cell", MGU, "--data", str(data), "--heatmap", str(heatmap))
     assert right.returncode == 0 and "the backward is right" in right.stdout
+
+
+def test_a_forward_that_fails_in_complex128_falls_back_to_centred_differences(tmp_path):
+    # a ReLU written with np.heaviside, which has no complex loop: the complex-step forward raises
+    relu = (
+        SOFTSIGN_CELL.replace("pre[t] / (1 + np.abs(pre[t]))", "pre[t] * np.heaviside(pre[t], 0)")
+        .replace("/ (1 + np.abs(pre[t])) ** 2", "* np.heaviside(pre[t], 0)")
+        .replace("a / (1 + a.abs())", "torch.relu(a)")
+    )
+    path = tmp_path / "relu.py"
+    path.write_text(relu)
+    diagnosis = diagnose(small_problem(str(path)))
+    assert diagnosis.verdict == "agree" and not diagnosis.complex_usable
+    assert "The complex128 forward fails (TypeError: ufunc 'heaviside' not supported" in diagnosis.lines[1]
+    assert "manual vs centred differences" in diagnosis.lines[2]
