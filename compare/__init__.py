@@ -33,6 +33,6 @@ Subpackages (each imports only downward: never a command module):
                 listening socket and connection timeouts
     plotting    events.py: TensorBoard events read back; figure.py: the matplotlib figure
     reporting   markers.py: the generated blocks; provenance.py: commit, CPU, threads, load; runner.py;
-                text.py; training.py, agreement.py, cells.py, benches.py, diagnosis.py: the sections; sections.py: their list;
-                generate.py; screenshots.py: TensorBoard in headless Chromium
+                text.py; training.py, agreement.py, cells.py, benches.py, diagnosis.py: the sections;
+                sections.py: their list; generate.py; screenshots.py: TensorBoard in headless Chromium
 """
