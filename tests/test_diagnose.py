@@ -76,6 +76,16 @@ CELL_BUGS = {
         "recurrent",
         ["r", "z", "n"],
     ),
+    "rnn: the carry dropped": (
+        "rnn",
+        "d_h = d_hidden[t] + d_h_next",
+        "d_h = d_hidden[t]",
+        1,
+        1,
+        T - 1,
+        "recurrent",
+        ["a"],
+    ),
     "mgu: direct carry dropped": (MGU, "d_h * (1 - f) + d_gated", "d_gated", 1, 1, T - 1, "recurrent", ["f", "n"]),
 }
 
@@ -86,6 +96,8 @@ def test_a_bug_in_the_recurrence_is_located(bug):
     diagnosis = diagnose(small_problem(broken_cell(cell, correct, slip), Sizes(layers=layers)))
     assert (diagnosis.verdict, diagnosis.layer, diagnosis.step, diagnosis.path) == ("backward", layer, step, path)
     assert diagnosis.gates == gates
+    assert diagnosis.heat is not None and diagnosis.heat.shape == (layers * len(ALL_GATES[cell]), T)
+    assert (diagnosis.heat[:, step:] < 1e-12).all()  # every later step (drawn to its right) is right to rounding
     suffix = "" if layer == 1 else str(layer)
     assert {"U" + suffix, "W" + suffix, "b" + suffix} <= set(diagnosis.blocks)  # the layer's gate rows are wrong
     assert "V" not in diagnosis.blocks and "c" not in diagnosis.blocks  # the output layer's gradients are right
