@@ -12,12 +12,14 @@ or block, so that entries that are almost zero on both sides cannot dominate.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 import manual
 import torchref
@@ -101,7 +103,10 @@ def run_oracles(problem: Problem, backward: Backward = manual.backward) -> Oracl
     recurrence = cell_pair(problem.cell).manual
     _, cache = manual.forward(problem.params, problem.inputs, problem.targets, problem.state0, recurrence)
     entries = {name: np.arange(value.size) for name, value in problem.params.items()}
+    # seconds for the small problems this is meant for, a minute at gradcheck's defaults: a bar on a terminal
+    progress = tqdm(total=3, desc="oracles", unit="oracle", disable=None, leave=False, file=sys.stderr)
     central = central_differences(manual_loss_function(problem), problem.params, entries, CENTRAL_STEP)
+    progress.update()
     complex_estimates: dict[str, np.ndarray] | None = None
     failure = None
     try:
@@ -109,7 +114,10 @@ def run_oracles(problem: Problem, backward: Backward = manual.backward) -> Oracl
             complex_estimates = full(complex_step(problem, entries, COMPLEX_STEP), problem.params)
     except Exception as error:  # any failure of the complex128 forward means: no complex step here
         failure = f"{type(error).__name__}: {error}"
+    progress.update()
     with torch_single_thread():
         autograd = TorchLoss(problem).gradient()
         passed = twin_gradcheck(problem)
+    progress.update()
+    progress.close()
     return Oracles(backward(cache), autograd, full(central, problem.params), complex_estimates, failure, passed)
