@@ -195,6 +195,9 @@ def gradcheck_command(argv: list[str]) -> int:
     except (UsageError, ValueError) as error:  # unusable --data, or too short for one batch
         parser.error(str(error))
     if diagnose_it:
+        for flag, given in (("--json", json_path), ("--with-original", with_original), ("--sample", settings.sample)):
+            if given:
+                parser.error(f"--diagnose prints a diagnosis of every entry, not the table: leave out {flag}")
         if not heatmap.absolute().parent.is_dir():
             parser.error(f"--heatmap {heatmap}: no such directory to write it in")
         return diagnose_command(problem, heatmap)

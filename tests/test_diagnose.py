@@ -255,3 +255,16 @@ def test_tiny_weights_do_not_make_an_analytic_forward_look_non_analytic():
     assert worst_error(oracles.central, oracles.autograd) > ORACLES_AGREE  # the case this test is about
     assert oracles.complex is not None and worst_error(oracles.complex, oracles.autograd) < 1e-14
     assert oracles.complex_usable
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--sample", "3"], "--diagnose prints a diagnosis of every entry, not the table: leave out --sample"),
+        (["--json", "x.json"], "--diagnose prints a diagnosis of every entry, not the table: leave out --json"),
+        (["--heatmap", "/no/such/dir/x.png"], "--heatmap /no/such/dir/x.png: no such directory to write it in"),
+    ],
+)
+def test_flags_that_do_not_go_with_diagnose_are_one_line_and_exit_2(args, says):
+    done = run_gradcheck(*args)
+    assert done.returncode == 2 and done.stderr == f"python -m compare.gradcheck: error: {says}\n"
