@@ -121,6 +121,16 @@ def test_every_command_refuses_an_incomplete_cell_with_exit_2(tmp_path, command)
     )
 
 
+def test_gate_names_must_name_every_gate_block(tmp_path):
+    path = tmp_path / "misnamed.py"
+    path.write_text("".join(INTERFACE_SOURCE.values()) + "GATE_NAMES = ('a', 'b')\n")
+    with pytest.raises(CellError) as raised:
+        resolve_cell(str(path))
+    assert str(raised.value) == (
+        f"--cell {path}: GATE_NAMES is ('a', 'b'), expected one name per gate block, GATES = 1"
+    )
+
+
 def test_a_cell_that_is_no_module_is_one_line(tmp_path):
     with pytest.raises(CellError, match=r"^--cell no_such_cell_module: no cell of that name \(built-in: rnn"):
         resolve_cell("no_such_cell_module")

@@ -121,6 +121,9 @@ def interface_problem(name: str, module: ModuleType) -> str | None:
                 return f"--cell {name}: {part} is {value!r}, expected a positive int (see {DOC})"
         elif not callable(value):
             return f"--cell {name}: {part} is not a function (see {DOC})"
+    names = getattr(module, "GATE_NAMES", None)  # optional: the diagnosis's names of the gate blocks
+    if names is not None and (isinstance(names, str) or len(names) != module.GATES):
+        return f"--cell {name}: GATE_NAMES is {names!r}, expected one name per gate block, GATES = {module.GATES}"
     return None
 
 
