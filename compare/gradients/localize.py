@@ -8,7 +8,7 @@ For every layer l and step t, both sides give
 The manual side runs ``manual.forward`` and then each layer's ``recurrence_backward`` with
 dL/dh_t as ``manual.backward`` feeds it (from the output layer for the top layer, through
 U_{l+1} below it); the torch side runs the twin's ``step`` over the same chunk with
-``retain_grad`` on every x_proj_t and h_t, so autograd fills in the same quantities. The
+``retain_grad`` on every x_proj_t, so autograd fills in the same quantities. The
 error of a block is |manual - torch| / max(tiny, |manual| + |torch|) over its (B, H) entries
 (Frobenius norms), so a block whose gradient is zero on both sides has error zero.
 """
@@ -69,7 +69,7 @@ def manual_steps(problem: Problem) -> StepQuantities:
 
 
 def torch_steps(problem: Problem) -> StepQuantities:
-    """The autograd side: the twin's step over the chunk, keeping the gradient of every x_proj_t and h_t."""
+    """The autograd side: the twin's step over the chunk, keeping the gradient of every x_proj_t."""
     step = cell_pair(problem.cell).torch.step
     params = {name: torch.from_numpy(value).requires_grad_() for name, value in problem.params.items()}
     inputs, targets = torch.from_numpy(problem.inputs).long(), torch.from_numpy(problem.targets).long()
@@ -85,7 +85,6 @@ def torch_steps(problem: Problem) -> StepQuantities:
         for x_proj_t in x_proj.unbind(dim=1):
             x_proj_t.retain_grad()
             h, state = step(x_proj_t, W, state)
-            h.retain_grad()
             xs.append(x_proj_t)
             hs.append(h)
         kept_x.append(xs)
@@ -98,7 +97,7 @@ def torch_steps(problem: Problem) -> StepQuantities:
 
     def time_major(tensors: list[torch.Tensor], grads: bool) -> np.ndarray:
         values = [t.grad if grads else t for t in tensors]
-        assert all(v is not None for v in values)  # every x_proj_t and h_t reaches the loss
+        assert all(v is not None for v in values)  # every x_proj_t reaches the loss
         return torch.stack([v.detach() for v in values if v is not None]).numpy()
 
     return StepQuantities(
