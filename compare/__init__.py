@@ -19,7 +19,8 @@ Subpackages (each imports only downward: never a command module):
                 corpus; inputs.py: checks on --data
     model       init.py: the shared initializer; state.py: what an engine exports; engines.py: both
                 implementations behind one step; sampling.py; generate.py: text from a checkpoint;
-                checkpoint.py: the .npz format; newest.py: the newest run, without --checkpoint
+                checkpoint.py: the .npz format; newest.py: the newest run, without --checkpoint;
+                cells.py: --cell, a built-in cell or your own by import path
     training    config.py: TrainConfig and its flags; loop.py: the training loop; scalars.py: what it logs;
                 run.py: save and restore; rundir.py: where a run writes, its lock, leftovers of a killed save;
                 validation.py; divergence.py; summary.py; logger.py: TensorBoard;
@@ -29,6 +30,9 @@ Subpackages (each imports only downward: never a command module):
     gradients   methods.py: the oracles (centred, complex step, autograd); report.py: the check; table.py;
                 flow.py: gradient flow through time by hand (and its TensorBoard scalars); flow_autograd.py: the
                 same by autograd; flow_run.py: what compare.gradflow measures, init and trained
+                gradcheck --diagnose: oracles.py (every oracle, whole gradients), localize.py (per-step
+                dL/dx_proj_t, manual beside autograd), diagnose.py (the verdict in words), heatmap.py
+    examples    mgu.py: the minimal gated unit, a cell plugged in with --cell compare.examples.mgu (docs/cells.md)
     benchmarks  suite.py: what bench runs; timing.py; report.py; flops.py: FLOP formulas, matmul peak;
                 naive.py: the min-char-rnn baseline; cells.py; distributed.py; memory.py;
                 fused.py: nn.RNN/LSTM/GRU as a peer; peers.py: every cell against it, 1 and 2 threads; hosts.py:
@@ -38,6 +42,6 @@ Subpackages (each imports only downward: never a command module):
     plotting    events.py: TensorBoard events read back; figure.py: the matplotlib figure; flow_figure.py: gradflow's
     reporting   markers.py: the generated blocks; provenance.py: commit, CPU, threads, load; runner.py;
                 text.py; quickstart.py, training.py, agreement.py, original.py, cells.py, benches.py, flow.py,
-                peers.py: the sections; sections.py: their list; generate.py; browser.py: the demo page in
+                peers.py, diagnosis.py: the sections; sections.py: their list; generate.py; browser.py: the demo page in
                 headless Chromium (docs/demo.png); screenshots.py: TensorBoard in headless Chromium
 """

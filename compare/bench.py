@@ -73,7 +73,8 @@ def add_what_flags(what: argparse._ArgumentGroup) -> None:
     what.add_argument(
         "--cells",
         action="store_true",
-        help="instead: rnn, lstm and gru at about equal parameter counts (python -m compare.bench_cells)",
+        help="instead: rnn, lstm and gru at about equal parameter counts, or the cells given with --cell "
+        "(python -m compare.bench_cells)",
     )
     what.add_argument(
         "--configs",

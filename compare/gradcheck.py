@@ -3,6 +3,7 @@
     python -m compare.gradcheck                       # all four comparisons, every entry
     python -m compare.gradcheck --with-original       # the original's figures beside them
     python -m compare.gradcheck --json gradcheck.json # the numbers, for scripts and tests
+    python -m compare.gradcheck --cell my_cell.py --diagnose   # where a hand-written backward is wrong
 
 One forward/backward pass from a zero hidden state on the first ``seq_length``
 characters of the corpus, weights from ``compare.model.init.init_params`` (the original's
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from compare.cli.errors import UsageError, run_cli
 from compare.cli.parser import CommandParser
+from compare.gradients.methods import Problem
 from compare.gradients.report import (
     METHODS,
     GradcheckSettings,
@@ -37,9 +39,11 @@ from compare.gradients.report import (
     run_gradcheck,
 )
 from compare.gradients.table import format_report
+from compare.model.cells import CELL_HELP
 from compare.model.init import INIT_STD
 
 PROG = "python -m compare.gradcheck"
+DEFAULT_HEATMAP = "diagnosis.png"
 __all__ = ["GradcheckSettings", "choose_entries", "format_report", "main", "run_gradcheck"]  # what the tests use
 
 
@@ -60,9 +64,9 @@ def build_parser() -> CommandParser:
     )
     model.add_argument(
         "--cell",
-        choices=["rnn", "lstm", "gru"],
         default=defaults.cell,
-        help="recurrent cell (default: %(default)s, the original's)",
+        metavar="CELL",
+        help=CELL_HELP + " (default: %(default)s, the original's)",
     )
     model.add_argument(
         "--num-layers",
@@ -148,6 +152,20 @@ def build_parser() -> CommandParser:
         metavar="N",
         help="check N random entries per parameter instead of every entry, for large models",
     )
+    diagnosis = parser.add_argument_group("diagnosis (docs/cells.md#reading-a-diagnosis)")
+    diagnosis.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="instead of the table: run every oracle at every entry and, where they disagree, say which "
+        "parameter, layer, gate, time step and path is wrong (exit code 1 when the backward is wrong); "
+        "for small models: use a small --hidden-size, --seq-length and --data",
+    )
+    diagnosis.add_argument(
+        "--heatmap",
+        metavar="PNG",
+        default=DEFAULT_HEATMAP,
+        help="with --diagnose: where to draw the relative error per time step and gate block (default: %(default)s)",
+    )
     output = parser.add_argument_group("output")
     output.add_argument("--json", metavar="PATH", help="also write the numbers to PATH as JSON")
     output.add_argument(
@@ -165,6 +183,7 @@ def gradcheck_command(argv: list[str]) -> int:
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     json_path, with_original = args.pop("json"), args.pop("with_original")
+    diagnose_it, heatmap = args.pop("diagnose"), Path(args.pop("heatmap"))
     settings = GradcheckSettings(**args)
     invalid = invalid_setting(settings)
     if invalid:
@@ -175,6 +194,13 @@ def gradcheck_command(argv: list[str]) -> int:
         problem = build_problem(settings)
     except (UsageError, ValueError) as error:  # unusable --data, or too short for one batch
         parser.error(str(error))
+    if diagnose_it:
+        for flag, given in (("--json", json_path), ("--with-original", with_original), ("--sample", settings.sample)):
+            if given:
+                parser.error(f"--diagnose prints a diagnosis of every entry, not the table: leave out {flag}")
+        if not heatmap.absolute().parent.is_dir():
+            parser.error(f"--heatmap {heatmap}: no such directory to write it in")
+        return diagnose_command(problem, heatmap)
     report = check_problem(problem, settings)
     print(format_report(report, with_original))
     if json_path:
@@ -183,6 +209,19 @@ def gradcheck_command(argv: list[str]) -> int:
         except OSError as error:
             raise UsageError(f"--json {json_path}: cannot write it ({error.strerror or error})") from None
     return 0
+
+
+def diagnose_command(problem: Problem, heatmap: Path) -> int:
+    """Print the diagnosis and draw its heat map; 0 when the backward is right, 1 when it is not."""
+    from compare.gradients.diagnose import diagnose
+    from compare.gradients.heatmap import save_heatmap
+
+    diagnosis = diagnose(problem)
+    print("\n".join(diagnosis.lines))
+    if diagnosis.heat is not None:
+        save_heatmap(diagnosis, heatmap)
+        print(f"Heat map (time step x gate block): {heatmap}")
+    return 0 if diagnosis.verdict == "agree" else 1
 
 
 if __name__ == "__main__":

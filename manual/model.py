@@ -26,6 +26,7 @@ All functions are dtype-generic: float32, float64 and complex128 (for the comple
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -37,6 +38,14 @@ from manual import gru, lstm, rnn
 # tests/test_twin_helpers.py checks that the two agree.
 CELLS = {"rnn": rnn, "lstm": lstm, "gru": gru}
 REDUCTIONS = ("mean", "sum")  # of the per-character losses -log p_t[y_t]
+
+
+Cell = str | ModuleType  # a built-in cell's name, or the module of a cell plugged in (docs/cells.md)
+
+
+def cell_module(cell: Cell) -> ModuleType:
+    """A built-in cell by name, or a cell module the caller resolved (docs/cells.md#writing-a-cell)."""
+    return CELLS[cell] if isinstance(cell, str) else cell
 
 
 def layer_param_names(layer: int) -> dict[str, str]:
@@ -51,10 +60,10 @@ def count_layers(params: dict[str, np.ndarray]) -> int:
 
 
 def zero_state(
-    cell: str, num_layers: int, batch_size: int, hidden_size: int, dtype: DTypeLike = np.float64
+    cell: Cell, num_layers: int, batch_size: int, hidden_size: int, dtype: DTypeLike = np.float64
 ) -> np.ndarray:
     """(L, P, B, H) zeros: the state every epoch starts from."""
-    return np.zeros((num_layers, CELLS[cell].STATE_PARTS, batch_size, hidden_size), dtype=dtype)
+    return np.zeros((num_layers, cell_module(cell).STATE_PARTS, batch_size, hidden_size), dtype=dtype)
 
 
 @dataclass
@@ -68,7 +77,7 @@ class Cache:
     """What backward needs from forward. inputs, targets: (T, B) time-major ids;
     top: (T, B, H) the top layer's hidden states; probs: (T * B, V), row t * B + s."""
 
-    cell: str
+    cell: Cell
     inputs: np.ndarray
     targets: np.ndarray
     layers: list[LayerCache]
@@ -80,11 +89,11 @@ class Cache:
 
 
 def run_layers(
-    params: dict[str, np.ndarray], inputs_tb: np.ndarray, state0: np.ndarray, cell: str
+    params: dict[str, np.ndarray], inputs_tb: np.ndarray, state0: np.ndarray, cell: Cell
 ) -> tuple[np.ndarray, np.ndarray, list[LayerCache]]:
     """The recurrent stack over a chunk. inputs_tb: (T, B) ids; state0: (L, P, B, H).
     Returns (top hidden (T, B, H), state_last (L, P, B, H), list of LayerCache)."""
-    recurrence = CELLS[cell]
+    recurrence = cell_module(cell)
     below: np.ndarray | None = None  # the layer below's hidden states; None under layer 1 (tokens)
     layers: list[LayerCache] = []
     states: list[np.ndarray] = []
@@ -112,7 +121,7 @@ def forward(
     inputs: np.ndarray,
     targets: np.ndarray,
     state0: np.ndarray,
-    cell: str = "rnn",
+    cell: Cell = "rnn",
     reduction: str = "mean",
 ) -> tuple[np.number, Cache]:
     """Cross-entropy of a batch: the mean over its T*B characters, or with reduction='sum' their sum.
@@ -189,7 +198,7 @@ def backward(cache: Cache) -> dict[str, np.ndarray]:
     }  # dc = sum_t do_t
     d_hidden = (d_logits @ params["V"]).reshape(steps, streams, hidden_size)  # dL/dh_t^L through o_t
 
-    recurrence = CELLS[cache.cell]
+    recurrence = cell_module(cache.cell)
     for layer in reversed(range(len(cache.layers))):
         names = layer_param_names(layer)
         below = cache.layers[layer].below
@@ -206,7 +215,7 @@ def backward(cache: Cache) -> dict[str, np.ndarray]:
 
 
 def step(
-    params: dict[str, np.ndarray], tokens: np.ndarray, state: np.ndarray, cell: str = "rnn"
+    params: dict[str, np.ndarray], tokens: np.ndarray, state: np.ndarray, cell: Cell = "rnn"
 ) -> tuple[np.ndarray, np.ndarray]:
     """One time step without loss, for sampling. tokens: (B,) ids; state: (L, P, B, H).
     Returns (logits (B, V), state (L, P, B, H))."""

@@ -107,15 +107,28 @@ def fill_up(directory: Path) -> None:
 
 
 def test_a_really_full_disk_after_the_last_save_ends_in_one_line(tmp_path, tiny_tmpfs, capsys, monkeypatch):
-    """The file system fills up right after the final checkpoint: the events that follow cannot be written."""
-    real_save = run_module.save_checkpoint
+    """The file system fills up right after the final checkpoint: the events that follow cannot be written.
+
+    The few records still to come (the HParams rows, the writers' last flush) can fit in the slack of the
+    event file's last page, which a full tmpfs still lets that file use; from the fill on, every record
+    write fails as it does where no slack is left.
+    """
+    real_save, real_write = run_module.save_checkpoint, RecordWriter.write
+    full = []
 
     def save_then_fill(path, checkpoint):
         real_save(path, checkpoint)
         if checkpoint.step == 5 and Path(path).name == "latest.npz":
             fill_up(tiny_tmpfs)
+            full.append(True)
+
+    def write_unless_full(self, data):
+        if full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, data)
 
     monkeypatch.setattr(run_module, "save_checkpoint", save_then_fill)
+    monkeypatch.setattr(RecordWriter, "write", write_unless_full)
     code = main(train_argv(tmp_path, max_steps=5, logdir=tiny_tmpfs / "runs"))
     err = capsys.readouterr().err
     assert code == 1, err

@@ -11,6 +11,8 @@ U2, W2, b2 for layer 2, ..., and V, c for the output.
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -22,6 +24,11 @@ from torchref import gru, lstm, rnn
 # manual/model.py: manual and torchref import neither each other, so each keeps its own;
 # tests/test_twin_helpers.py checks that the two agree.
 CELLS = {"rnn": rnn, "lstm": lstm, "gru": gru}
+
+
+def cell_module(cell: str | ModuleType) -> ModuleType:
+    """A built-in cell by name, or a cell module the caller resolved (docs/cells.md#writing-a-cell)."""
+    return CELLS[cell] if isinstance(cell, str) else cell
 
 
 def layer_param_names(layer: int) -> dict[str, str]:
@@ -36,7 +43,7 @@ def count_layers(params: dict[str, np.ndarray]) -> int:
 
 
 class CharRNN(nn.Module):
-    """params: dict of NumPy arrays (copied, never shared); cell: 'rnn', 'lstm' or 'gru'."""
+    """params: dict of NumPy arrays (copied, never shared); cell: 'rnn', 'lstm', 'gru' or a cell module."""
 
     # Registered by name in __init__ (setattr), with U, b and any deeper layer's U2, W2, b2; declared
     # here so that the type checker knows the ones read as attributes. Annotations only: no class attributes.
@@ -47,7 +54,7 @@ class CharRNN(nn.Module):
     def __init__(
         self,
         params: dict[str, np.ndarray],
-        cell: str = "rnn",
+        cell: str | ModuleType = "rnn",
         dtype: torch.dtype = torch.float64,
         device: str | torch.device = "cpu",
     ) -> None:
@@ -64,12 +71,12 @@ class CharRNN(nn.Module):
 
     def zero_state(self, batch_size: int) -> torch.Tensor:
         """(L, P, B, H) zeros, P = 2 for lstm (h and cell state), else 1."""
-        parts = CELLS[self.cell].STATE_PARTS
+        parts = cell_module(self.cell).STATE_PARTS
         return self.W.new_zeros(self.num_layers, parts, batch_size, self.hidden_size)
 
     def forward(self, inputs: torch.Tensor, state0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """inputs: (B, T) long; state0: (L, P, B, H). Returns (logits (B, T, V), state_T (L, P, B, H))."""
-        step = CELLS[self.cell].step
+        step = cell_module(self.cell).step
         below: torch.Tensor | None = None  # the layer below's hidden states; None under layer 1 (tokens)
         states: list[torch.Tensor] = []
         for layer in range(self.num_layers):

@@ -2,6 +2,7 @@
 
     python -m compare.bench_cells                 # rnn H128, lstm H56, gru H68 (~42k parameters each)
     python -m compare.bench --cells               # the same, from the main benchmark
+    python -m compare.bench_cells --cell compare.examples.mgu --hidden-size 80   # a cell of your own (docs/cells.md)
 
 The sizes are those of the README's "RNN, LSTM or GRU?" table; the batch shape is its
 training run's (B 4, T 50), float32, on the built-in corpus, from the shared initializer.
@@ -22,6 +23,7 @@ import numpy as np
 from compare.cli.errors import run_cli
 from compare.cli.parser import CommandParser
 from compare.data.corpus import PYDOC_TOPICS, StreamBatches, Vocab, builtin_corpus
+from compare.model.cells import CELL_HELP, cell_label, cell_problem
 from compare.model.init import init_params, param_shapes
 
 if TYPE_CHECKING:
@@ -39,7 +41,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported")
     parser.add_argument("--threads", type=int, default=None, help="threads for NumPy's BLAS and torch alike")
     parser.add_argument("--json", metavar="PATH", help="also write the results to PATH as JSON")
+    parser.add_argument(
+        "--cell", action="append", metavar="CELL", help=f"time this cell instead, repeatable; {CELL_HELP}"
+    )
+    parser.add_argument(
+        "--hidden-size", type=int, default=64, metavar="H", help="H of a --cell that is not built in (default: 64)"
+    )
     return parser
+
+
+def cells_to_time(args: argparse.Namespace) -> dict[str, int]:
+    """--cell value -> hidden size: the built-ins at equal size, or the --cell values asked for."""
+    if not args.cell:
+        return dict(EQUAL_SIZE_CELLS)
+    return {cell: EQUAL_SIZE_CELLS.get(cell, args.hidden_size) for cell in args.cell}
 
 
 def chars_per_sec(engine: Engine, batches: list, repeats: int) -> float:
@@ -65,7 +80,7 @@ def measure(args: argparse.Namespace) -> list:
     stream = StreamBatches(vocab.encode(text), args.batch_size, args.seq_length)
     batches = [stream.get_batch(index) for index in range(args.steps)]
     results = []
-    for cell, hidden_size in EQUAL_SIZE_CELLS.items():
+    for cell, hidden_size in cells_to_time(args).items():
         params = init_params(len(vocab), hidden_size, 0, cell, args.num_layers)
         count = sum(
             int(np.prod(shape)) for shape in param_shapes(len(vocab), hidden_size, cell, args.num_layers).values()
@@ -74,7 +89,7 @@ def measure(args: argparse.Namespace) -> list:
             engine = make_engine(impl, params, lr=0.05, clip=5.0, dtype="float32", cell=cell)
             results.append(
                 {
-                    "cell": cell,
+                    "cell": cell_label(cell),
                     "hidden_size": hidden_size,
                     "parameters": count,
                     "impl": impl,
@@ -100,9 +115,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def cells_command(argv: list) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("batch_size", "seq_length", "num_layers", "steps", "repeats"):
+    for name in ("batch_size", "seq_length", "num_layers", "steps", "repeats", "hidden_size"):
         if getattr(args, name) <= 0:
             build_parser().error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for cell in args.cell or []:
+        problem = cell_problem(cell)
+        if problem:
+            build_parser().error(problem)
     results = measure(args)
     print(format_table(results))
     if args.json:

@@ -25,6 +25,7 @@ import torch
 
 import manual
 import torchref
+from compare.model.cells import CellPair, cell_pair
 
 TABLE_PARAMS = ("b", "c", "U", "W", "V")  # the original Table 1's row order; deeper layers follow
 
@@ -43,7 +44,7 @@ class Problem:
     inputs: np.ndarray  # (B, T) int token ids
     targets: np.ndarray  # (B, T) int token ids, inputs shifted by one
     state0: np.ndarray  # (L, P, B, H) initial state (zero in the original)
-    cell: str = "rnn"
+    cell: str | CellPair = "rnn"  # a --cell value, or both sides of a cell already resolved
 
 
 def relative_error(analytic: np.ndarray, numerical: np.ndarray, eps: float) -> np.ndarray:
@@ -90,8 +91,10 @@ def torch_single_thread() -> Iterator[None]:
 def manual_loss_function(problem: Problem) -> Callable[[dict[str, np.ndarray]], np.number]:
     """params -> loss of ``manual.forward``; complex params give a complex loss."""
 
+    recurrence = cell_pair(problem.cell).manual
+
     def loss_of(params: dict[str, np.ndarray]) -> np.number:
-        loss, _ = manual.forward(params, problem.inputs, problem.targets, problem.state0, problem.cell)
+        loss, _ = manual.forward(params, problem.inputs, problem.targets, problem.state0, recurrence)
         return loss
 
     return loss_of
@@ -101,7 +104,7 @@ class TorchLoss:
     """The float64 torch model's loss on the problem's batch, and its autograd gradient."""
 
     def __init__(self, problem: Problem):
-        self.model = torchref.CharRNN(problem.params, cell=problem.cell, dtype=torch.float64)
+        self.model = torchref.CharRNN(problem.params, cell=cell_pair(problem.cell).torch, dtype=torch.float64)
         self.params = problem.params
         self.inputs = torch.from_numpy(problem.inputs).long()
         self.targets = torch.from_numpy(problem.targets).long()
@@ -137,7 +140,8 @@ class TorchLoss:
 
 def manual_gradient(problem: Problem, entries: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Hand-written BPTT gradients at the checked entries."""
-    _, cache = manual.forward(problem.params, problem.inputs, problem.targets, problem.state0, problem.cell)
+    recurrence = cell_pair(problem.cell).manual
+    _, cache = manual.forward(problem.params, problem.inputs, problem.targets, problem.state0, recurrence)
     return at_entries(manual.backward(cache), entries)
 
 

@@ -29,6 +29,7 @@ from compare.gradients.methods import (
     table_order,
     torch_single_thread,
 )
+from compare.model.cells import cell_problem, manual_cell
 from compare.model.init import init_params
 from manual import zero_state
 
@@ -45,7 +46,7 @@ class GradcheckSettings:
     """Everything the numbers depend on; the defaults are the original's settings."""
 
     hidden_size: int = 5
-    cell: str = "rnn"  # rnn, lstm or gru
+    cell: str = "rnn"  # rnn, lstm, gru, or an import path or file of a cell (compare.model.cells)
     num_layers: int = 1
     seq_length: int = 25
     batch_size: int = 1
@@ -72,7 +73,7 @@ def invalid_setting(settings: GradcheckSettings) -> str | None:
             return f"--{name.replace('_', '-')} must be a positive number, got {value}"
     if settings.sample is not None and settings.sample <= 0:
         return f"--sample must be positive, got {settings.sample}"
-    return check_encoding(settings.encoding)
+    return cell_problem(settings.cell) or check_encoding(settings.encoding)
 
 
 def build_problem(settings: GradcheckSettings) -> Problem:
@@ -89,7 +90,7 @@ def build_problem(settings: GradcheckSettings) -> Problem:
     for value in params.values():
         if value.ndim == 2:  # the weight matrices; biases keep init_params' values
             value *= settings.init_scale
-    state0 = zero_state(settings.cell, settings.num_layers, settings.batch_size, settings.hidden_size)
+    state0 = zero_state(manual_cell(settings.cell), settings.num_layers, settings.batch_size, settings.hidden_size)
     return Problem(params, inputs, targets, state0, settings.cell)
 
 

@@ -41,9 +41,9 @@ from typing import IO, Any, BinaryIO
 import numpy as np
 
 from compare.cli.errors import UsageError
+from compare.model.cells import cell_problem, manual_cell
 from compare.model.init import param_shapes
 from compare.model.state import EngineState
-from manual import CELLS
 
 FORMAT = "bptt-compare-checkpoint"
 FORMAT_VERSION = 1
@@ -275,7 +275,7 @@ def expected_arrays(header: dict[str, Any]) -> dict[str, ArraySpec]:
     specs = {
         f"{kind}/{name}": ArraySpec("f", shape) for kind in ("params", "accumulators") for name, shape in shapes.items()
     }
-    parts = CELLS[config["cell"]].STATE_PARTS
+    parts = manual_cell(config["cell"]).STATE_PARTS
     hidden_shape = (config["num_layers"], parts, config["batch_size"], config["hidden_size"])
     specs["hidden"] = ArraySpec("f", hidden_shape, required=False)  # absent before the first step
     specs["torch_rng_state"] = ArraySpec("u", None, max_size=MAX_RNG_STATE_BYTES)
@@ -313,6 +313,12 @@ def read_header(archive: zipfile.ZipFile, path: Path) -> dict[str, Any]:
     problem = header_problem(header)
     if problem:
         raise CheckpointError(f"{path}: {problem}; {REWRITE}")
+    problem = cell_problem(header["config"]["cell"])  # a plugged-in cell: its module must still load
+    if problem:
+        raise CheckpointError(
+            f"{path}: config.cell, the cell it was trained with, does not load: {problem}; put its module back, "
+            "or on PYTHONPATH"
+        )
     return header
 
 
@@ -444,8 +450,6 @@ def config_problem(config: object) -> str | None:
     for key in POSITIVE_CONFIG:
         if key in config and config[key] <= 0:
             return f"config.{key} is {config[key]}, expected a positive integer"
-    if config["cell"] not in CELLS:
-        return f"config.cell is {config['cell']!r}, expected one of {', '.join(CELLS)}"
     return None
 
 

@@ -23,6 +23,7 @@ import torch
 
 import manual
 import torchref
+from compare.model.cells import manual_cell, resolve_cell
 from compare.model.state import EngineState
 
 IMPLEMENTATIONS = ("manual", "torch")
@@ -93,6 +94,7 @@ class ManualEngine:
         self.dtype = NUMPY_DTYPES[dtype]
         self.cell = cell
         self.loss_reduction = loss_reduction
+        self.recurrence = manual_cell(cell)  # the module manual.forward runs: built-in or plugged in
         self.params = {name: np.array(value, dtype=self.dtype) for name, value in params.items()}
         self.optimizer = manual.Adagrad(self.params, lr=lr, eps=eps, eps_placement=eps_placement)
         self.updates = 0  # AdaGrad steps taken; torch's optimizer counts them as 'step'
@@ -104,14 +106,14 @@ class ManualEngine:
     def zero_state(self, batch_size: int) -> np.ndarray:
         """(L, P, B, H) float64 zeros: where every epoch, validation pass and sample starts."""
         hidden_size = self.params["W"].shape[1]
-        return manual.zero_state(self.cell, manual.model.count_layers(self.params), batch_size, hidden_size)
+        return manual.zero_state(self.recurrence, manual.model.count_layers(self.params), batch_size, hidden_size)
 
     def reset_hidden(self, batch_size: int) -> None:
         self.hidden = self.zero_state(batch_size).astype(self.dtype)
 
     def train_step(self, inputs: np.ndarray, targets: np.ndarray) -> StepStats:
         assert self.hidden is not None, "reset_hidden() or load_state() comes before the first train_step()"
-        loss, cache = manual.forward(self.params, inputs, targets, self.hidden, self.cell, self.loss_reduction)
+        loss, cache = manual.forward(self.params, inputs, targets, self.hidden, self.recurrence, self.loss_reduction)
         grads = manual.backward(cache)
         self.hidden = cache.state_last
         mean_loss: SupportsFloat = loss if self.loss_reduction == "mean" else loss / inputs.size  # per character
@@ -136,12 +138,12 @@ class ManualEngine:
 
     def eval_loss(self, inputs: np.ndarray, targets: np.ndarray, state: np.ndarray) -> tuple[float, np.ndarray]:
         """Loss without an update. state (L, P, B, H) float64. Returns (loss, state_T float64)."""
-        loss, cache = manual.forward(self.params, inputs, targets, state.astype(self.dtype), self.cell)
+        loss, cache = manual.forward(self.params, inputs, targets, state.astype(self.dtype), self.recurrence)
         return float(loss), cache.state_last.astype(np.float64)
 
     def step_logits(self, tokens: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """tokens (B,), state (L, P, B, H) float64 -> (logits (B, V) float64, state float64)."""
-        logits, state_next = manual.step(self.params, tokens, state.astype(self.dtype), self.cell)
+        logits, state_next = manual.step(self.params, tokens, state.astype(self.dtype), self.recurrence)
         return logits.astype(np.float64), state_next.astype(np.float64)
 
     def numpy_params(self) -> dict[str, np.ndarray]:
@@ -179,7 +181,9 @@ class TorchEngine:
         eps_placement: str = "outside",
     ) -> None:
         self.device = torch.device(device)
-        self.model = torchref.CharRNN(params, cell=cell, dtype=TORCH_DTYPES[dtype], device=self.device)
+        self.model = torchref.CharRNN(
+            params, cell=resolve_cell(cell).torch, dtype=TORCH_DTYPES[dtype], device=self.device
+        )
         self.loss_reduction = loss_reduction
         self.optimizer: torch.optim.Adagrad
         if eps_placement == "inside":

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from manual import CELLS, layer_param_names
+from compare.model.cells import manual_cell
+from manual import layer_param_names
 
 INIT_STD = 0.01  # the original write-up's sigma (min-char-rnn's 0.01 * randn)
 FORGET_BIAS = 1.0  # char-rnn starts the LSTM forget gate open, so memories last from the start
@@ -26,7 +27,7 @@ def param_shapes(
     vocab_size: int, hidden_size: int, cell: str = "rnn", num_layers: int = 1
 ) -> dict[str, tuple[int, ...]]:
     """{name: shape} of every parameter, in the order the initializer draws them."""
-    gate_rows = CELLS[cell].GATES * hidden_size
+    gate_rows = manual_cell(cell).GATES * hidden_size
     shapes: dict[str, tuple[int, ...]] = {}
     for layer in range(num_layers):
         names = layer_param_names(layer)

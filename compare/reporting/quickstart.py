@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from compare.reporting.runner import Block, Context, Finished
+from compare.reporting.runner import Block, Context, Finished, SectionFailed
 from compare.reporting.text import duration, fenced, table
 from compare.reporting.training import QUICKSTART_RUN, overridden, scalars
 
@@ -30,6 +30,7 @@ PYTHONS = ("python3.10", "python3.11", "python3.12", "python3.13", "python3.14")
 # A character counts as table or padding when it lies in a run of 3 or more characters drawn
 # from the space and the border characters of reST tables: "   ", "+----+", "===", " | ".
 JUNK_RUN = re.compile(r"[ |+=-]{3,}")
+DIVERGED = re.compile(r"training diverged at step (\d+)")  # compare.train's one-line divergence error
 JUNK_LIMIT = 0.05  # issue 19: under 5% of each final sample
 ORIGINAL_LR = 0.1  # min-char-rnn's, which the default lowers (docs/training.md)
 
@@ -57,14 +58,21 @@ class TrainedRun:
     seconds: float
 
 
-def train_quickstart(ctx: Context, run_name: str, extra: list) -> TrainedRun:
-    """compare.train at the quick-start defaults (plus ``extra``) into $TMP/runs/<run_name>."""
+def train_quickstart(ctx: Context, run_name: str, extra: list, may_diverge: bool = False) -> TrainedRun:
+    """compare.train at the quick-start defaults (plus ``extra``) into $TMP/runs/<run_name>.
+
+    ``may_diverge``: a run that stops with compare.train's divergence error is a result, not a failure.
+    """
     import time
 
     flags = [*QUICKSTART_FLAGS, *extra]
     flags = overridden(flags, TINY_FLAGS) if ctx.tiny else flags
     started = time.perf_counter()
-    finished = ctx.run("compare.train", [*flags, "--logdir", ctx.workdir / "runs", "--run-name", run_name])
+    args = [*flags, "--logdir", ctx.workdir / "runs", "--run-name", run_name]
+    finished = ctx.run("compare.train", args, either=may_diverge)
+    if finished.returncode != 0 and DIVERGED.search(finished.stderr) is None:
+        error = finished.last_error_line()
+        raise SectionFailed(f"`{finished.shown}` failed (exit code {finished.returncode}): {error}")
     return TrainedRun(ctx.workdir / "runs" / run_name, finished, time.perf_counter() - started)
 
 
@@ -146,12 +154,14 @@ def prose(ctx: Context) -> list:
         by_step = val_losses(run.run_dir)
         early = next(iter(by_step))  # the first validation: a tenth of the run without --eval-every
         original = train_quickstart(
-            ctx, f"original-lr-seed{seed}", ["--seed", seed, "--lr", ORIGINAL_LR, "--max-steps", early]
+            ctx, f"original-lr-seed{seed}", ["--seed", seed, "--lr", ORIGINAL_LR, "--max-steps", early], True
         )
         share = junk_share(final_sample(run.finished.stdout))
         shares.append(share)
-        losses = [by_step[early], val_losses(original.run_dir)[early], by_step[max(by_step)]]
-        rows.append([seed, f"{share:.1%}", *(f"{loss:.3f}" for loss in losses), duration(run.seconds)])
+        diverged = DIVERGED.search(original.finished.stderr)
+        at_original_lr = f"diverged at step {diverged[1]}" if diverged else f"{val_losses(original.run_dir)[early]:.3f}"
+        losses = [f"{by_step[early]:.3f}", at_original_lr, f"{by_step[max(by_step)]:.3f}"]
+        rows.append([seed, f"{share:.1%}", *losses, duration(run.seconds)])
         default_runs.append(run.finished.shown)
         original_runs.append(original.finished.shown)
     header = [

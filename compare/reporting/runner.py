@@ -77,8 +77,11 @@ class Context:
     def bench_threads(self) -> list:
         return ["--threads", str(self.threads)] if self.threads_given else []
 
-    def run(self, module: str, args: list, expect_failure: bool = False) -> Finished:
-        """Run ``python -m module args``; SectionFailed unless it succeeds (or, with expect_failure, fails)."""
+    def run(self, module: str, args: list, expect_failure: bool = False, either: bool = False) -> Finished:
+        """Run ``python -m module args``; SectionFailed unless it succeeds (or, with expect_failure, fails).
+
+        ``either``: the outcome itself is the measurement (a run that may diverge); never SectionFailed.
+        """
         shown = self.show(module, args)
         completed = subprocess.run(
             [sys.executable, "-m", module, *map(str, args)],
@@ -91,7 +94,7 @@ class Context:
             errors="replace",
         )
         finished = Finished(shown, completed.stdout, completed.stderr, completed.returncode)
-        if (completed.returncode != 0) != expect_failure:
+        if not either and (completed.returncode != 0) != expect_failure:
             outcome = "succeeded, but it was expected to fail" if expect_failure else "failed"
             raise SectionFailed(f"`{shown}` {outcome} (exit code {completed.returncode}): {finished.last_error_line()}")
         return finished

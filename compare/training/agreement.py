@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 import manual
+from compare.model.cells import resolve_cell
 
 if TYPE_CHECKING:
     from compare.model.engines import Engine
@@ -79,7 +80,7 @@ class AgreementProbe:
         assert isinstance(inner, ManualEngine), "the probe follows the manual engine of --impl both"
         self.engine = inner
         torch_dtype = TORCH_DTYPES[np.dtype(inner.dtype).name]
-        self.model = torchref.CharRNN(inner.params, cell=inner.cell, dtype=torch_dtype)
+        self.model = torchref.CharRNN(inner.params, cell=resolve_cell(inner.cell).torch, dtype=torch_dtype)
 
     def measure(self, inputs: np.ndarray, targets: np.ndarray) -> Agreement:
         """Both losses and gradients on the manual engine's current weights and hidden state.
@@ -95,7 +96,7 @@ class AgreementProbe:
         assert engine.hidden is not None, "the engine has a hidden state once training has started"
         # the hand-written side, exactly as ManualEngine.train_step computes it (before clipping)
         reduction = engine.loss_reduction  # the loss the run minimizes: the mean, or the sum (--preset original)
-        manual_loss, cache = manual.forward(engine.params, inputs, targets, engine.hidden, engine.cell, reduction)
+        manual_loss, cache = manual.forward(engine.params, inputs, targets, engine.hidden, engine.recurrence, reduction)
         manual_grads = manual.backward(cache)
         # the autograd side, on the same weights and the same state
         with torch.no_grad():

@@ -19,6 +19,7 @@ from typing import Any
 from compare.cli.parser import CommandParser
 from compare.data.corpus import BUILTIN_CORPORA, PROSE, PYDOC_TOPICS
 from compare.data.inputs import DEFAULT_VAL_MAX_CHARS, check_encoding
+from compare.model.cells import BUILTIN_CELLS, CELL_HELP, cell_problem, record_name
 from compare.model.checkpoint import CheckpointError, load_checkpoint, run_dir_of
 from compare.model.sampling import MAX_SAMPLE_LENGTH
 from compare.training.ranks import DEFAULT_TIMEOUT_S
@@ -63,7 +64,7 @@ class TrainConfig:
     val_frac: float = 0.05  # 0: no validation (no loss/val, no best.npz)
     val_max_chars: int = DEFAULT_VAL_MAX_CHARS  # of the held-out split, validation uses at most this many; 0: all
     hidden_size: int = 100
-    cell: str = "rnn"  # rnn, lstm or gru
+    cell: str = "rnn"  # rnn, lstm, gru, or a cell's import path or file (compare.model.cells)
     num_layers: int = 1
     seq_length: int = 25
     batch_size: int = 1
@@ -196,8 +197,8 @@ def add_model_flags(parser: CommandParser) -> None:
     model.add_argument("--hidden-size", type=int, help="H, the size of the hidden state")
     model.add_argument(
         "--cell",
-        choices=["rnn", "lstm", "gru"],
-        help="recurrent cell: vanilla tanh RNN, LSTM (forget-gate bias 1) or GRU (PyTorch's variant)",
+        metavar="CELL",
+        help=CELL_HELP,
     )
     model.add_argument("--num-layers", type=int, help="stacked recurrent layers (char-rnn uses 2)")
 
@@ -299,6 +300,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     problem = config_problem(config)
     if problem:
         parser.error(problem)
+    config.cell = record_name(config.cell)  # a cell's file path made absolute: a resume from elsewhere finds it
     return config
 
 
@@ -329,6 +331,11 @@ def config_problem(config: TrainConfig) -> str | None:
         return f"--gradflow-every must be >= 0 (0 turns it off), got {config.gradflow_every}"
     if not config.clip >= 0:
         return f"--clip must be >= 0 (0 turns clipping off), got {config.clip}"
+    if config.gradflow_every and config.cell not in BUILTIN_CELLS:
+        return (
+            f"--gradflow-every measures the built-in cells ({', '.join(BUILTIN_CELLS)}) only: the cell "
+            f"{config.cell} has no per-step backward (step_backward); leave --gradflow-every out"
+        )
     if config.agree_every < 0:
         return f"--agree-every must be >= 0 (0 turns the measurement off), got {config.agree_every}"
     if not (math.isfinite(config.adagrad_eps) and config.adagrad_eps > 0):
@@ -352,7 +359,7 @@ def config_problem(config: TrainConfig) -> str | None:
         return f"--sample-length must be at most {MAX_SAMPLE_LENGTH:,}, got {config.sample_length:,}"
     if not config.dist_timeout > 0:
         return f"--dist-timeout must be a positive number of seconds, got {config.dist_timeout}"
-    problem = run_name_problem(config.run_name)
+    problem = run_name_problem(config.run_name) or cell_problem(config.cell)
     if problem:
         return problem
     return device_problem(config) or check_encoding(config.encoding)

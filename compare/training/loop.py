@@ -22,6 +22,7 @@ from compare.cli.errors import UsageError
 from compare.data.corpus import StreamBatches
 from compare.data.inputs import check_writable_directory, load_corpus
 from compare.gradients.flow import log_gradient_flow
+from compare.model.cells import cell_label
 from compare.model.checkpoint import BEST, RunProgress
 from compare.model.init import init_params
 from compare.model.sampling import sample_text
@@ -68,7 +69,7 @@ def default_run_name(config: TrainConfig) -> str:
 
     The directory is created here, so that two runs started at once never take the same name.
     """
-    stem = config.cell
+    stem = cell_label(config.cell)  # 'mgu' for compare.examples.mgu or path/to/mgu.py
     logdir = Path(config.logdir)
     logdir.mkdir(parents=True, exist_ok=True)
     for number in itertools.count(1):

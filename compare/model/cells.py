@@ -1,0 +1,171 @@
+"""--cell: a built-in cell by name, or a cell of your own by import path or file (docs/cells.md).
+
+    rnn, lstm, gru                 the built-in cells: manual/{rnn,lstm,gru}.py and torchref/{rnn,lstm,gru}.py
+    mypackage.mycell               a module importable from sys.path (the working directory is on it)
+    path/to/mycell.py              a Python file, loaded under a name derived from its absolute path
+
+A plugged-in cell is ONE module that holds both implementations of the recurrence (the
+interface is in docs/cells.md#writing-a-cell):
+
+    GATES, STATE_PARTS             ints: G gate blocks in the rows of U, W, b; P parts of the carried state
+    recurrence_forward(x_proj, W, state0) -> (hidden, state_T, cache)   NumPy, over a chunk
+    recurrence_backward(d_hidden, cache) -> (d_x_proj, d_W)             NumPy, hand-written BPTT
+    step(x_proj_t, W, state) -> (h_t, state_t)                          torch, one step; autograd differentiates it
+
+``manual`` and ``torchref`` never import this module: they take the resolved module objects.
+The resolver is the one every command uses (train, gradcheck, bench, sample, and gradflow).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import manual
+from compare.cli.errors import UsageError
+
+BUILTIN_CELLS = ("rnn", "lstm", "gru")
+DOC = "docs/cells.md#writing-a-cell"
+INTERFACE = ("GATES", "STATE_PARTS", "recurrence_forward", "recurrence_backward", "step")  # in the docs' order
+COUNTS = ("GATES", "STATE_PARTS")  # the two positive ints; the rest are functions
+
+
+class CellError(UsageError):
+    """A --cell value that names no usable cell; the message is the one line the user sees."""
+
+
+@dataclass(frozen=True)
+class CellPair:
+    """One cell, both sides: ``manual`` has recurrence_forward/backward, ``torch`` has step."""
+
+    name: str  # the --cell value as recorded in configs and checkpoints
+    manual: ModuleType
+    torch: ModuleType
+
+    @property
+    def gates(self) -> int:
+        return int(self.manual.GATES)
+
+    @property
+    def state_parts(self) -> int:
+        return int(self.manual.STATE_PARTS)
+
+
+def is_file_path(name: str) -> bool:
+    return name.endswith(".py") or "/" in name or "\\" in name
+
+
+def cell_label(name: str) -> str:
+    """A short name for run directories and tables: 'lstm', 'mgu' for compare.examples.mgu or path/to/mgu.py."""
+    if is_file_path(name):
+        return Path(name).stem
+    return name.rsplit(".", 1)[-1]
+
+
+def record_name(name: str) -> str:
+    """The --cell value to record in a config: a file path made absolute, so that a resume elsewhere finds it."""
+    return str(Path(name).resolve()) if is_file_path(name) else name
+
+
+def load_file(name: str) -> ModuleType:
+    """The module in the file ``name``, loaded once per process (sys.modules keeps it, as for an import)."""
+    path = Path(name).resolve()
+    if not path.is_file():
+        raise CellError(f"--cell {name}: no such file")
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:12]
+    module_name = f"bptt_cell_{path.stem}_{digest}"  # two files with one stem are two modules
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None and spec.loader is not None  # a .py file always has a source loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # before exec, as the import system does, so the module can refer to itself
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:
+        del sys.modules[module_name]
+        raise CellError(f"--cell {name}: importing it failed ({type(error).__name__}: {error})") from error
+    return module
+
+
+def load_module(name: str) -> ModuleType:
+    """The module a --cell value names: by file path or by dotted import path."""
+    if is_file_path(name):
+        return load_file(name)
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        if error.name is not None and name.startswith(error.name):  # the module itself is missing, not one it imports
+            raise CellError(
+                f"--cell {name}: no cell of that name (built-in: {', '.join(BUILTIN_CELLS)}) "
+                f"and no module to import (see {DOC})"
+            ) from error
+        raise CellError(f"--cell {name}: importing it failed (ModuleNotFoundError: {error})") from error
+    except Exception as error:
+        raise CellError(f"--cell {name}: importing it failed ({type(error).__name__}: {error})") from error
+
+
+def interface_problem(name: str, module: ModuleType) -> str | None:
+    """The one-line complaint about the first part of the interface the module lacks, or None."""
+    for part in INTERFACE:
+        if not hasattr(module, part):
+            return f"--cell {name}: the module has no {part} (see {DOC})"
+        value = getattr(module, part)
+        if part in COUNTS:
+            if not (isinstance(value, int) and value > 0):
+                return f"--cell {name}: {part} is {value!r}, expected a positive int (see {DOC})"
+        elif not callable(value):
+            return f"--cell {name}: {part} is not a function (see {DOC})"
+    names = getattr(module, "GATE_NAMES", None)  # optional: the diagnosis's names of the gate blocks
+    if names is not None and (isinstance(names, str) or len(names) != module.GATES):
+        return f"--cell {name}: GATE_NAMES is {names!r}, expected one name per gate block, GATES = {module.GATES}"
+    return None
+
+
+def plugged_in(name: str) -> ModuleType:
+    """The module of a cell that is not built in, its interface checked; CellError (one line) when unusable."""
+    module = load_module(name)
+    problem = interface_problem(name, module)
+    if problem:
+        raise CellError(problem)
+    return module
+
+
+def manual_cell(name: str) -> ModuleType:
+    """The NumPy side alone (GATES, STATE_PARTS, the recurrence): for a built-in cell, without importing torch."""
+    return manual.CELLS[name] if name in BUILTIN_CELLS else plugged_in(name)
+
+
+def resolve_cell(name: str) -> CellPair:
+    """The cell a --cell value names, both sides; CellError (one line) when it names none."""
+    if name in BUILTIN_CELLS:
+        import torchref  # imports torch: only where the torch side is wanted
+
+        return CellPair(name, manual.CELLS[name], torchref.CELLS[name])
+    module = plugged_in(name)
+    return CellPair(name, module, module)
+
+
+def cell_problem(name: str) -> str | None:
+    """resolve_cell's complaint as a string, for the commands' config checks; None when the cell loads."""
+    try:
+        manual_cell(name)
+    except CellError as error:
+        return str(error)
+    return None
+
+
+def cell_pair(cell: str | CellPair) -> CellPair:
+    """A --cell value resolved, or a pair the caller built (a test's deliberately broken variant, say)."""
+    return cell if isinstance(cell, CellPair) else resolve_cell(cell)
+
+
+CELL_HELP = (
+    "recurrent cell: rnn (vanilla tanh), lstm (forget-gate bias 1), gru (PyTorch's variant), "
+    f"or your own as an import path (mypackage.mycell) or a file (path/to/mycell.py), see {DOC}"
+)

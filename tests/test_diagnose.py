@@ -1,0 +1,270 @@
+"""Proof that gradcheck --diagnose is right: planted bugs in the example cell and the three built-in ones,
+each diagnosed with the right verdict, parameter, gate, path and first bad time step.
+
+Sizes: V 6, H 4, B 3, T 5, float64 (tests/planted.py). The backward runs from step T = 5 down, so a bug
+in a step's own derivatives shows first at step 5 (output path), one in the carried gradient at step 4.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from planted import Sizes, broken_backward, broken_cell, small_problem
+
+from compare.gradients.diagnose import diagnose
+
+ROOT = Path(__file__).resolve().parents[1]
+MGU = "compare.examples.mgu"
+T = Sizes().steps
+ALL_GATES = {"rnn": ["a"], "lstm": ["i", "f", "g", "o"], "gru": ["r", "z", "n"], MGU: ["f", "n"]}
+
+# name -> (cell, correct fragment, slip, layers, expected layer, first bad step, path, gates wrong there)
+CELL_BUGS = {
+    "mgu: f's sigmoid' dropped": (MGU, "d_f * f * (1 - f)", "d_f * f", 1, 1, T, "output", ["f"]),
+    "lstm: o's sigmoid' dropped": ("lstm", "d_o * o * (1 - o)", "d_o", 1, 1, T, "output", ["o"]),
+    "gru: r's sigmoid' half dropped, 2 layers": ("gru", "d_r * r * (1 - r)", "d_r * r", 2, 2, T, "output", ["r"]),
+    "rnn: tanh' dropped": (
+        "rnn",
+        "np.multiply(d_h, tanh_grad[t], out=d_x_proj[t])",
+        "np.copyto(d_x_proj[t], d_h)",
+        1,
+        1,
+        T,
+        "output",
+        ["a"],
+    ),
+    "rnn: W transposed in the carry": (
+        "rnn",
+        "np.dot(d_x_proj[t], cache.W)",
+        "np.dot(d_x_proj[t], cache.W.T)",
+        1,
+        1,
+        T - 1,
+        "recurrent",
+        ["a"],
+    ),
+    "mgu: W_f transposed in the carry": (
+        MGU,
+        "d_f_pre @ W_f\n",
+        "d_f_pre @ W_f.T\n",
+        1,
+        1,
+        T - 1,
+        "recurrent",
+        ["f", "n"],
+    ),
+    "lstm: cell-state carry dropped": (
+        "lstm",
+        "d_s_next = d_s * f",
+        "d_s_next = 0 * d_s",
+        1,
+        1,
+        T - 1,
+        "recurrent",
+        ["i", "f", "g"],
+    ),
+    "gru: direct z carry dropped, 2 layers": (
+        "gru",
+        "d_h_next = d_h * z + d_recurrent[t] @ cache.W",
+        "d_h_next = d_recurrent[t] @ cache.W",
+        2,
+        2,
+        T - 1,
+        "recurrent",
+        ["r", "z", "n"],
+    ),
+    "rnn: the carry dropped": (
+        "rnn",
+        "d_h = d_hidden[t] + d_h_next",
+        "d_h = d_hidden[t]",
+        1,
+        1,
+        T - 1,
+        "recurrent",
+        ["a"],
+    ),
+    "mgu: direct carry dropped": (MGU, "d_h * (1 - f) + d_gated", "d_gated", 1, 1, T - 1, "recurrent", ["f", "n"]),
+}
+
+
+@pytest.mark.parametrize("bug", list(CELL_BUGS))
+def test_a_bug_in_the_recurrence_is_located(bug):
+    cell, correct, slip, layers, layer, step, path, gates = CELL_BUGS[bug]
+    diagnosis = diagnose(small_problem(broken_cell(cell, correct, slip), Sizes(layers=layers)))
+    assert (diagnosis.verdict, diagnosis.layer, diagnosis.step, diagnosis.path) == ("backward", layer, step, path)
+    assert diagnosis.gates == gates
+    assert diagnosis.heat is not None and diagnosis.heat.shape == (layers * len(ALL_GATES[cell]), T)
+    assert (diagnosis.heat[:, step:] < 1e-12).all()  # every later step (drawn to its right) is right to rounding
+    suffix = "" if layer == 1 else str(layer)
+    assert {"U" + suffix, "W" + suffix, "b" + suffix} <= set(diagnosis.blocks)  # the layer's gate rows are wrong
+    assert "V" not in diagnosis.blocks and "c" not in diagnosis.blocks  # the output layer's gradients are right
+    words = "\n".join(diagnosis.lines)
+    assert f"layer {layer} of {layers}" in words and f"at step {step} of {T}" in words
+    assert f"{path} path" in words
+
+
+def test_a_dropped_cell_state_carry_is_named_as_such():
+    cell, correct, slip, *_ = CELL_BUGS["lstm: cell-state carry dropped"]
+    diagnosis = diagnose(small_problem(broken_cell(cell, correct, slip)))
+    assert "Gate o still agrees at step 4" in "\n".join(diagnosis.lines)
+    assert "cell state" in diagnosis.lines[-1]
+
+
+@pytest.mark.parametrize("cell", list(ALL_GATES))
+def test_a_bias_gradient_summed_over_the_wrong_axis_is_in_the_summing(cell):
+    # db summed over time only, and of stream 0: every per-step gradient is still right
+    backward = broken_backward(
+        'grads[names["b"]] = d_x_proj_rows.sum(axis=0)', 'grads[names["b"]] = d_x_proj.sum(axis=0)[0]'
+    )
+    diagnosis = diagnose(small_problem(cell), backward)
+    assert diagnosis.verdict == "summing" and diagnosis.step is None
+    assert diagnosis.blocks == {"b": ALL_GATES[cell]}
+    assert "the error is where b is summed" in diagnosis.lines[-1]
+
+
+def test_a_wrong_dW_sum_in_a_cell_is_in_the_summing():
+    slip = broken_cell("rnn", "@ cache.hidden[:-1].reshape(rows, size)", "@ cache.hidden[1:].reshape(rows, size)")
+    diagnosis = diagnose(small_problem(slip))
+    assert diagnosis.verdict == "summing" and list(diagnosis.blocks) == ["W"]
+
+
+@pytest.mark.parametrize("cell", list(ALL_GATES))
+def test_a_loss_scaled_by_T_is_a_correct_gradient_of_another_loss(cell):
+    # the sum over time instead of the mean: every gradient T times autograd's
+    diagnosis = diagnose(small_problem(cell), broken_backward("d_logits /= rows", "d_logits /= streams"))
+    assert diagnosis.verdict == "loss"
+    assert diagnosis.ratio == pytest.approx(T, rel=1e-9)  # a ratio of float64 gradients: exact to rounding
+    assert f"k = {T} = T, the chunk length" in diagnosis.lines[-1]
+
+
+@pytest.mark.parametrize("cell, layers", [(cell, layers) for cell in ALL_GATES for layers in (1, 2)])
+def test_a_right_backward_is_diagnosed_right(cell, layers):
+    diagnosis = diagnose(small_problem(cell, Sizes(layers=layers)))
+    assert diagnosis.verdict == "agree" and diagnosis.blocks == {} and diagnosis.step is None
+    assert diagnosis.complex_usable
+    assert diagnosis.heat is not None and diagnosis.heat.max() < 1e-12  # rounding only, in float64
+
+
+def test_a_forward_that_disagrees_is_said_first():
+    slip = broken_cell(
+        "rnn", "np.dot(hidden[t], W_T), out=", "0.5 * np.dot(hidden[t], W_T), out=", function="recurrence_forward"
+    )
+    diagnosis = diagnose(small_problem(slip))
+    assert (diagnosis.verdict, diagnosis.layer, diagnosis.step) == ("forward", 1, 1)  # the carried-in h_0 is not 0
+    assert "the backward is not the problem" in diagnosis.lines[-1]
+
+
+SOFTSIGN_CELL = '''
+"""h_t = a_t / (1 + |a_t|): right backward, but |.| is not analytic, so the complex step cannot check it."""
+import numpy as np
+import torch
+
+GATES = 1
+STATE_PARTS = 1
+
+
+def recurrence_forward(x_proj, W, state0):
+    steps, streams, size = x_proj.shape
+    pre = np.empty(x_proj.shape, dtype=np.result_type(x_proj, W, state0))
+    hidden = np.empty((steps + 1, streams, size), dtype=pre.dtype)
+    hidden[0] = state0[0]
+    for t in range(steps):
+        pre[t] = x_proj[t] + hidden[t] @ W.T
+        hidden[t + 1] = pre[t] / (1 + np.abs(pre[t]))
+    return hidden[1:], hidden[-1][None], (pre, hidden, W)
+
+
+def recurrence_backward(d_hidden, cache):
+    pre, hidden, W = cache
+    d_x_proj = np.empty_like(pre)
+    d_h_next = np.zeros_like(d_hidden[0])
+    for t in reversed(range(len(pre))):
+        d_x_proj[t] = (d_hidden[t] + d_h_next) / (1 + np.abs(pre[t])) ** 2
+        d_h_next = d_x_proj[t] @ W
+    size = W.shape[1]
+    return d_x_proj, d_x_proj.reshape(-1, size).T @ hidden[:-1].reshape(-1, size)
+
+
+def step(x_proj, W, state):
+    a = x_proj + state[0] @ W.T
+    h = a / (1 + a.abs())
+    return h, h.unsqueeze(0)
+'''
+
+
+def test_a_forward_that_is_not_analytic_falls_back_to_centred_differences(tmp_path):
+    path = tmp_path / "softsign.py"
+    path.write_text(SOFTSIGN_CELL)
+    diagnosis = diagnose(small_problem(str(path)))
+    assert diagnosis.verdict == "agree" and not diagnosis.complex_usable
+    words = "\n".join(diagnosis.lines)
+    assert "the forward is not analytic" in words and "falling back to centred differences" in words
+    assert "manual vs centred differences" in words
+
+
+def run_gradcheck(*args: str) -> subprocess.CompletedProcess:
+    small = ["--hidden-size", "4", "--seq-length", "5", "--batch-size", "2", "--init-scale", "50"]
+    return subprocess.run(
+        [sys.executable, "-m", "compare.gradcheck", "--diagnose", *small, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+
+
+def test_the_command_prints_the_diagnosis_draws_the_heat_map_and_exits_1_on_a_bug(tmp_path):
+    data = tmp_path / "small.txt"
+    data.write_text("abcdef fed cab bead face dab ")
+    broken = tmp_path / "my_mgu.py"
+    broken.write_text((ROOT / "compare" / "examples" / "mgu.py").read_text().replace("d_f * f * (1 - f)", "d_f * f"))
+    heatmap = tmp_path / "diagnosis.png"
+    done = run_gradcheck("--cell", str(broken), "--data", str(data), "--heatmap", str(heatmap))
+    assert done.returncode == 1, done.stderr
+    assert "dL/dx_proj_t first differs from autograd at step 5 of 5" in done.stdout and "in gate f:" in done.stdout
+    assert heatmap.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    right = run_gradcheck("--cell", MGU, "--data", str(data), "--heatmap", str(heatmap))
+    assert right.returncode == 0 and "the backward is right" in right.stdout
+
+
+def test_a_forward_that_fails_in_complex128_falls_back_to_centred_differences(tmp_path):
+    # a ReLU written with np.heaviside, which has no complex loop: the complex-step forward raises
+    relu = (
+        SOFTSIGN_CELL.replace("pre[t] / (1 + np.abs(pre[t]))", "pre[t] * np.heaviside(pre[t], 0)")
+        .replace("/ (1 + np.abs(pre[t])) ** 2", "* np.heaviside(pre[t], 0)")
+        .replace("a / (1 + a.abs())", "torch.relu(a)")
+    )
+    path = tmp_path / "relu.py"
+    path.write_text(relu)
+    diagnosis = diagnose(small_problem(str(path)))
+    assert diagnosis.verdict == "agree" and not diagnosis.complex_usable
+    assert "The complex128 forward fails (TypeError: ufunc 'heaviside' not supported" in diagnosis.lines[1]
+    assert "manual vs centred differences" in diagnosis.lines[2]
+
+
+def test_tiny_weights_do_not_make_an_analytic_forward_look_non_analytic():
+    # gradcheck's own weights, N(0, 0.01^2): centred differences are then only ~1e-6 close, worse than
+    # ORACLES_AGREE; the complex step still matches autograd to rounding, so it stays the oracle
+    from compare.gradients.oracles import ORACLES_AGREE, run_oracles, worst_error
+    from compare.gradients.report import GradcheckSettings, build_problem
+
+    oracles = run_oracles(build_problem(GradcheckSettings(cell="lstm", hidden_size=5, seq_length=10)))
+    assert worst_error(oracles.central, oracles.autograd) > ORACLES_AGREE  # the case this test is about
+    assert oracles.complex is not None and worst_error(oracles.complex, oracles.autograd) < 1e-14
+    assert oracles.complex_usable
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--sample", "3"], "--diagnose prints a diagnosis of every entry, not the table: leave out --sample"),
+        (["--json", "x.json"], "--diagnose prints a diagnosis of every entry, not the table: leave out --json"),
+        (["--heatmap", "/no/such/dir/x.png"], "--heatmap /no/such/dir/x.png: no such directory to write it in"),
+    ],
+)
+def test_flags_that_do_not_go_with_diagnose_are_one_line_and_exit_2(args, says):
+    done = run_gradcheck(*args)
+    assert done.returncode == 2 and done.stderr == f"python -m compare.gradcheck: error: {says}\n"
