@@ -12,6 +12,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from tiny_runs import train_argv
 
 import manual
+from compare.training.agreement import log10_or_floor
 from compare.training.config import parse_args
 from compare.training.logger import HPARAMS
 from compare.training.loop import train
@@ -149,3 +150,10 @@ def test_under_the_original_preset_the_summed_loss_is_what_is_compared(tmp_path,
     monkeypatch.setattr(manual, "forward", forward_of_the_mean)
     slipped = train_both(tmp_path, "slipped", preset="original", max_steps=3, agree_every=1)
     assert min(logged(slipped / "both", "agree/loss")) > -1  # the sum is T*B = 20 times the mean: far apart
+
+
+@pytest.mark.parametrize("dtype, floor", [("float32", -8.2), ("float64", -17.0)])
+def test_an_exact_zero_is_logged_just_below_the_rounding_level(dtype, floor):
+    # a decade below the unit roundoff (2^-24, 2^-53): under the rounding band, not a plunge to an arbitrary -20
+    assert log10_or_floor(0.0, dtype) == pytest.approx(floor, abs=0.05)
+    assert log10_or_floor(1e-3, dtype) == pytest.approx(-3.0, abs=1e-12)  # log10, float64 arithmetic

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compare.plotting.events import PlotError, RunCurves, Series
-from compare.training.agreement import LOG10_FLOOR
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -80,9 +79,9 @@ def draw_losses(axes: Axes, curves: RunCurves) -> None:
 def draw_comparison(axes: Axes, comparison: dict[str, Series]) -> None:
     """The implementation error (flat, at rounding level) and the chaos (growing), on one log scale."""
     for tag, series in comparison.items():
-        # Logged as log10, with LOG10_FLOOR for an exact 0 (bit-identical): a log scale cannot show 0, so those go.
+        # log10; an exact 0 (bit-identical) was logged a decade below the dtype's rounding, and is drawn there
         logged = zip(series.steps, series.values, strict=True)
-        points = [(step, 10.0**value) for step, value in logged if value > LOG10_FLOOR]
+        points = [(step, 10.0**value) for step, value in logged]
         if points:
             steps, values = zip(*points, strict=True)
             axes.plot(steps, values, **COMPARISON_STYLES[tag])

@@ -14,7 +14,8 @@ forward/backward and autograd (torchref), and the two losses and gradients are c
     agree/grad_rel/<P>  the same for one parameter P (U, W, V, b, c, ...)
 
 In float64 these stay at rounding level (about 1e-15) for the whole run while the chaos grows.
-A relative difference of exactly 0 (bit-identical) is logged as LOG10_FLOOR.
+A difference of exactly 0 (bit-identical) is logged a decade below the dtype's unit roundoff
+(exact_floor): -8.2 in float32, -17.0 in float64, just under the rounding-level band, not far below it.
 """
 
 from __future__ import annotations
@@ -34,8 +35,6 @@ if TYPE_CHECKING:
 # torch is imported inside AgreementProbe: the training loop imports this module before the
 # corpus is read, and a bad --data must fail in a second, before torch is loaded.
 
-LOG10_FLOOR = -20.0  # log10 of an exact 0: far below any dtype's rounding (float64's is -15.7)
-
 
 @dataclass
 class Agreement:
@@ -49,9 +48,14 @@ class Agreement:
         return max(self.grads.values())
 
 
-def log10_or_floor(value: float) -> float:
-    """log10(value), LOG10_FLOOR for 0: TensorBoard cannot draw -inf."""
-    return math.log10(value) if value > 0 else LOG10_FLOOR
+def exact_floor(dtype: str) -> float:
+    """What an exact 0 is logged as: log10 of the dtype's unit roundoff (eps / 2), less one decade."""
+    return math.log10(float(np.finfo(dtype).eps) / 2) - 1
+
+
+def log10_or_floor(value: float, dtype: str) -> float:
+    """log10(value), or exact_floor(dtype) for 0: TensorBoard cannot draw -inf."""
+    return math.log10(value) if value > 0 else exact_floor(dtype)
 
 
 def relative_difference(mine: np.ndarray, reference: np.ndarray) -> float:
@@ -79,6 +83,7 @@ class AgreementProbe:
         inner = engine.engine if isinstance(engine, DataParallelEngine) else engine
         assert isinstance(inner, ManualEngine), "the probe follows the manual engine of --impl both"
         self.engine = inner
+        self.dtype = np.dtype(inner.dtype).name  # 'float32' or 'float64'
         torch_dtype = TORCH_DTYPES[np.dtype(inner.dtype).name]
         self.model = torchref.CharRNN(inner.params, cell=resolve_cell(inner.cell).torch, dtype=torch_dtype)
 

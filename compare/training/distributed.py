@@ -170,7 +170,7 @@ class DataParallel:
         return torch.cat(everyone, dim=2).numpy()
 
     def agree_on(self, text: str) -> str:
-        """Rank 0's ``text`` on every rank (the run name holds a time stamp that could differ)."""
+        """Rank 0's ``text`` on every rank (the run name: rank 0 claims its directory)."""
         if not self.launched:
             return text
         import torch.distributed as dist

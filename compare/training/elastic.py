@@ -11,8 +11,8 @@ directory, not on TORCHELASTIC_RESTART_COUNT: torchrun counts restarts per machi
 whose own worker did not fail restarts with a count of 0, so the count differs between ranks
 while the directory (on a file system every machine shares, as any resume needs) does not.
 A run directory every attempt can name is needed: under ``--max-restarts`` the run must have a
-``--run-name`` (or a ``--resume`` inside a run directory), since the default name holds the
-time of the first attempt.
+``--run-name`` (or a ``--resume`` inside a run directory), since the default name is the first
+number not yet taken under --logdir, which a restart would not find again.
 
 (TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 is for torchrun itself: without it the restarted workers
 wait forever on the rendezvous store of the first attempt, pytorch issue #135712.)
@@ -51,8 +51,8 @@ def restarted_config(argv: list[str], config: TrainConfig, environ: Mapping[str,
     if config.run_name is None:
         raise UsageError(
             f"torchrun --max-restarts {max_restarts(environ)} restarts a failed run, which then resumes "
-            "from its run directory: name it with --run-name NAME (the default name holds the start time, "
-            "which a restart cannot know)"
+            "from its run directory: name it with --run-name NAME (the default name, the first free number "
+            "under --logdir, would name a new directory on a restart)"
         )
     run_dir = Path(config.logdir) / config.run_name
     if not latest_in(run_dir):

@@ -75,17 +75,19 @@ def log_chaos(logger: Logger | NullLogger, run: Run, last: dict[str, StepStats],
     manual, torch_engine = run.engines
     loss_apart = abs(last["manual"].loss - last["torch"].loss)
     params_apart = max_param_diff(manual.numpy_params(), torch_engine.numpy_params())
-    logger.scalar(BOTH_DIR, "chaos/loss", log10_or_floor(loss_apart), step)
-    logger.scalar(BOTH_DIR, "chaos/max_abs_param", log10_or_floor(params_apart), step)
+    dtype = run.config.dtype
+    logger.scalar(BOTH_DIR, "chaos/loss", log10_or_floor(loss_apart, dtype), step)
+    logger.scalar(BOTH_DIR, "chaos/max_abs_param", log10_or_floor(params_apart, dtype), step)
 
 
 def log_agreement(logger: Logger | NullLogger, probe: AgreementProbe, batch: tuple, step: int) -> None:
     """--impl both: manual against autograd on the manual engine's weights, state and this batch, in log10."""
     agreement = probe.measure(*batch)
-    logger.scalar(BOTH_DIR, "agree/loss", log10_or_floor(agreement.loss), step)
-    logger.scalar(BOTH_DIR, "agree/grad_rel_max", log10_or_floor(agreement.grad_rel_max), step)
+    dtype = probe.dtype
+    logger.scalar(BOTH_DIR, "agree/loss", log10_or_floor(agreement.loss, dtype), step)
+    logger.scalar(BOTH_DIR, "agree/grad_rel_max", log10_or_floor(agreement.grad_rel_max, dtype), step)
     for name, value in agreement.grads.items():
-        logger.scalar(BOTH_DIR, f"agree/grad_rel/{name}", log10_or_floor(value), step)
+        logger.scalar(BOTH_DIR, f"agree/grad_rel/{name}", log10_or_floor(value, dtype), step)
 
 
 def agreement_probe(run: Run) -> AgreementProbe | None:
