@@ -190,6 +190,7 @@ def rank_main(args: argparse.Namespace) -> None:
     all_reduce_ms = time_all_reduce(sum(value.size for value in engine.numpy_params().values()) + 2)
     if parallel.is_main:
         Path(args.as_rank).write_text(json.dumps({"rates": rates, "all_reduce_ms": all_reduce_ms}))
+    dist.barrier()  # no rank tears gloo down while another is still in a collective with it
     dist.destroy_process_group()
 
 
