@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
@@ -12,6 +13,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from tiny_runs import train_argv
 
 import manual
+from compare.model.checkpoint import load_checkpoint
 from compare.training.agreement import log10_or_floor
 from compare.training.config import parse_args
 from compare.training.logger import HPARAMS
@@ -74,7 +76,11 @@ def test_measuring_leaves_both_trajectories_untouched(tmp_path):
     assert not (unmeasured / "both").exists() or "agree/loss" not in events(unmeasured / "both").Tags()["scalars"]
     for impl in ("manual", "torch"):
         # bit for bit: the probe copies the manual weights into a twin of its own and never writes back
-        assert logged(measured / impl, "loss/train") == logged(unmeasured / impl, "loss/train"), impl
+        with_probe = load_checkpoint(measured / impl / "latest.npz").engine
+        without = load_checkpoint(unmeasured / impl / "latest.npz").engine
+        for name, value in without.params.items():
+            assert np.array_equal(with_probe.params[name], value), (impl, name)
+        assert np.array_equal(with_probe.hidden, without.hidden), impl
 
 
 def test_validation_runs_about_ten_times_when_not_told(tmp_path):
