@@ -194,6 +194,26 @@ def rank_main(args: argparse.Namespace) -> None:
     dist.destroy_process_group()
 
 
+def rank_args(impl: str, config: str, args: argparse.Namespace, out: Path) -> list[str]:
+    """What torchrun runs on every rank: ``-m compare.bench_distributed ... --as-rank OUT`` (rank_main)."""
+    return [
+        "-m",
+        "compare.bench_distributed",
+        "--impls",
+        impl,
+        "--configs",
+        config,
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--repeats",
+        str(args.repeats),
+        "--as-rank",
+        str(out),
+    ]
+
+
 def time_all_reduce(size: int, times: int = 10) -> float:
     """Milliseconds of one float32 all-reduce of ``size`` numbers (the fastest of ``times``): the
     communication a training step adds, without the waiting for the slowest rank."""
@@ -221,20 +241,7 @@ def measure(impl: str, config: str, layout: Layout, args: argparse.Namespace) ->
             "--standalone",
             "--nproc_per_node",
             str(layout.processes),
-            "-m",
-            "compare.bench_distributed",
-            "--impls",
-            impl,
-            "--configs",
-            config,
-            "--steps",
-            str(args.steps),
-            "--warmup",
-            str(args.warmup),
-            "--repeats",
-            str(args.repeats),
-            "--as-rank",
-            str(out),
+            *rank_args(impl, config, args, out),
         ]
         env = {
             **os.environ,

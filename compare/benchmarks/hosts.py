@@ -66,6 +66,8 @@ def hosts_problem(args: argparse.Namespace) -> str | None:
 
 def host_command(index: int, addresses: list, args: argparse.Namespace, impl: str, config: str, out: Path) -> list:
     """torchrun on host ``index`` of ``addresses``, its rank running compare.benchmarks.distributed's rank_main."""
+    from compare.benchmarks.distributed import rank_args  # which imports this module
+
     return [
         sys.executable,
         "-m",
@@ -77,20 +79,7 @@ def host_command(index: int, addresses: list, args: argparse.Namespace, impl: st
         "--rdzv-id=bench-hosts",
         f"--rdzv-conf=is_host={int(index == 0)}",
         f"--local-addr={addresses[index]}",
-        "-m",
-        "compare.bench_distributed",
-        "--impls",
-        impl,
-        "--configs",
-        config,
-        "--steps",
-        str(args.steps),
-        "--warmup",
-        str(args.warmup),
-        "--repeats",
-        str(args.repeats),
-        "--as-rank",
-        str(out),
+        *rank_args(impl, config, args, out),
     ]
 
 
