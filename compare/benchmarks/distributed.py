@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from compare.benchmarks.hosts import hosts_problem, hosts_table, measure_all_hosts
-from compare.benchmarks.timing import CONFIGS
+from compare.benchmarks.timing import CONFIGS, rank_args
 from compare.cli.errors import run_cli
 from compare.cli.parser import CommandParser, comma_list
 
@@ -192,26 +192,6 @@ def rank_main(args: argparse.Namespace) -> None:
         Path(args.as_rank).write_text(json.dumps({"rates": rates, "all_reduce_ms": all_reduce_ms}))
     dist.barrier()  # no rank tears gloo down while another is still in a collective with it
     dist.destroy_process_group()
-
-
-def rank_args(impl: str, config: str, args: argparse.Namespace, out: Path) -> list[str]:
-    """What torchrun runs on every rank: ``-m compare.bench_distributed ... --as-rank OUT`` (rank_main)."""
-    return [
-        "-m",
-        "compare.bench_distributed",
-        "--impls",
-        impl,
-        "--configs",
-        config,
-        "--steps",
-        str(args.steps),
-        "--warmup",
-        str(args.warmup),
-        "--repeats",
-        str(args.repeats),
-        "--as-rank",
-        str(out),
-    ]
 
 
 def time_all_reduce(size: int, times: int = 10) -> float:

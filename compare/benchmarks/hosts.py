@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compare.benchmarks.netns import INTERFACE, cannot_create_namespaces, network_hosts
-from compare.benchmarks.timing import CONFIGS
+from compare.benchmarks.timing import CONFIGS, rank_args
 from compare.cli.parser import comma_list
 
 RENDEZVOUS_PORT = 29500  # on the first host: free, since the namespaces are made for each measurement
@@ -66,8 +66,6 @@ def hosts_problem(args: argparse.Namespace) -> str | None:
 
 def host_command(index: int, addresses: list, args: argparse.Namespace, impl: str, config: str, out: Path) -> list:
     """torchrun on host ``index`` of ``addresses``, its rank running compare.benchmarks.distributed's rank_main."""
-    from compare.benchmarks.distributed import rank_args  # which imports this module
-
     return [
         sys.executable,
         "-m",

@@ -7,10 +7,12 @@ defaults (AdaGrad, lr 0.1, clip 5); only ``train_step`` is timed.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -185,3 +187,23 @@ def sweep_configs() -> list:
 def sweep_config(sweep: str, hidden_size: int, batch_size: int) -> BenchConfig:
     steps = max(2, SWEEP_CHARS // (batch_size * 25))
     return BenchConfig(f"{sweep}:H{hidden_size}:B{batch_size}", hidden_size, batch_size, steps=steps)
+
+
+def rank_args(impl: str, config: str, args: argparse.Namespace, out: Path) -> list[str]:
+    """What torchrun runs on every rank: ``-m compare.bench_distributed ... --as-rank OUT`` (rank_main)."""
+    return [
+        "-m",
+        "compare.bench_distributed",
+        "--impls",
+        impl,
+        "--configs",
+        config,
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--repeats",
+        str(args.repeats),
+        "--as-rank",
+        str(out),
+    ]
