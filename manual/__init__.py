@@ -5,7 +5,8 @@ per cell type holds its recurrence: ``manual.rnn``, ``manual.lstm``, ``manual.gr
 Imports nothing from ``torchref`` or ``compare``: parameters are plain NumPy dicts.
 """
 
+from manual import flat
 from manual.adagrad import Adagrad
 from manual.model import CELLS, Cache, backward, forward, layer_param_names, step, zero_state
 
-__all__ = ["Adagrad", "CELLS", "Cache", "backward", "forward", "layer_param_names", "step", "zero_state"]
+__all__ = ["Adagrad", "flat", "CELLS", "Cache", "backward", "forward", "layer_param_names", "step", "zero_state"]

@@ -26,11 +26,17 @@ So from the same state the parameters are bit-identical wherever the two denomin
 and elsewhere differ as torch's own division would on a denominator an ulp or two away. Over many
 steps the accumulators drift apart by at most one ulp a step. ``tests/test_optimizer.py``
 asserts each of these bounds.
+
+When the parameters and the gradients are ``manual.flat.FlatArrays`` laid out alike, one step is
+seven whole-buffer passes (into two scratch buffers) instead of seven passes per parameter: the
+same operations entry by entry, so the same numbers, in a fifth of the calls.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from manual.flat import FlatArrays
 
 EPS_PLACEMENTS = ("outside", "inside")  # of the square root
 
@@ -53,10 +59,19 @@ class Adagrad:
         self.lr = lr
         self.eps = eps
         self.eps_inside = eps_placement == "inside"
-        self.accumulators = {name: np.zeros_like(value) for name, value in params.items()}
+        self.accumulators: dict[str, np.ndarray]
+        if isinstance(params, FlatArrays):
+            self.accumulators = params.zeros_like()
+            self.scratch = (np.empty_like(params.buffer), np.empty_like(params.buffer))  # std and the step
+        else:
+            self.accumulators = {name: np.zeros_like(value) for name, value in params.items()}
 
     def step(self, grads: dict[str, np.ndarray]) -> None:
         """Apply one update with ``grads`` (a dict keyed like params)."""
+        if isinstance(self.params, FlatArrays) and self.params.same_layout(grads):
+            assert isinstance(grads, FlatArrays)  # same_layout said so
+            self.step_buffers(grads.buffer)
+            return
         for name, grad in grads.items():
             accumulator = self.accumulators[name]
             accumulator += grad * grad  # G_t = G_{t-1} + g_t^2 (two roundings; torch's FMA rounds once)
@@ -65,3 +80,19 @@ class Adagrad:
             else:
                 std = np.sqrt(accumulator) + self.eps  # sqrt(G_t) + eps
             self.params[name] += (-self.lr * grad) / std  # theta_t = theta_{t-1} + (-lr * g_t) / std, as addcdiv_
+
+    def step_buffers(self, grad: np.ndarray) -> None:
+        """``step`` over whole flat buffers: grad (N,), laid out as the parameters' and accumulators' buffers."""
+        assert isinstance(self.params, FlatArrays) and isinstance(self.accumulators, FlatArrays)
+        accumulator, std, update = self.accumulators.buffer, *self.scratch
+        np.multiply(grad, grad, out=update)
+        accumulator += update  # G_t = G_{t-1} + g_t^2
+        if self.eps_inside:
+            np.add(accumulator, self.eps, out=std)
+            np.sqrt(std, out=std)  # sqrt(G_t + eps)
+        else:
+            np.sqrt(accumulator, out=std)
+            std += self.eps  # sqrt(G_t) + eps
+        np.multiply(grad, -self.lr, out=update)
+        update /= std
+        self.params.buffer += update  # theta_t = theta_{t-1} + (-lr * g_t) / std

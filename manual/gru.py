@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from manual.activations import sigmoid
+from manual.activations import sigmoid_into
 
 # GATES and STATE_PARTS: a deliberate copy of torchref/gru.py's, since manual and torchref
 # import neither each other; tests/test_twin_helpers.py checks that the two agree.
@@ -51,23 +51,33 @@ def recurrence_forward(
     hidden:  (T, B, H)   h_1 .. h_T
     state_T: (1, B, H)   h_T, the next chunk's state0
     cache:   GRUCache
+
+    Per step: one product for all three gates, one sigmoid over r and z together (adjacent in the
+    rows), and every result written in place into the cache.
     """
     steps, streams, _ = x_proj.shape
     size = W.shape[1]
     dtype = np.result_type(x_proj, W, state0)
     gates = np.empty((steps, streams, GATES * size), dtype=dtype)
+    recurrent = np.empty((streams, GATES * size), dtype=dtype)  # W h_{t-1} for all three gates, one step's
     recurrent_n = np.empty((steps, streams, size), dtype=dtype)
     hidden = np.empty((steps + 1, streams, size), dtype=dtype)
     hidden[0] = state0[0]
+    one_minus_z_times_n = np.empty((streams, size), dtype=dtype)  # (1 - z_t) n_t, one step's
+    r, z, n = (gates[:, :, k * size : (k + 1) * size] for k in range(GATES))  # (T, B, H) views of the gates
+    r_and_z = gates[:, :, : 2 * size]
     for t in range(steps):
-        recurrent = hidden[t] @ W.T  # (B, 3H): W h_{t-1} for all three gates
-        x_r, x_z, x_n = np.split(x_proj[t], GATES, axis=1)
-        h_r, h_z, recurrent_n[t] = np.split(recurrent, GATES, axis=1)
-        r = sigmoid(x_r + h_r)  # r_t = sigmoid(b_r + U_r x_t + W_r h_{t-1})
-        z = sigmoid(x_z + h_z)  # z_t = sigmoid(b_z + U_z x_t + W_z h_{t-1})
-        n = np.tanh(x_n + r * recurrent_n[t])  # n_t = tanh(b_n + U_n x_t + r_t * (W_n h_{t-1}))
-        gates[t] = np.concatenate([r, z, n], axis=1)
-        hidden[t + 1] = (1 - z) * n + z * hidden[t]  # h_t = (1 - z_t) n_t + z_t h_{t-1}
+        np.dot(hidden[t], W.T, out=recurrent)  # (B, 3H): W h_{t-1}
+        recurrent_n[t] = recurrent[:, 2 * size :]
+        np.add(x_proj[t, :, : 2 * size], recurrent[:, : 2 * size], out=r_and_z[t])
+        sigmoid_into(r_and_z[t], r_and_z[t])  # r_t, z_t = sigmoid(b + U x_t + W h_{t-1}) of their blocks
+        np.multiply(r[t], recurrent_n[t], out=n[t])
+        n[t] += x_proj[t, :, 2 * size :]
+        np.tanh(n[t], out=n[t])  # n_t = tanh(b_n + U_n x_t + r_t * (W_n h_{t-1}))
+        np.subtract(1, z[t], out=one_minus_z_times_n)
+        one_minus_z_times_n *= n[t]
+        np.multiply(z[t], hidden[t], out=hidden[t + 1])
+        hidden[t + 1] += one_minus_z_times_n  # h_t = (1 - z_t) n_t + z_t h_{t-1}
     return hidden[1:], hidden[-1][None], GRUCache(gates, recurrent_n, hidden, W)
 
 
@@ -81,24 +91,36 @@ def recurrence_backward(d_hidden: np.ndarray, cache: GRUCache) -> tuple[np.ndarr
     d_W:      (3H, H)
     """
     steps, streams, size = d_hidden.shape
-    d_x_proj = np.empty_like(cache.gates)  # dL/d(b + U x_t), per gate, filled backwards in time
-    d_recurrent = np.empty_like(cache.gates)  # dL/d(W h_{t-1}), per gate: differs from d_x_proj in n, by r_t
+    gates, hidden = cache.gates, cache.hidden
+    r, z, n = (gates[:, :, k * size : (k + 1) * size] for k in range(GATES))  # (T, B, H) views
+    d_x_proj = np.empty_like(gates)  # dL/d(b + U x_t), per gate, filled backwards in time
+    d_recurrent = np.empty_like(gates)  # dL/d(W h_{t-1}), per gate: differs from d_x_proj in n, by r_t
+    d_r, d_z, d_n_pre = (d_x_proj[:, :, k * size : (k + 1) * size] for k in range(GATES))
+    d_h = np.empty((streams, size), dtype=d_x_proj.dtype)  # dh_t, one step's
+    factor = np.empty((streams, 2 * size), dtype=d_x_proj.dtype)  # one step's factors that do not involve dh_t
+    factor_h = factor[:, :size]
     d_h_next = np.zeros((streams, size), dtype=d_x_proj.dtype)  # into h_T from step T + 1: none, the next chunk's
     for t in reversed(range(steps)):
-        r, z, n = np.split(cache.gates[t], GATES, axis=1)  # r_t, z_t, n_t
-        h_prev = cache.hidden[t]  # h_{t-1}
-        d_h = d_hidden[t] + d_h_next  # dh_t = from the output (layer above) + from the next step
-        d_n = d_h * (1 - z)  # h_t = (1 - z_t) n_t + z_t h_{t-1}: dn_t = dh_t (1 - z_t)
-        d_z = d_h * (h_prev - n)  # dz_t = dh_t (h_{t-1} - n_t)
-        d_n_pre = d_n * (1 - n**2)  # n_t = tanh(n_pre_t), n_pre_t = x_n + r_t (W_n h_{t-1}): tanh' = 1 - n_t^2
-        d_r = d_n_pre * cache.recurrent_n[t]  # dr_t = dn_pre_t (W_n h_{t-1})
-        d_r_pre = d_r * r * (1 - r)  # r_t = sigmoid(r_pre_t), r_pre_t = x_r + W_r h_{t-1}: sigmoid' = s (1 - s)
-        d_z_pre = d_z * z * (1 - z)  # z_t = sigmoid(z_pre_t), z_pre_t = x_z + W_z h_{t-1}
-        d_x_proj[t] = np.concatenate([d_r_pre, d_z_pre, d_n_pre], axis=1)  # x_r, x_z, x_n enter unscaled
-        d_recurrent[t] = np.concatenate([d_r_pre, d_z_pre, d_n_pre * r], axis=1)  # r_t scales W_n h_{t-1}
-        d_h_next = d_h * z + d_recurrent[t] @ cache.W  # dh_{t-1} from step t: direct z_t h_{t-1}, and W^T d_rec_t
+        np.add(d_hidden[t], d_h_next, out=d_h)  # dh_t = from the output (layer above) + from the next step
+        np.subtract(1, z[t], out=factor_h)
+        np.multiply(d_h, factor_h, out=d_n_pre[t])  # h_t = (1 - z_t) n_t + z_t h_{t-1}: dn_t = dh_t (1 - z_t)
+        np.square(n[t], out=factor_h)
+        np.subtract(1, factor_h, out=factor_h)
+        d_n_pre[t] *= factor_h  # dn_pre_t = dn_t (1 - n_t^2): n_t = tanh(n_pre_t), n_pre_t = x_n + r_t (W_n h_{t-1})
+        np.multiply(d_n_pre[t], cache.recurrent_n[t], out=d_r[t])  # dr_t = dn_pre_t (W_n h_{t-1})
+        np.subtract(hidden[t], n[t], out=factor_h)
+        np.multiply(d_h, factor_h, out=d_z[t])  # dz_t = dh_t (h_{t-1} - n_t)
+        d_r_and_z = d_x_proj[t, :, : 2 * size]
+        d_r_and_z *= gates[t, :, : 2 * size]  # dr_pre_t = (dr_t r_t) (1 - r_t), dz_pre_t likewise: sigmoid' = s (1 - s)
+        np.subtract(1, gates[t, :, : 2 * size], out=factor)
+        d_r_and_z *= factor
+        d_recurrent[t, :, : 2 * size] = d_r_and_z  # x_r, x_z enter unscaled, and so do W_r h, W_z h
+        np.multiply(d_n_pre[t], r[t], out=d_recurrent[t, :, 2 * size :])  # r_t scales W_n h_{t-1}
+        # dh_{t-1} from step t: directly through z_t h_{t-1}, and W^T d_rec_t
+        d_h_next = np.dot(d_recurrent[t], cache.W)
+        d_h_next += d_h * z[t]
     rows = steps * streams
-    d_W = d_recurrent.reshape(rows, -1).T @ cache.hidden[:-1].reshape(rows, size)  # dW = sum_t d_rec_t h_{t-1}^T
+    d_W = d_recurrent.reshape(rows, -1).T @ hidden[:-1].reshape(rows, size)  # dW = sum_t d_rec_t h_{t-1}^T
     return d_x_proj, d_W
 
 

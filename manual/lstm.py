@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from manual.activations import sigmoid
+from manual.activations import sigmoid_into
 
 # GATES and STATE_PARTS: a deliberate copy of torchref/lstm.py's, since manual and torchref
 # import neither each other; tests/test_twin_helpers.py checks that the two agree.
@@ -48,6 +48,9 @@ def recurrence_forward(
     hidden:  (T, B, H)   h_1 .. h_T
     state_T: (2, B, H)   h_T, s_T, the next chunk's state0
     cache:   LSTMCache
+
+    Per step: one product for all four gates, the sigmoid over the whole row (g's block is then
+    overwritten by its tanh), and every result written in place into the cache.
     """
     steps, streams, _ = x_proj.shape
     size = W.shape[1]
@@ -57,14 +60,20 @@ def recurrence_forward(
     cells = np.empty((steps + 1, streams, size), dtype=dtype)
     tanh_cells = np.empty((steps, streams, size), dtype=dtype)
     hidden[0], cells[0] = state0
+    a = np.empty((streams, GATES * size), dtype=dtype)  # a_t, one step's pre-activations
+    input_times_g = np.empty((streams, size), dtype=dtype)  # i_t g_t
+    i, f, g, o = (gates[:, :, k * size : (k + 1) * size] for k in range(GATES))  # (T, B, H) views of the gates
+    a_g = a[:, 2 * size : 3 * size]
     for t in range(steps):
-        a = x_proj[t] + hidden[t] @ W.T  # (B, 4H): a_t = b + W h_{t-1} + U x_t
-        i, f, g, o = np.split(a, GATES, axis=1)
-        gates[t] = np.concatenate([sigmoid(i), sigmoid(f), np.tanh(g), sigmoid(o)], axis=1)
-        i, f, g, o = np.split(gates[t], GATES, axis=1)
-        cells[t + 1] = f * cells[t] + i * g  # s_t = f_t s_{t-1} + i_t g_t
-        tanh_cells[t] = np.tanh(cells[t + 1])
-        hidden[t + 1] = o * tanh_cells[t]  # h_t = o_t tanh(s_t)
+        np.dot(hidden[t], W.T, out=a)
+        a += x_proj[t]  # (B, 4H): a_t = b + W h_{t-1} + U x_t
+        sigmoid_into(a, gates[t])  # i_t, f_t, o_t = sigmoid(ai, af, ao) (and g's block, overwritten next)
+        np.tanh(a_g, out=g[t])  # g_t = tanh(ag)
+        np.multiply(f[t], cells[t], out=cells[t + 1])
+        np.multiply(i[t], g[t], out=input_times_g)
+        cells[t + 1] += input_times_g  # s_t = f_t s_{t-1} + i_t g_t
+        np.tanh(cells[t + 1], out=tanh_cells[t])
+        np.multiply(o[t], tanh_cells[t], out=hidden[t + 1])  # h_t = o_t tanh(s_t)
     state_last = np.stack([hidden[-1], cells[-1]])
     return hidden[1:], state_last, LSTMCache(gates, hidden, cells, tanh_cells, W)
 
@@ -80,27 +89,38 @@ def recurrence_backward(d_hidden: np.ndarray, cache: LSTMCache) -> tuple[np.ndar
     """
     steps, streams, size = d_hidden.shape
     d_x_proj = np.empty_like(cache.gates)  # d_x_proj[t] = da_t = dL/d[ai, af, ag, ao]_t, filled backwards in time
+    d_i, d_f, d_g, d_o = (d_x_proj[:, :, k * size : (k + 1) * size] for k in range(GATES))  # (T, B, H) views
+    i, f, g, o = (cache.gates[:, :, k * size : (k + 1) * size] for k in range(GATES))
+    dtype = d_x_proj.dtype
+    d_h = np.empty((streams, size), dtype=dtype)  # dh_t, one step's
+    d_s = np.empty((streams, size), dtype=dtype)  # ds_t, one step's
+    tanh_grad = np.empty((streams, size), dtype=dtype)  # tanh'(s_t) = 1 - tanh(s_t)^2, one step's
+    # the second factor of each gate's derivative, one step's: 1 - s for a sigmoid gate (sigmoid' = s (1 - s)),
+    # 1 - g^2 for g (tanh' = 1 - g^2)
+    second = np.empty((streams, GATES * size), dtype=dtype)
+    second_g = second[:, 2 * size : 3 * size]
     d_h_next = np.zeros((streams, size), dtype=d_x_proj.dtype)  # into h_T from step T + 1: none, the next chunk's
     d_s_next = np.zeros((streams, size), dtype=d_x_proj.dtype)  # into s_T from step T + 1: none, the next chunk's
     for t in reversed(range(steps)):
-        i, f, g, o = np.split(cache.gates[t], GATES, axis=1)  # i_t, f_t, g_t, o_t
-        d_h = d_hidden[t] + d_h_next  # dh_t = from the output (layer above) + from the next step
-        d_o = d_h * cache.tanh_cells[t]  # h_t = o_t tanh(s_t): do_t = dh_t tanh(s_t)
-        d_s = d_s_next + d_h * o * (1 - cache.tanh_cells[t] ** 2)  # ds_t = from the next step + dh_t o_t tanh'(s_t)
-        d_f = d_s * cache.cells[t]  # s_t = f_t s_{t-1} + i_t g_t: df_t = ds_t s_{t-1}
-        d_i = d_s * g  # di_t = ds_t g_t
-        d_g = d_s * i  # dg_t = ds_t i_t
-        d_s_next = d_s * f  # ds_{t-1} from step t: ds_t f_t
-        d_x_proj[t] = np.concatenate(
-            [
-                d_i * i * (1 - i),
-                d_f * f * (1 - f),  # dai, daf: sigmoid' = s (1 - s)
-                d_g * (1 - g**2),
-                d_o * o * (1 - o),
-            ],
-            axis=1,
-        )  # dag: tanh' = 1 - tanh^2; dao
-        d_h_next = d_x_proj[t] @ cache.W  # a_t = ... + W h_{t-1}: dh_{t-1} gets W^T da_t
+        np.add(d_hidden[t], d_h_next, out=d_h)  # dh_t = from the output (layer above) + from the next step
+        np.multiply(d_h, cache.tanh_cells[t], out=d_o[t])  # h_t = o_t tanh(s_t): do_t = dh_t tanh(s_t)
+        np.multiply(d_h, o[t], out=d_s)
+        np.square(cache.tanh_cells[t], out=tanh_grad)
+        np.subtract(1, tanh_grad, out=tanh_grad)
+        d_s *= tanh_grad
+        d_s += d_s_next  # ds_t = from the next step + dh_t o_t tanh'(s_t)
+        np.multiply(d_s, cache.cells[t], out=d_f[t])  # s_t = f_t s_{t-1} + i_t g_t: df_t = ds_t s_{t-1}
+        np.multiply(d_s, g[t], out=d_i[t])  # di_t = ds_t g_t
+        np.multiply(d_s, i[t], out=d_g[t])  # dg_t = ds_t i_t
+        np.multiply(d_s, f[t], out=d_s_next)  # ds_{t-1} from step t: ds_t f_t
+        # through each gate's nonlinearity: dai = (di i) (1 - i), daf and dao alike, dag = dg (1 - g^2)
+        d_x_proj[t, :, : 2 * size] *= cache.gates[t, :, : 2 * size]  # (di i), (df f): i and f are adjacent
+        d_o[t] *= o[t]
+        np.subtract(1, cache.gates[t], out=second)
+        np.square(g[t], out=second_g)
+        np.subtract(1, second_g, out=second_g)
+        d_x_proj[t] *= second
+        d_h_next = np.dot(d_x_proj[t], cache.W)  # a_t = ... + W h_{t-1}: dh_{t-1} gets W^T da_t
     rows = steps * streams
     d_W = d_x_proj.reshape(rows, -1).T @ cache.hidden[:-1].reshape(rows, size)  # dW = sum_t da_t h_{t-1}^T
     return d_x_proj, d_W

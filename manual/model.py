@@ -176,14 +176,18 @@ def input_lookup_grad(d_x_proj_rows: np.ndarray, tokens: np.ndarray, vocab_size:
     return d_U
 
 
-def backward(cache: Cache) -> dict[str, np.ndarray]:
+def backward(cache: Cache, out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Gradients of the loss forward computed (mean or sum, ``cache.reduction``) with respect to
     every parameter (same names and shapes).
 
+    out: arrays to write the gradients into (name -> C-contiguous array of the parameter's shape and
+    dtype, e.g. the views of one flat buffer, manual.flat.FlatArrays); None allocates new ones. Returns out.
     No clipping here: clipping belongs to the training step, and clipping inside
     backward would make the gradient disagree with finite differences.
     """
     params = cache.params
+    dtype = np.result_type(cache.probs, *params.values())  # of the gradients, when out is None
+    grads = {name: np.empty(value.shape, dtype) for name, value in params.items()} if out is None else out
     steps, streams, hidden_size = cache.top.shape
     rows = steps * streams
     top_rows = cache.top.reshape(rows, hidden_size)  # (T*B, H)
@@ -192,25 +196,25 @@ def backward(cache: Cache) -> dict[str, np.ndarray]:
     d_logits[np.arange(rows), cache.targets.reshape(-1)] -= 1
     if cache.reduction == "mean":
         d_logits /= rows
-    grads = {
-        "V": d_logits.T @ top_rows,  # o_t = c + V h_t  =>  dV = sum_t do_t h_t^T
-        "c": d_logits.sum(axis=0),
-    }  # dc = sum_t do_t
+    np.matmul(d_logits.T, top_rows, out=grads["V"])  # o_t = c + V h_t  =>  dV = sum_t do_t h_t^T
+    np.sum(d_logits, axis=0, out=grads["c"])  # dc = sum_t do_t
     d_hidden = (d_logits @ params["V"]).reshape(steps, streams, hidden_size)  # dL/dh_t^L through o_t
 
     recurrence = cell_module(cache.cell)
     for layer in reversed(range(len(cache.layers))):
         names = layer_param_names(layer)
         below = cache.layers[layer].below
-        d_x_proj, grads[names["W"]] = recurrence.recurrence_backward(d_hidden, cache.layers[layer].recurrence)
+        d_x_proj, d_W = recurrence.recurrence_backward(d_hidden, cache.layers[layer].recurrence)
+        grads[names["W"]][...] = d_W
         d_x_proj_rows = d_x_proj.reshape(rows, -1)  # (T*B, G*H)
-        grads[names["b"]] = d_x_proj_rows.sum(axis=0)  # x_proj_t = b + U x_t: db = sum_t dx_proj_t
+        np.sum(d_x_proj_rows, axis=0, out=grads[names["b"]])  # x_proj_t = b + U x_t: db = sum_t dx_proj_t
         if below is None:
-            d_U = input_lookup_grad(d_x_proj_rows, cache.inputs.reshape(-1), params[names["U"]].shape[1])
+            d_U = grads[names["U"]]
+            d_U[...] = input_lookup_grad(d_x_proj_rows, cache.inputs.reshape(-1), d_U.shape[1])
         else:
-            d_U = d_x_proj_rows.T @ below.reshape(rows, hidden_size)  # dU_l = sum_t dx_proj_t h_t^{l-1 T}
+            # dU_l = sum_t dx_proj_t h_t^{l-1 T}
+            np.matmul(d_x_proj_rows.T, below.reshape(rows, hidden_size), out=grads[names["U"]])
             d_hidden = d_x_proj @ params[names["U"]]  # x_proj_t = ... + U_l h_t^{l-1}: into the layer below
-        grads[names["U"]] = d_U
     return grads
 
 

@@ -95,7 +95,10 @@ class ManualEngine:
         self.cell = cell
         self.loss_reduction = loss_reduction
         self.recurrence = manual_cell(cell)  # the module manual.forward runs: built-in or plugged in
-        self.params = {name: np.array(value, dtype=self.dtype) for name, value in params.items()}
+        # parameters, gradients and accumulators each in one flat buffer: the norm, the clip and the
+        # update are whole-buffer passes (manual.flat), the same numbers in fewer calls
+        self.params = manual.flat.FlatArrays.copy_of(params, self.dtype)
+        self.grads = self.params.zeros_like()  # backward writes into it, every step
         self.optimizer = manual.Adagrad(self.params, lr=lr, eps=eps, eps_placement=eps_placement)
         self.updates = 0  # AdaGrad steps taken; torch's optimizer counts them as 'step'
         self.clip = clip
@@ -114,7 +117,7 @@ class ManualEngine:
     def train_step(self, inputs: np.ndarray, targets: np.ndarray) -> StepStats:
         assert self.hidden is not None, "reset_hidden() or load_state() comes before the first train_step()"
         loss, cache = manual.forward(self.params, inputs, targets, self.hidden, self.recurrence, self.loss_reduction)
-        grads = manual.backward(cache)
+        grads = manual.backward(cache, out=self.grads)
         self.hidden = cache.state_last
         mean_loss: SupportsFloat = loss if self.loss_reduction == "mean" else loss / inputs.size  # per character
         if self.gradient_averager is not None:  # before clipping: every rank clips the same averaged gradient
@@ -122,12 +125,17 @@ class ManualEngine:
         return self.clip_and_update(mean_loss, grads)
 
     def clip_and_update(self, loss: SupportsFloat, grads: dict[str, np.ndarray]) -> StepStats:
-        """Measure and clip ``grads`` in place, then take one AdaGrad step."""
+        """Measure and clip ``grads`` in place, then take one AdaGrad step.
+
+        grads: a dict like the parameters, or (from train_step) ``self.grads``, whose one flat buffer
+        makes the norm and the clip a few calls in all instead of a few per parameter.
+        """
+        arrays = [grads.buffer] if isinstance(grads, manual.flat.FlatArrays) else list(grads.values())
         # np.vdot(g, g) is the sum of squares in one BLAS call (float32 sums in float32, as torch's norm does).
-        grad_norm = float(np.sqrt(sum(float(np.vdot(g, g).real) for g in grads.values())))
+        grad_norm = float(np.sqrt(sum(float(np.vdot(g, g).real) for g in arrays)))
         clipped = 0
         if self.clip > 0:
-            for grad in grads.values():
+            for grad in arrays:
                 # Two cheap reductions decide; the count and the clip run only when an entry is out of range.
                 if grad.max() > self.clip or grad.min() < -self.clip:
                     clipped += int(np.count_nonzero(np.abs(grad) > self.clip))
