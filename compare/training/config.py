@@ -144,7 +144,11 @@ def add_implementation_flags(parser: CommandParser) -> None:
         help="floating-point type of parameters and activations in both implementations",
     )
     impl.add_argument(
-        "--threads", type=int, help="threads for NumPy's BLAS and for torch (default: leave the libraries' choice)"
+        "--threads",
+        type=int,
+        help="threads for NumPy's BLAS and for torch (default: NumPy's BLAS keeps its own; torch gets 1 thread "
+        "while G*H*H and B*G*H*H are small and every core otherwise, unless OMP_NUM_THREADS or MKL_NUM_THREADS "
+        "sets it; the run prints its choice: docs/training.md#threads)",
     )
     impl.add_argument(
         "--device",
