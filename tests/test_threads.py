@@ -51,9 +51,15 @@ def test_an_environment_thread_count_is_left_to_torch(two_cores):
     assert "OMP_NUM_THREADS=1" in choice.reason
 
 
-def test_the_rule_reads_only_settings_a_resume_keeps():
+def test_impl_both_gets_one_thread_at_every_size(two_cores):
+    large = ["--hidden-size", "512", "--batch-size", "128"]
+    assert torch_thread_choice(parse_args(["--impl", "torch", *large]), {}).threads == CORES
+    assert torch_thread_choice(parse_args(["--impl", "both", *large]), {}).threads == 1
+
+
+def test_the_sizes_the_rule_reads_are_settings_a_resume_keeps():
     # a resumed run must pick the count the uninterrupted one picked (the cores aside, which are the machine's)
-    assert not set(threads.RULE_FIELDS) & RESUME_MAY_CHANGE
+    assert not set(threads.SIZE_FIELDS) & RESUME_MAY_CHANGE
 
 
 def train_torch(tmp_path, run_name: str, **flags) -> None:

@@ -5,11 +5,14 @@ step is small, a second thread slowed the step down, since waking and synchroniz
 for each small operation costs more than the thread computes; it sped the step up once either the
 recurrent weights W, G*H*H entries (G gate blocks: 1 rnn, 4 lstm, 3 gru), or the recurrence's work
 per time step, B*G*H*H multiply-adds of W h_{t-1}, was large. So torch gets 1 thread while both are
-below the thresholds here, and every core the process may use otherwise.
+below the thresholds here, and every core the process may use otherwise. With --impl both, torch
+gets 1 thread at every size: each step then runs NumPy's BLAS and torch's thread pool in turn on the
+same cores, and torch on every core slowed both implementations down (docs/training.md#threads).
 
-The rule reads cell, hidden_size and batch_size only, which a resume may not change: a resumed run
-picks what the uninterrupted one picked (a thread count can change torch's float results). It does
-not see the machine's load: on a busy machine one thread wins at every size (pass --threads 1).
+Besides --impl, the rule reads cell, hidden_size and batch_size only, which a resume may not change:
+a resumed run with the same flags picks what the uninterrupted one picked (a thread count can change
+torch's float results). It does not see the machine's load: on a busy machine one thread wins at
+every size (pass --threads 1).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ ONE_THREAD_WEIGHTS = 2**16  # G*H*H entries of W below which a second thread did
 ONE_THREAD_STEP_WORK = 2**20  # B*G*H*H multiply-adds per time step below which it did not pay (measured)
 # What torch reads, in this order, for its own default when it is imported (torchrun sets the first)
 TORCH_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
-RULE_FIELDS = ("cell", "hidden_size", "batch_size")  # all that default_torch_threads reads of a config
+SIZE_FIELDS = ("cell", "hidden_size", "batch_size")  # what default_torch_threads reads of a config, with impl
 
 
 @dataclass(frozen=True)
@@ -61,12 +64,16 @@ def default_torch_threads(gates: int, hidden_size: int, batch_size: int, cores: 
 
 
 def torch_thread_choice(config: TrainConfig, environ: Mapping[str, str]) -> ThreadChoice:
-    """--threads when given; else the environment's count when it sets one; else the rule."""
+    """--threads when given; else the environment's count when it sets one; else 1 for --impl both; else the rule."""
     if config.threads is not None:
         return ThreadChoice(config.threads, "--threads")
     for name in TORCH_THREAD_VARIABLES:
         if environ.get(name):
             return ThreadChoice(None, f"{name}={environ[name]} in the environment; --threads N to choose")
+    if config.impl == "both":
+        return ThreadChoice(
+            1, "auto: --impl both, where NumPy's BLAS and torch take turns on the cores; --threads N to choose"
+        )
     gates = int(manual_cell(config.cell).GATES)
     return default_torch_threads(gates, config.hidden_size, config.batch_size, available_cores())
 
