@@ -82,3 +82,11 @@ def test_threads_flag_wins_over_the_rule(two_cores, tmp_path, capsys):
     train_torch(tmp_path, "flag", threads=3)
     assert torch.get_num_threads() == 3
     assert "torch threads: 3 (--threads)" in capsys.readouterr().out
+
+
+def test_a_resume_picks_the_count_the_run_started_with(two_cores, tmp_path, capsys):
+    train_torch(tmp_path, "resumed", hidden_size=256)  # the rule gives every core
+    started = json.loads((tmp_path / "runs" / "resumed" / "torch" / "config.json").read_text())["torch_threads"]
+    torch.set_num_threads(3)
+    train(parse_args(["--resume", str(tmp_path / "runs" / "resumed"), "--max-steps", "2"]))
+    assert torch.get_num_threads() == started["threads"] == CORES
