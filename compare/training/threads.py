@@ -1,13 +1,13 @@
 """How many threads torch trains on without --threads: a rule on the configuration, never a timing.
 
 Measured with the torch twin on an idle two-core machine (docs/training.md#threads): while the
-step is small, a second thread slowed the step down, since waking and synchronizing the thread pool
-for each small operation costs more than the thread computes; it sped the step up once either the
-recurrent weights W, G*H*H entries (G gate blocks: 1 rnn, 4 lstm, 3 gru), or the recurrence's work
-per time step, B*G*H*H multiply-adds of W h_{t-1}, was large. So torch gets 1 thread while both are
-below the thresholds here, and every core the process may use otherwise. With --impl both, torch
-gets 1 thread at every size: each step then runs NumPy's BLAS and torch's thread pool in turn on the
-same cores, and torch on every core slowed both implementations down (docs/training.md#threads).
+step is small, a second thread slowed it down (a step is then many small operations, each of which
+pays to hand work to the thread pool); it sped the step up once either the recurrent weights W,
+G*H*H entries (G gate blocks: 1 rnn, 4 lstm, 3 gru), or the recurrence's work per time step,
+B*G*H*H multiply-adds of W h_{t-1}, was large. So torch gets 1 thread while both are below the
+thresholds here, and every core the process may use otherwise. With --impl both, torch gets 1
+thread at every size: each step then runs NumPy's BLAS and torch's thread pool in turn on the same
+cores, and torch on every core made the step of the two together slower.
 
 Besides --impl, the rule reads cell, hidden_size and batch_size only, which a resume may not change:
 a resumed run with the same flags picks what the uninterrupted one picked (a thread count can change
