@@ -27,6 +27,7 @@ Subpackages (each imports only downward: never a command module):
                 agreement.py: --impl both's implementation error on identical inputs; stop.py: signals;
                 ranks.py, distributed.py, joining.py, parallel_engine.py: data parallelism on torch.distributed
                 elastic.py: a run restarted by torchrun --max-restarts resumes from its run directory
+                threads.py: torch's thread count without --threads, by a rule on the configuration
     gradients   methods.py: the oracles (centred, complex step, autograd); report.py: the check; table.py;
                 flow.py: gradient flow through time by hand (and its TensorBoard scalars); flow_autograd.py: the
                 same by autograd; flow_run.py: what compare.gradflow measures, init and trained

@@ -43,6 +43,7 @@ from compare.training.scalars import (
 )
 from compare.training.stop import StopRequest
 from compare.training.summary import summarize
+from compare.training.threads import apply_torch_threads
 from compare.training.validation import validate, validation_batches
 
 if TYPE_CHECKING:
@@ -157,6 +158,9 @@ def build_run(config: TrainConfig, parallel: DataParallel) -> Run:
     from compare.model.engines import make_engine
 
     set_threads(config.threads)
+    torch_threads = apply_torch_threads(config)  # without --threads: by the configuration (compare.training.threads)
+    if parallel.is_main and config.impl != "manual":
+        print(torch_threads.line())
     torch.manual_seed(config.seed)
     # Same seed and flags, same losses, bit for bit. On the CPU this changes no kernel the model
     # uses (measured: identical losses and weights with and without it, no speed difference beyond
@@ -198,6 +202,7 @@ def build_run(config: TrainConfig, parallel: DataParallel) -> Run:
         progress={name: RunProgress(smooth_loss=initial_loss) for name in impls},  # min-char-rnn starts at ln V
         losses={name: [] for name in impls},
         is_main=parallel.is_main,
+        torch_threads=torch_threads,
     )
 
 

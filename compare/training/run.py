@@ -25,6 +25,7 @@ from compare.training.config import TrainConfig, config_conflicts
 
 if TYPE_CHECKING:
     from compare.model.engines import Engine
+    from compare.training.threads import ThreadChoice
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Run:
     losses: dict[str, list[float]] = field(default_factory=dict)  # impl name -> training loss of every step run here
     saved_steps: dict[str, int] = field(default_factory=dict)  # impl name -> step of the latest.npz written here
     is_main: bool = True  # writes files and prints: the only process, or rank 0 under torchrun
+    torch_threads: ThreadChoice | None = None  # what torch ran on and why (torch/config.json records it)
 
     @property
     def run_dir(self) -> Path:

@@ -40,6 +40,8 @@ def open_logger(run: Run, start_step: int) -> Logger | NullLogger:
     logger.layout(impls[0], run.config.impl == "both")
     for name in impls:
         settings = {"config": asdict(run.config), "vocab": run.vocab.chars}
+        if name == "torch" and run.torch_threads is not None:  # the count --threads left to the rule
+            settings["torch_threads"] = asdict(run.torch_threads)
         (run.run_dir / name / "config.json").write_text(json.dumps(settings, indent=1))
     return logger
 
