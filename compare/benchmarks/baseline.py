@@ -6,7 +6,7 @@ speed-up of ``manual`` is measured in one run against the code path it replaced 
 "manual vanilla at H100 B1 T25 >= 1.3x today's figure in the same run"). It is a copy, and
 imports nothing from ``manual``, so that it stays what it was while ``manual`` changes.
 
-What it copies, NumPy call for NumPy call and operator for operator, from f287690's
+What it copies, NumPy call for NumPy call and array operation for array operation, from f287690's
 ``manual/model.py``, ``manual/rnn.py``, ``manual/adagrad.py`` and ``ManualEngine.train_step`` /
 ``clip_and_update`` (compare/model/engines.py), for one layer of the vanilla cell, float32,
 the 'mean' loss and eps outside the square root:
@@ -17,9 +17,11 @@ the 'mean' loss and eps outside the square root:
     G += g * g,   theta += (-lr * g) / (sqrt(G) + eps)
 
 Only the dispatch on the cell, the layer and the loss reduction is left out (one cell, one
-layer, one reduction): a few Python calls fewer per step than f287690 made, none of its NumPy
-calls or operators. tests/test_bench_baseline.py checks that it trains bit for bit as
-``ManualEngine`` does (at f287690 it must; later, it shows whether ``manual`` still does).
+layer, one reduction): per step a few Python calls, built-in calls (len, isinstance) and dict
+look-ups fewer than f287690 made, so ``--calls`` counts the "before" slightly low; none of its
+NumPy calls or array operations is left out. tests/test_bench_baseline.py checks that it trains
+bit for bit as ``ManualEngine`` does (at f287690 it must; later, it shows whether ``manual``
+still does).
 Shapes: U (H, V), W (H, H), V (V, H), b (H,), c (V,); inputs, targets (B, T) int ids.
 """
 

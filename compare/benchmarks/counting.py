@@ -36,20 +36,26 @@ from dataclasses import dataclass, field
 from types import CodeType, FrameType
 from typing import Any
 
-CALL_OPCODES = frozenset({dis.opmap["CALL"], dis.opmap["CALL_FUNCTION_EX"]})
-OPERATOR_OPCODES = frozenset(
-    dis.opmap[name]
-    for name in (
-        "BINARY_OP",
-        "BINARY_SUBSCR",
-        "STORE_SUBSCR",
-        "DELETE_SUBSCR",
-        "COMPARE_OP",
-        "UNARY_NEGATIVE",
-        "UNARY_INVERT",
-    )
+from compare.cli.errors import CliError
+
+COUNTED_PYTHON = (3, 11)  # the opcodes below are 3.11's; another version's bytecode is not counted
+OPERATOR_NAMES = (
+    "BINARY_OP",
+    "BINARY_SUBSCR",
+    "STORE_SUBSCR",
+    "DELETE_SUBSCR",
+    "COMPARE_OP",
+    "UNARY_NEGATIVE",
+    "UNARY_INVERT",
 )
+# .get: the module imports on any version; count_operations refuses to count on another than 3.11
+CALL_OPCODES = frozenset(dis.opmap.get(name, -1) for name in ("CALL", "CALL_FUNCTION_EX"))
+OPERATOR_OPCODES = frozenset(dis.opmap.get(name, -1) for name in OPERATOR_NAMES)
 EXTENDED_ARG = dis.opmap["EXTENDED_ARG"]
+
+
+class UncountedPython(CliError):
+    """The counts are defined on CPython 3.11's bytecode and profiler events."""
 
 
 @dataclass
@@ -121,8 +127,8 @@ class Counter:
 
 def count_operations(step: Callable[[], object]) -> OperationCounts:
     """Run ``step()`` once under the profiler and the opcode tracer; what it executed (not the call itself)."""
-    if sys.version_info[:2] != (3, 11):
-        raise RuntimeError(f"the opcode counts are defined for CPython 3.11, not {sys.version.split()[0]}")
+    if sys.version_info[:2] != COUNTED_PYTHON or sys.implementation.name != "cpython":
+        raise UncountedPython(f"the operation counts are defined for CPython 3.11, not {sys.version.split()[0]}")
     counter = Counter()
     previous_profile, previous_trace = sys.getprofile(), sys.gettrace()
     sys.setprofile(counter.profile)  # the 'c_call' of settrace below comes at depth 0: not counted
