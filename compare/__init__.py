@@ -5,7 +5,7 @@ Commands (``python -m compare.<name> --help`` lists each one's flags):
     sample             generate text from a checkpoint                                   docs/sampling.md
     gradcheck          the original write-up's Table 1: BPTT against every oracle         docs/gradcheck.md
     gradflow           how far back a loss reaches: ||dL_T/dh_{T-k}|| per cell, two ways  docs/gradflow.md
-    bench              speed and memory; --cells and --distributed for the other benches  docs/speed.md
+    bench              speed and memory; --cells, --peers, --calls, --distributed: others  docs/speed.md
     bench_cells        the same as bench --cells: rnn, lstm, gru at equal size            docs/cells.md
     bench_distributed  the same as bench --distributed: 1 and 2 processes                 docs/distributed.md
     demo               a web page that generates text from a checkpoint                   docs/demo.md
@@ -36,7 +36,9 @@ Subpackages (each imports only downward: never a command module):
     examples    mgu.py: the minimal gated unit, a cell plugged in with --cell compare.examples.mgu (docs/cells.md)
     benchmarks  suite.py: what bench runs; timing.py; report.py; flops.py: FLOP formulas, matmul peak;
                 naive.py: the min-char-rnn baseline; cells.py; distributed.py; memory.py;
-                fused.py: nn.RNN/LSTM/GRU as a peer; peers.py: every cell against it, 1 and 2 threads; hosts.py:
+                fused.py: nn.RNN/LSTM/GRU as a peer; peers.py: every cell against it, 1 and 2 threads;
+                peers_table.py: its tables; baseline.py: the vanilla step frozen at f287690, the "before";
+                calls.py: bench --calls, what one step executes; counting.py: its counter; hosts.py:
                 between network hosts; netns.py: hosts as network namespaces of this machine
     serving     server.py + page.html: the demo's HTTP server (Starlette on uvicorn); connections.py: its
                 listening socket and connection timeouts

@@ -71,6 +71,12 @@ def add_what_flags(what: argparse._ArgumentGroup) -> None:
         "(python -m compare.bench --peers --help)",
     )
     what.add_argument(
+        "--calls",
+        action="store_true",
+        help="instead: the C calls, Python calls and operators one seed-config training step executes, "
+        "for the frozen f287690 baseline and manual (python -m compare.bench --calls --help)",
+    )
+    what.add_argument(
         "--cells",
         action="store_true",
         help="instead: rnn, lstm and gru at about equal parameter counts, or the cells given with --cell "
@@ -239,6 +245,10 @@ def bench_command(argv: list) -> int:
         from compare.benchmarks.peers import main as peers_main
 
         return peers_main([arg for arg in argv if arg != "--peers"])
+    if "--calls" in argv:  # what one step executes: calls and operators, before and after
+        from compare.benchmarks.calls import main as calls_main
+
+        return calls_main([arg for arg in argv if arg != "--calls"])
     if "--cells" in argv:  # rnn, lstm and gru at about equal parameter counts
         from compare.benchmarks.cells import main as cells_main
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from compare.bench import main
+from compare.benchmarks.flops import flops_per_char
 from compare.benchmarks.fused import FusedEngine
-from compare.benchmarks.peers import CELL_NAMES, PEER_IMPLS
+from compare.benchmarks.peers import CELL_NAMES, PEER_IMPLS, impls_of
 
 
 @pytest.mark.parametrize("cell", CELL_NAMES)
@@ -30,23 +31,44 @@ def test_the_fused_peer_trains_what_the_others_train(cell):
     assert losses[-1] < 0.5 * losses[0]  # the cycle 0..6 is learned
 
 
-def test_every_cell_and_thread_count_gets_a_row_with_its_ratio(tmp_path, capsys):
+def test_every_cell_and_thread_count_gets_a_row_with_its_ratios_and_flop_rates(tmp_path, capsys):
     out = tmp_path / "peers.json"
-    argv = ["--peers", "--configs", "seed", "--threads", "1,2", "--steps", "2", "--repeats", "1", "--json", str(out)]
-    assert main(argv) == 0
+    argv = ["--peers", "--configs", "seed", "--threads", "1,2", "--steps", "2", "--repeats", "1"]
+    assert main([*argv, "--peak-size", "128", "--json", str(out)]) == 0
     document = json.loads(out.read_text())
     rows = document["rows"]
     assert [(row["threads"], row["cell"]) for row in rows] == [(t, cell) for t in (1, 2) for cell in CELL_NAMES]
+    assert impls_of("rnn") == PEER_IMPLS and "baseline" not in impls_of("lstm") + impls_of("gru")
+    peaks = {threads: document["matmul_peaks"][threads]["gflops"] for threads in ("1", "2")}
+    # measured before the cells and after each thread count's config: 3 times on each thread count
+    assert [(s["when"], s["threads"]) for s in document["matmul_peak_samples"]] == [
+        (when, t) for when in ("before", "after seed on 1", "after seed on 2") for t in (1, 2)
+    ]
+    for threads in ("1", "2"):  # the best of the run's measurements
+        assert peaks[threads] == max(
+            s["gflops"] for s in document["matmul_peak_samples"] if str(s["threads"]) == threads
+        )
     for row in rows:
         rates = row["chars_per_sec"]
-        assert set(rates) == set(PEER_IMPLS) and min(rates.values()) > 0
+        assert set(rates) == set(impls_of(row["cell"])) and min(rates.values()) > 0
         assert row["manual_vs_fused"] == rates["manual"] / rates["fused"]  # one run, one ratio
+        expected = rates["manual"] / rates["baseline"] if row["cell"] == "rnn" else None
+        assert row["manual_vs_baseline"] == expected
+        gates = {"rnn": 1, "gru": 3, "lstm": 4}[row["cell"]]
+        assert row["flops_per_char"] == flops_per_char(100, row["vocab_size"], gates)
+        for impl, rate in rates.items():
+            # the same expressions as compare.benchmarks.peers_table, so exactly equal
+            assert row["gflops"][impl] == rate * row["flops_per_char"] / 1e9
+            assert row["pct_of_1_thread_peak"][impl] == 100 * row["gflops"][impl] / peaks["1"]
+            assert row["pct_of_own_peak"][impl] == 100 * row["gflops"][impl] / peaks[str(row["threads"])]
     table = capsys.readouterr().out
-    assert "| H100 B1 T25 | lstm | 2 |" in table and "other processes used" in table
+    assert "| H100 B1 T25 | lstm | 2 |  |" in table and "other processes used" in table
+    assert "float32 128x128 matmul peak" in table and "after seed on 2: 1 thread" in table
 
 
 @pytest.mark.parametrize(
-    "flag, value", [("--threads", "0"), ("--threads", "x"), ("--cells", "tree"), ("--configs", "huge")]
+    "flag, value",
+    [("--threads", "0"), ("--threads", "x"), ("--cells", "tree"), ("--configs", "huge"), ("--peak-size", "0")],
 )
 def test_bad_peer_flags_are_one_line_and_exit_2(flag, value, capsys):
     with pytest.raises(SystemExit) as exit_info:

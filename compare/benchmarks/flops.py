@@ -1,19 +1,23 @@
 """How much arithmetic a training character costs, and how fast this machine multiplies matrices.
 
 The count is of multiply-adds in matrix products, forward and backward, per character,
-for the one-layer vanilla RNN (H hidden units, V characters in the vocabulary):
+for one layer of H hidden units with G gate blocks (G = 1 for the vanilla RNN, 3 for the
+GRU, 4 for the LSTM) and V characters in the vocabulary:
 
-    forward    W h_{t-1}                       H*H
-               V h_t                           V*H     (U x_t is a column lookup: none)
-    backward   dV += do_t h_t^T                V*H
-               dh_t = V^T do_t + ...           V*H
-               dW += da_t h_{t-1}^T            H*H
-               dh_{t-1} = W^T da_t             H*H     (dU += da_t x_t^T adds a column: none)
-    total      3 H^2 + 3 V H multiply-adds = 2 (3 H^2 + 3 V H) floating-point operations
+    forward    W h_{t-1}        W (G*H, H)      G*H*H   (all gates in one product)
+               V h_t                            V*H     (U x_t is a column lookup: none)
+    backward   dV += do_t h_t^T                 V*H
+               dh_t = V^T do_t + ...            V*H
+               dW += da_t h_{t-1}^T             G*H*H   (da_t: the G gate blocks' pre-activations)
+               dh_{t-1} = W^T da_t + ...        G*H*H   (dU += da_t x_t^T adds a column: none)
+    total      3 G H^2 + 3 V H multiply-adds = 2 (3 G H^2 + 3 V H) floating-point operations
 
-Element-wise work (tanh, softmax, AdaGrad) is O(H + V) per character and is not counted,
-and neither is any multiply-add an implementation spends beyond these (for instance a
-product with a one-hot matrix): the rate is that of the work the model needs.
+For the vanilla RNN (G = 1) that is 3 H^2 + 3 V H. The GRU's candidate reads r_t * (W_n h_{t-1})
+or W_n (r_t * h_{t-1}): either way its block is one H*H product each way, inside the G*H*H.
+Element-wise work (tanh, sigmoid, softmax, AdaGrad) is O(G H + V) per character and is not
+counted, and neither is any multiply-add an implementation spends beyond these (a product
+with a one-hot matrix, or PyTorch's fused modules' input matrix weight_ih (G*H, H), which an
+embedding feeds: 3 G H^2 more a character): the rate is that of the work the model needs.
 """
 
 from __future__ import annotations
@@ -32,14 +36,14 @@ PEAK_REPEATS = 3  # timed products per library and measurement; the benchmark me
 CLEAN_LOAD_PCT = 10.0  # above this share of the CPUs taken by other processes, a run is not clean
 
 
-def macs_per_char(hidden_size: int, vocab_size: int) -> int:
-    """Multiply-adds of forward and backward for one character: 3 H^2 + 3 V H (see the module doc)."""
-    return 3 * hidden_size * hidden_size + 3 * vocab_size * hidden_size
+def macs_per_char(hidden_size: int, vocab_size: int, gates: int = 1) -> int:
+    """Multiply-adds of forward and backward for one character: 3 G H^2 + 3 V H (see the module doc)."""
+    return 3 * gates * hidden_size * hidden_size + 3 * vocab_size * hidden_size
 
 
-def flops_per_char(hidden_size: int, vocab_size: int) -> int:
+def flops_per_char(hidden_size: int, vocab_size: int, gates: int = 1) -> int:
     """Floating-point operations per character: a multiply-add is two."""
-    return 2 * macs_per_char(hidden_size, vocab_size)
+    return 2 * macs_per_char(hidden_size, vocab_size, gates)
 
 
 @dataclass

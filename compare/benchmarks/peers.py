@@ -6,9 +6,17 @@
 Three implementations of each cell, float32, on the same batches of the built-in corpus:
 ``manual`` (this project's NumPy BPTT), ``torch`` (its autograd twin, torchref) and ``fused``
 (``nn.RNN``/``nn.LSTM``/``nn.GRU`` with an embedding and a linear readout:
-compare.benchmarks.fused). The repeats are interleaved (manual, torch, fused, manual, ...), so a
-noisy spell slows each alike; the median is reported, with manual / fused as a ratio measured in
-the same run, and the other processes' share of the CPUs over the run beside it.
+compare.benchmarks.fused); for the vanilla cell a fourth, ``baseline``: the hand-written step
+frozen as it was at f287690 (compare.benchmarks.baseline), the "before" of a speed-up. The
+repeats are interleaved (baseline, manual, torch, fused, baseline, ...), so a noisy spell slows
+each alike; the median is reported, with manual / fused and manual / baseline as ratios
+measured in the same run, and the other processes' share of the CPUs over the run beside it.
+
+The float32 n x n matmul peak (n = 2048, ``--peak-size``) is measured in the same run on 1
+thread and on each ``--threads`` count: before the first cell and after each thread count's
+configuration, the best of each counting (compare.benchmarks.flops.PeakLog). Every row's FLOP
+rate counts 3 G H^2 + 3 V H multiply-adds a character (compare.benchmarks.flops, G gate
+blocks) and is given as a share of the 1-thread peak and of its own thread count's peak.
 """
 
 from __future__ import annotations
@@ -20,16 +28,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from compare.benchmarks.flops import LoadMonitor
+from compare.benchmarks.flops import PEAK_MATRIX_SIZE, LoadMonitor, PeakLog
+from compare.benchmarks.peers_table import PEER_CONFIGS, flop_rates, format_tables
+from compare.benchmarks.report import load_verdict, peak_json, sample_json
 from compare.benchmarks.timing import CLIP, INIT_SEED, LEARNING_RATE, BenchConfig, timed_batches
 from compare.cli.errors import run_cli
 from compare.cli.parser import CommandParser, comma_list
 
-PEER_CONFIGS = {
-    "seed": BenchConfig("seed", hidden_size=100, batch_size=1, steps=100),
-    "large": BenchConfig("large", hidden_size=512, batch_size=128, steps=2),
-}
-PEER_IMPLS = ("manual", "torch", "fused")
+PEER_IMPLS = ("baseline", "manual", "torch", "fused")
+BASELINE_CELLS = ("rnn",)  # the frozen step is the vanilla cell's alone
 CELL_NAMES = ("rnn", "lstm", "gru")
 
 
@@ -40,14 +47,28 @@ def build_parser() -> CommandParser:
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts, each timed in turn")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per implementation; the median counts")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per repeat (default: per config)")
+    parser.add_argument(
+        "--peak-size",
+        type=int,
+        default=PEAK_MATRIX_SIZE,
+        help="n of the n x n float32 matmul that measures the peak; a smaller one is quicker, but not the same peak",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results to PATH as JSON")
     return parser
 
 
+def impls_of(cell: str) -> tuple:
+    """The implementations timed for ``cell``: the baseline only where it exists."""
+    return tuple(impl for impl in PEER_IMPLS if impl != "baseline" or cell in BASELINE_CELLS)
+
+
 def make_peer_engine(impl: str, cell: str, params: dict, vocab_size: int, hidden_size: int) -> Any:
+    from compare.benchmarks.baseline import BaselineEngine
     from compare.benchmarks.fused import FusedEngine
     from compare.model.engines import make_engine
 
+    if impl == "baseline":
+        return BaselineEngine(params, LEARNING_RATE, CLIP)
     if impl == "fused":
         return FusedEngine(cell, vocab_size, hidden_size, LEARNING_RATE, CLIP, seed=INIT_SEED)
     return make_engine(impl, params, LEARNING_RATE, CLIP, "float32", cell)
@@ -67,11 +88,11 @@ def measure_cell(config: BenchConfig, cell: str, tokens: Any, vocab_size: int, r
     params = init_params(vocab_size, config.hidden_size, INIT_SEED, cell)
     batches = timed_batches(tokens, config, steps + 2)
     engines = {}
-    for impl in PEER_IMPLS:
+    for impl in impls_of(cell):
         engines[impl] = make_peer_engine(impl, cell, params, vocab_size, config.hidden_size)
         engines[impl].reset_hidden(config.batch_size)
         time_steps(engines[impl], batches[:2])  # warm-up: allocations, first-call costs
-    rates: dict = {impl: [] for impl in PEER_IMPLS}
+    rates: dict = {impl: [] for impl in engines}
     for _ in range(repeats):
         for impl, engine in engines.items():
             rates[impl].append(steps * config.chars_per_step / time_steps(engine, batches[2:]))
@@ -79,6 +100,7 @@ def measure_cell(config: BenchConfig, cell: str, tokens: Any, vocab_size: int, r
 
 
 def measure(args: argparse.Namespace) -> dict:
+    """Every row, with the matmul peaks measured before the first cell and after each thread count's config."""
     from tqdm import tqdm
 
     from compare.data.corpus import PYDOC_TOPICS, Vocab, builtin_corpus
@@ -87,39 +109,52 @@ def measure(args: argparse.Namespace) -> dict:
     text = builtin_corpus(PYDOC_TOPICS)  # the text the other speed tables were measured on
     vocab = Vocab.from_text(text)
     tokens = vocab.encode(text)
-    plan = [(t, c, cell) for t in args.thread_counts for c in args.config_names for cell in args.cell_names]
+    groups = [(threads, config) for threads in args.thread_counts for config in args.config_names]
+    peaks = PeakLog(tuple(sorted({1, *args.thread_counts})), args.peak_size)
+    total = len(groups) * len(args.cell_names) + (len(groups) + 1) * len(peaks.thread_counts)
     load = LoadMonitor().start()
     rows = []
-    for threads, config_name, cell in tqdm(plan, desc="bench peers", unit="cell", disable=None):
-        set_threads(threads)
-        config = PEER_CONFIGS[config_name]
-        steps = args.steps or config.steps
-        rates = measure_cell(config, cell, tokens, len(vocab), args.repeats, steps)
-        rows.append({"config": config_name, "cell": cell, "threads": threads, "chars_per_sec": rates})
-        rows[-1]["manual_vs_fused"] = rates["manual"] / rates["fused"]
-    return {"rows": rows, "other_load_pct": load.other_load_pct()}
+    with tqdm(total=total, desc="bench peers", unit="run", disable=None) as bar:
+        peaks.measure("before", tick=bar.update)
+        for threads, config_name in groups:
+            set_threads(threads)
+            config = PEER_CONFIGS[config_name]
+            for cell in args.cell_names:
+                rates = measure_cell(config, cell, tokens, len(vocab), args.repeats, args.steps or config.steps)
+                rows.append(peer_row(config, cell, threads, rates, len(vocab)))
+                bar.update()
+            peaks.measure(f"after {config_name} on {threads}", tick=bar.update)
+    for row in rows:
+        row.update(flop_rates(row, peaks))
+    other_load = load.other_load_pct()
+    return {
+        "rows": rows,
+        "other_load_pct": other_load,
+        "clean": load_verdict(other_load)[0],
+        "peak_size": args.peak_size,
+        "matmul_peaks": {str(threads): peak_json(peaks, threads) for threads in peaks.thread_counts},
+        "matmul_peak_samples": [sample_json(sample) for sample in peaks.samples],
+        "peak_exceeded": any(pct > 100 for row in rows for pct in row["pct_of_own_peak"].values()),
+    }
 
 
-def format_table(document: dict) -> str:
-    lines = [
-        "| config | cell | threads | manual | torch twin | fused nn module | manual / fused |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for row in document["rows"]:
-        config = PEER_CONFIGS[row["config"]]
-        shape = f"H{config.hidden_size} B{config.batch_size} T{config.seq_length}"
-        rates = row["chars_per_sec"]
-        lines.append(
-            f"| {shape} | {row['cell']} | {row['threads']} | {rates['manual']:,.0f} | {rates['torch']:,.0f} "
-            f"| {rates['fused']:,.0f} | {row['manual_vs_fused']:.2f}x |"
-        )
-    load = document["other_load_pct"]
-    lines.append("")
-    lines.append(
-        "chars/s, the median of the interleaved repeats; other processes used "
-        + (f"{load:.0f}% of the CPUs meanwhile." if load is not None else "an unknown share of the CPUs.")
-    )
-    return "\n".join(lines)
+def peer_row(config: BenchConfig, cell: str, threads: int, rates: dict, vocab_size: int) -> dict:
+    """One (config, cell, threads) row: chars/s of each implementation and the ratios measured with them."""
+    from compare.model.cells import manual_cell
+
+    return {
+        "config": config.name,
+        "cell": cell,
+        "threads": threads,
+        "hidden_size": config.hidden_size,
+        "batch_size": config.batch_size,
+        "seq_length": config.seq_length,
+        "vocab_size": vocab_size,
+        "gates": manual_cell(cell).GATES,
+        "chars_per_sec": rates,
+        "manual_vs_fused": rates["manual"] / rates["fused"],
+        "manual_vs_baseline": rates["manual"] / rates["baseline"] if "baseline" in rates else None,
+    }
 
 
 def parse_args(argv: list) -> argparse.Namespace:
@@ -138,7 +173,7 @@ def parse_args(argv: list) -> argparse.Namespace:
         parser.error(f"--threads: expected comma-separated positive counts, got {args.threads!r}")
     if not args.thread_counts or min(args.thread_counts) <= 0:
         parser.error(f"--threads: expected comma-separated positive counts, got {args.threads!r}")
-    for flag, value in (("--repeats", args.repeats), ("--steps", args.steps)):
+    for flag, value in (("--repeats", args.repeats), ("--steps", args.steps), ("--peak-size", args.peak_size)):
         if value is not None and value <= 0:
             parser.error(f"{flag} must be positive, got {value}")
     return args
@@ -152,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
 def peers_command(argv: list) -> int:
     args = parse_args(argv)
     document = measure(args)
-    print(format_table(document))
+    print(format_tables(document))
     if args.json:
         settings = {key: value for key, value in vars(args).items() if key != "json"}
         Path(args.json).write_text(json.dumps({"settings": settings, **document}, indent=1) + "\n")
