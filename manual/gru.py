@@ -71,7 +71,9 @@ def recurrence_forward(
     return hidden[1:], hidden[-1][None], GRUCache(gates, recurrent_n, hidden, W)
 
 
-def recurrence_backward(d_hidden: np.ndarray, cache: GRUCache) -> tuple[np.ndarray, np.ndarray]:
+def recurrence_backward(
+    d_hidden: np.ndarray, cache: GRUCache, trace: dict[str, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """dL/dx_proj_t and dL/dW, from dL/dh_t of the layer above.
 
     d_hidden: (T, B, H)   dL/dh_t from the layer above (the output layer, or U of the next layer)
@@ -84,10 +86,15 @@ def recurrence_backward(d_hidden: np.ndarray, cache: GRUCache) -> tuple[np.ndarr
     d_x_proj = np.empty_like(cache.gates)  # dL/d(b + U x_t), per gate, filled backwards in time
     d_recurrent = np.empty_like(cache.gates)  # dL/d(W h_{t-1}), per gate: differs from d_x_proj in n, by r_t
     d_h_next = np.zeros((streams, size), dtype=d_x_proj.dtype)  # into h_T from step T + 1: none, the next chunk's
+    if trace is not None:  # docs/cells.md#per-step-gradients-trace: what gradcheck --diagnose compares per step
+        trace["d_h"] = np.zeros(d_hidden.shape, dtype=d_x_proj.dtype)
+        trace["d_carry"] = np.zeros((steps, STATE_PARTS, *d_hidden.shape[1:]), dtype=d_x_proj.dtype)
     for t in reversed(range(steps)):
         r, z, n = np.split(cache.gates[t], GATES, axis=1)  # r_t, z_t, n_t
         h_prev = cache.hidden[t]  # h_{t-1}
         d_h = d_hidden[t] + d_h_next  # dh_t = from the output (layer above) + from the next step
+        if trace is not None:  # dh_t as used, and the carry into h_t that step t + 1 sent
+            trace["d_h"][t], trace["d_carry"][t, 0] = d_h, d_h_next
         d_n = d_h * (1 - z)  # h_t = (1 - z_t) n_t + z_t h_{t-1}: dn_t = dh_t (1 - z_t)
         d_z = d_h * (h_prev - n)  # dz_t = dh_t (h_{t-1} - n_t)
         d_n_pre = d_n * (1 - n**2)  # n_t = tanh(n_pre_t), n_pre_t = x_n + r_t (W_n h_{t-1}): tanh' = 1 - n_t^2

@@ -69,7 +69,9 @@ def recurrence_forward(
     return hidden[1:], state_last, LSTMCache(gates, hidden, cells, tanh_cells, W)
 
 
-def recurrence_backward(d_hidden: np.ndarray, cache: LSTMCache) -> tuple[np.ndarray, np.ndarray]:
+def recurrence_backward(
+    d_hidden: np.ndarray, cache: LSTMCache, trace: dict[str, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """dL/dx_proj_t and dL/dW, from dL/dh_t of the layer above.
 
     d_hidden: (T, B, H)   dL/dh_t from the layer above (the output layer, or U of the next layer)
@@ -82,9 +84,14 @@ def recurrence_backward(d_hidden: np.ndarray, cache: LSTMCache) -> tuple[np.ndar
     d_x_proj = np.empty_like(cache.gates)  # d_x_proj[t] = da_t = dL/d[ai, af, ag, ao]_t, filled backwards in time
     d_h_next = np.zeros((streams, size), dtype=d_x_proj.dtype)  # into h_T from step T + 1: none, the next chunk's
     d_s_next = np.zeros((streams, size), dtype=d_x_proj.dtype)  # into s_T from step T + 1: none, the next chunk's
+    if trace is not None:  # docs/cells.md#per-step-gradients-trace: what gradcheck --diagnose compares per step
+        trace["d_h"] = np.zeros(d_hidden.shape, dtype=d_x_proj.dtype)
+        trace["d_carry"] = np.zeros((steps, STATE_PARTS, *d_hidden.shape[1:]), dtype=d_x_proj.dtype)
     for t in reversed(range(steps)):
         i, f, g, o = np.split(cache.gates[t], GATES, axis=1)  # i_t, f_t, g_t, o_t
         d_h = d_hidden[t] + d_h_next  # dh_t = from the output (layer above) + from the next step
+        if trace is not None:  # dh_t as used, and the carries into h_t and s_t that step t + 1 sent
+            trace["d_h"][t], trace["d_carry"][t] = d_h, (d_h_next, d_s_next)
         d_o = d_h * cache.tanh_cells[t]  # h_t = o_t tanh(s_t): do_t = dh_t tanh(s_t)
         d_s = d_s_next + d_h * o * (1 - cache.tanh_cells[t] ** 2)  # ds_t = from the next step + dh_t o_t tanh'(s_t)
         d_f = d_s * cache.cells[t]  # s_t = f_t s_{t-1} + i_t g_t: df_t = ds_t s_{t-1}

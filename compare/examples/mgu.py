@@ -56,16 +56,23 @@ def recurrence_forward(
     return hidden[1:], hidden[-1][None], MGUCache(gates, gated, hidden, W)
 
 
-def recurrence_backward(d_hidden: np.ndarray, cache: MGUCache) -> tuple[np.ndarray, np.ndarray]:
+def recurrence_backward(
+    d_hidden: np.ndarray, cache: MGUCache, trace: dict[str, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """d_hidden (T, B, H) dL/dh_t from above -> (d_x_proj (T, B, 2H) dL/dx_proj_t, d_W (2H, H))."""
     steps, streams, size = d_hidden.shape
     W_f, W_n = np.split(cache.W, GATES, axis=0)
     d_x_proj = np.empty_like(cache.gates)  # dL/d(b + U x_t) per gate = dL/d(pre-activation), filled backwards
     d_h_next = np.zeros((streams, size), dtype=d_x_proj.dtype)  # into h_T from step T + 1: none
+    if trace is not None:  # docs/cells.md#per-step-gradients-trace: what gradcheck --diagnose compares per step
+        trace["d_h"] = np.zeros(d_hidden.shape, dtype=d_x_proj.dtype)
+        trace["d_carry"] = np.zeros((steps, STATE_PARTS, *d_hidden.shape[1:]), dtype=d_x_proj.dtype)
     for t in reversed(range(steps)):
         f, n = np.split(cache.gates[t], GATES, axis=1)
         h_prev = cache.hidden[t]  # h_{t-1}
         d_h = d_hidden[t] + d_h_next  # dh_t = from the output (layer above) + from the next step
+        if trace is not None:  # optional: dh_t as used, and the carry into h_t that step t + 1 sent
+            trace["d_h"][t], trace["d_carry"][t, 0] = d_h, d_h_next
         d_n_pre = d_h * f * (1 - n**2)  # h_t = ... + f_t n_t, n_t = tanh(n_pre_t): tanh' = 1 - n_t^2
         d_gated = d_n_pre @ W_n  # n_pre_t = ... + W_n (f_t h_{t-1}): d(f_t h_{t-1}) = W_n^T dn_pre_t
         d_f = d_h * (n - h_prev) + d_gated * h_prev  # f_t enters h_t directly and through f_t h_{t-1}
