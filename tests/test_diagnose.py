@@ -131,7 +131,8 @@ QUANTITIES = {
 QUANTITY_WORDS = {  # what the diagnosis's last line says for each first wrong quantity
     "d_x_proj": f"dL/dh_{T} and the carried gradient agree with autograd at step {T}, dL/dx_proj_{T} does not",
     "d_h": f"the gradient carried back from step {T} into h_{T - 1} is right, but is not added into dL/dh_{T - 1}",
-    "d_carry (h)": f"step {T}'s dL/dh and dL/dx_proj agree with autograd, but the gradient it carries back into h_{T - 1}",
+    "d_carry (h)": f"step {T}'s dL/dh and dL/dx_proj agree with autograd, but the gradient it carries back into "
+    f"h_{T - 1} does not",
     "d_carry (s)": f"the gradient it carries back into s_{T - 1} does not",
 }
 

@@ -28,9 +28,9 @@ from compare.gradients.localize import (
     block_errors,
     carry_errors,
     gate_names,
-    part_names,
     hidden_errors,
     manual_steps,
+    part_names,
     torch_steps,
 )
 from compare.gradients.methods import Problem
@@ -216,7 +216,8 @@ def quantity_line(problem: Problem, diagnosis: Diagnosis) -> str:
     part = quantity[len("d_carry (") : -1]
     line = (
         f"Per step: step {t + 1}'s dL/dh and dL/dx_proj agree with autograd, but the gradient it carries back "
-        f"into {part}_{t} does not: the carry itself is wrong (the weight applied to it, transposed, or a dropped term)."
+        f"into {part}_{t} does not: the carry itself is wrong (the weight applied to it, transposed, or a dropped "
+        "term)."
     )
     if part != "h" and diagnosis.first_bad.get("d_carry (h)", 0) < t:
         what = " (the cell state)" if part == "s" else ""
