@@ -149,7 +149,9 @@ def forward_diagnosis(problem: Problem) -> Diagnosis | None:
 TRACE_DOC = "docs/cells.md#per-step-gradients-trace"
 
 
-def quantity_errors(mine: StepQuantities, theirs: StepQuantities, layer: int, names, parts) -> dict[str, np.ndarray]:
+def quantity_errors(
+    mine: StepQuantities, theirs: StepQuantities, layer: int, names: tuple[str, ...], parts: tuple[str, ...]
+) -> dict[str, np.ndarray]:
     """Quantity -> (T, k) relative errors in one layer: dL/dx_proj_t per gate, and where traced dL/dh_t, each carry."""
     errors = {"d_x_proj": block_errors(mine.d_x_proj[layer], theirs.d_x_proj[layer], len(names))}
     if mine.d_h is not None and mine.d_carry is not None and theirs.d_h is not None and theirs.d_carry is not None:

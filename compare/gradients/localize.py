@@ -163,8 +163,10 @@ def block_errors(mine: np.ndarray, theirs: np.ndarray, gates: int) -> np.ndarray
 
 def carry_errors(mine: np.ndarray, theirs: np.ndarray) -> np.ndarray:
     """(T, P): the relative error of each step's carried part. mine, theirs: (T, P, B, H)."""
-    moved = np.moveaxis(mine, 1, 2), np.moveaxis(theirs, 1, 2)  # (T, B, P, H): one block per part
-    return block_errors(*(m.reshape(*m.shape[:2], -1) for m in moved), mine.shape[1])
+    steps, parts, streams, size = mine.shape
+    mine_blocks = np.moveaxis(mine, 1, 2).reshape(steps, streams, parts * size)  # (T, B, P*H): one block per part
+    theirs_blocks = np.moveaxis(theirs, 1, 2).reshape(steps, streams, parts * size)
+    return block_errors(mine_blocks, theirs_blocks, parts)
 
 
 def hidden_errors(mine: np.ndarray, theirs: np.ndarray) -> np.ndarray:
