@@ -78,6 +78,7 @@ def recurrence_backward(
 
     d_hidden: (T, B, H)   dL/dh_t from the layer above (the output layer, or U of the next layer)
     cache:    GRUCache
+    trace:    optional dict, filled with d_h (T, B, H) and d_carry (T, P, B, H) (docs/cells.md#per-step-gradients-trace)
     Returns (d_x_proj, d_W):
     d_x_proj: (T, B, 3H)  dL/dx_proj_t, per gate
     d_W:      (3H, H)

@@ -65,6 +65,7 @@ def recurrence_backward(
 
     d_hidden: (T, B, H)  dL/dh_t from the layer above (the output layer, or U of the next layer)
     cache:    RNNCache
+    trace:    optional dict, filled with d_h (T, B, H) and d_carry (T, P, B, H) (docs/cells.md#per-step-gradients-trace)
     Returns (d_x_proj, d_W):
     d_x_proj: (T, B, H)  dL/dx_proj_t = dL/da_t, since a_t = x_proj_t + W h_{t-1}
     d_W:      (H, H)
