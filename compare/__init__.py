@@ -32,7 +32,8 @@ Subpackages (each imports only downward: never a command module):
                 flow.py: gradient flow through time by hand (and its TensorBoard scalars); flow_autograd.py: the
                 same by autograd; flow_run.py: what compare.gradflow measures, init and trained
                 gradcheck --diagnose: oracles.py (every oracle, whole gradients), localize.py (per-step
-                dL/dx_proj_t, manual beside autograd), diagnose.py (the verdict in words), heatmap.py
+                dL/dx_proj_t, dL/dh_t and the carry, manual beside autograd), diagnose.py (the verdict in
+                words), heatmap.py
     examples    mgu.py: the minimal gated unit, a cell plugged in with --cell compare.examples.mgu (docs/cells.md)
     benchmarks  suite.py: what bench runs; timing.py; report.py; flops.py: FLOP formulas, matmul peak;
                 naive.py: the min-char-rnn baseline; cells.py; distributed.py; memory.py;

@@ -35,9 +35,10 @@ from pathlib import Path
 from compare.benchmarks.flops import PEAK_MATRIX_SIZE, available_cores
 from compare.benchmarks.memory import TEXT_KINDS
 from compare.benchmarks.suite import BenchSettings, run
-from compare.benchmarks.timing import CONFIGS, IMPLS, Timer
+from compare.benchmarks.timing import CONFIGS, IMPLS, RNN_ONLY_IMPLS, Timer
 from compare.cli.errors import run_cli
 from compare.cli.parser import CommandParser, comma_list
+from compare.model.cells import CELL_HELP, cell_problem, record_name
 
 OMP_POLICIES = ("passive", "active", "unset")
 
@@ -81,6 +82,13 @@ def add_what_flags(what: argparse._ArgumentGroup) -> None:
         action="store_true",
         help="instead: rnn, lstm and gru at about equal parameter counts, or the cells given with --cell "
         "(python -m compare.bench_cells)",
+    )
+    what.add_argument(
+        "--cell",
+        default="rnn",
+        metavar="CELL",
+        help=f"the cell the speed and scaling tables time in manual and torch (naive and torch-compiled: rnn only; "
+        f"default: rnn); {CELL_HELP}",
     )
     what.add_argument(
         "--configs",
@@ -167,7 +175,7 @@ def parse_args(argv: list[str] | None = None) -> BenchSettings:
         configs=comma_list(args.configs),
         impls=comma_list(args.impls),
         threads=args.threads,
-        timer=Timer(repeats=args.repeats, warmup_steps=args.warmup, steps=args.steps),
+        timer=Timer(repeats=args.repeats, warmup_steps=args.warmup, steps=args.steps, cell=record_name(args.cell)),
         speed=args.speed,
         scaling=args.scaling,
         memory=args.memory,
@@ -209,6 +217,12 @@ def args_problem(args: argparse.Namespace) -> str | None:
         return f"--json {args.json}: the directory {Path(args.json).resolve().parent} does not exist"
     if not (args.speed or args.scaling or args.memory):
         return "nothing to do: --no-speed and --no-scaling without --memory"
+    if args.cell != "rnn":
+        problem = cell_problem(args.cell)
+        if problem:
+            return problem
+        if args.speed and not [impl for impl in comma_list(args.impls) if impl not in RNN_ONLY_IMPLS]:
+            return f"--cell {args.cell}: --impls {args.impls} are the vanilla RNN's only; add manual or torch"
     return None
 
 
@@ -254,6 +268,12 @@ def bench_command(argv: list) -> int:
 
         return cells_main([arg for arg in argv if arg != "--cells"])
     settings = parse_args(argv)
+    skipped = [impl for impl in settings.impls if impl in RNN_ONLY_IMPLS]
+    if settings.timer.cell != "rnn" and skipped and settings.speed:
+        print(
+            f"note: --cell {settings.timer.cell}: {', '.join(skipped)} skipped (the vanilla RNN's only)",
+            file=sys.stderr,
+        )
     if settings.omp_wait_policy_flag:
         apply_omp_wait_policy(settings.omp_wait_policy)  # before anything imports torch
     document = run(settings)

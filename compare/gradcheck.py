@@ -220,7 +220,7 @@ def diagnose_command(problem: Problem, heatmap: Path) -> int:
     print("\n".join(diagnosis.lines))
     if diagnosis.heat is not None:
         save_heatmap(diagnosis, heatmap)
-        print(f"Heat map (time step x gate block): {heatmap}")
+        print(f"Heat map (time step x gate block, dL/dh_t, carry): {heatmap}")
     return 0 if diagnosis.verdict == "agree" else 1
 
 

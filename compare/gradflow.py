@@ -20,6 +20,7 @@ from pathlib import Path
 from compare.cli.errors import UsageError, run_cli
 from compare.cli.parser import CommandParser, comma_list
 from compare.gradients.flow_run import CELL_NAMES, FlowSettings, format_table, report_json, run_gradflow
+from compare.model.cells import FLOW_DOC, flow_problem
 from compare.plotting.events import PlotError
 from compare.plotting.figure import require_matplotlib, save_png
 
@@ -40,7 +41,8 @@ def build_parser() -> CommandParser:
         dest="cells",
         type=comma_list,
         metavar="CELLS",
-        help=f"cells to measure, a comma list of {', '.join(CELL_NAMES)} (default: all three)",
+        help=f"cells to measure, a comma list of {', '.join(CELL_NAMES)} (default: all three) or cells of your own "
+        f"by import path or file that have step_backward ({FLOW_DOC})",
     )
     model.add_argument("--hidden-size", type=int, metavar="H", help=f"H (default: {defaults.hidden_size})")
     model.add_argument(
@@ -84,9 +86,12 @@ def settings_from(parser: CommandParser, argv: list[str]) -> tuple[FlowSettings,
             flags = ", ".join("--" + ("cell" if name == "cells" else name.replace("_", "-")) for name in typed)
             parser.error(f"--checkpoint fixes the cell, size, seed and training: leave out {flags}")
     settings = FlowSettings(**{name: value for name, value in args.items() if value is not None})
-    unknown = [cell for cell in settings.cells if cell not in CELL_NAMES]
-    if unknown or not settings.cells:
-        parser.error(f"--cell takes a comma list of {', '.join(CELL_NAMES)}, got {','.join(settings.cells)!r}")
+    if not settings.cells:
+        parser.error(f"--cell takes a comma list of {', '.join(CELL_NAMES)} or cells of your own, got ''")
+    for cell in settings.cells:
+        problem = None if cell in CELL_NAMES else flow_problem(cell)
+        if problem:
+            parser.error(problem)
     for name in ("hidden_size", "seq_length"):
         if getattr(settings, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(settings, name)}")

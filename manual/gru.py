@@ -81,11 +81,14 @@ def recurrence_forward(
     return hidden[1:], hidden[-1][None], GRUCache(gates, recurrent_n, hidden, W)
 
 
-def recurrence_backward(d_hidden: np.ndarray, cache: GRUCache) -> tuple[np.ndarray, np.ndarray]:
+def recurrence_backward(
+    d_hidden: np.ndarray, cache: GRUCache, trace: dict[str, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """dL/dx_proj_t and dL/dW, from dL/dh_t of the layer above.
 
     d_hidden: (T, B, H)   dL/dh_t from the layer above (the output layer, or U of the next layer)
     cache:    GRUCache
+    trace:    optional dict, filled with d_h (T, B, H) and d_carry (T, P, B, H) (docs/cells.md#per-step-gradients-trace)
     Returns (d_x_proj, d_W):
     d_x_proj: (T, B, 3H)  dL/dx_proj_t, per gate
     d_W:      (3H, H)
@@ -100,8 +103,13 @@ def recurrence_backward(d_hidden: np.ndarray, cache: GRUCache) -> tuple[np.ndarr
     factor = np.empty((streams, 2 * size), dtype=d_x_proj.dtype)  # one step's factors that do not involve dh_t
     factor_h = factor[:, :size]
     d_h_next = np.zeros((streams, size), dtype=d_x_proj.dtype)  # into h_T from step T + 1: none, the next chunk's
+    if trace is not None:  # docs/cells.md#per-step-gradients-trace: what gradcheck --diagnose compares per step
+        trace["d_h"] = np.zeros(d_hidden.shape, dtype=d_x_proj.dtype)
+        trace["d_carry"] = np.zeros((steps, STATE_PARTS, *d_hidden.shape[1:]), dtype=d_x_proj.dtype)
     for t in reversed(range(steps)):
         np.add(d_hidden[t], d_h_next, out=d_h)  # dh_t = from the output (layer above) + from the next step
+        if trace is not None:  # dh_t as used, and the carry into h_t that step t + 1 sent
+            trace["d_h"][t], trace["d_carry"][t, 0] = d_h, d_h_next
         np.subtract(1, z[t], out=factor_h)
         np.multiply(d_h, factor_h, out=d_n_pre[t])  # h_t = (1 - z_t) n_t + z_t h_{t-1}: dn_t = dh_t (1 - z_t)
         np.square(n[t], out=factor_h)

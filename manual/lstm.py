@@ -78,11 +78,14 @@ def recurrence_forward(
     return hidden[1:], state_last, LSTMCache(gates, hidden, cells, tanh_cells, W)
 
 
-def recurrence_backward(d_hidden: np.ndarray, cache: LSTMCache) -> tuple[np.ndarray, np.ndarray]:
+def recurrence_backward(
+    d_hidden: np.ndarray, cache: LSTMCache, trace: dict[str, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """dL/dx_proj_t and dL/dW, from dL/dh_t of the layer above.
 
     d_hidden: (T, B, H)   dL/dh_t from the layer above (the output layer, or U of the next layer)
     cache:    LSTMCache
+    trace:    optional dict, filled with d_h (T, B, H) and d_carry (T, P, B, H) (docs/cells.md#per-step-gradients-trace)
     Returns (d_x_proj, d_W):
     d_x_proj: (T, B, 4H)  dL/dx_proj_t = dL/da_t, since a_t = x_proj_t + W h_{t-1}
     d_W:      (4H, H)
@@ -101,8 +104,13 @@ def recurrence_backward(d_hidden: np.ndarray, cache: LSTMCache) -> tuple[np.ndar
     second_g = second[:, 2 * size : 3 * size]
     d_h_next = np.zeros((streams, size), dtype=d_x_proj.dtype)  # into h_T from step T + 1: none, the next chunk's
     d_s_next = np.zeros((streams, size), dtype=d_x_proj.dtype)  # into s_T from step T + 1: none, the next chunk's
+    if trace is not None:  # docs/cells.md#per-step-gradients-trace: what gradcheck --diagnose compares per step
+        trace["d_h"] = np.zeros(d_hidden.shape, dtype=d_x_proj.dtype)
+        trace["d_carry"] = np.zeros((steps, STATE_PARTS, *d_hidden.shape[1:]), dtype=d_x_proj.dtype)
     for t in reversed(range(steps)):
         np.add(d_hidden[t], d_h_next, out=d_h)  # dh_t = from the output (layer above) + from the next step
+        if trace is not None:  # dh_t as used, and the carries into h_t and s_t that step t + 1 sent
+            trace["d_h"][t], trace["d_carry"][t] = d_h, (d_h_next, d_s_next)
         np.multiply(d_h, cache.tanh_cells[t], out=d_o[t])  # h_t = o_t tanh(s_t): do_t = dh_t tanh(s_t)
         np.multiply(d_h, o[t], out=d_s)
         np.square(cache.tanh_cells[t], out=tanh_grad)

@@ -13,7 +13,7 @@ import numpy as np
 from mutants import mutant
 
 import manual
-from compare.gradients.localize import gate_names
+from compare.gradients.localize import gate_names, part_names
 from compare.gradients.methods import Problem
 from compare.model.cells import CellPair, resolve_cell
 
@@ -24,6 +24,7 @@ def broken_cell(cell: str, correct: str, slip: str, function: str = "recurrence_
     module = ModuleType(f"{pair.manual.__name__}_broken")
     module.__dict__.update(vars(pair.manual))
     module.GATE_NAMES = gate_names(pair.manual)  # the original's, which the diagnosis knows by the module
+    module.STATE_NAMES = part_names(pair.manual)
     setattr(module, function, mutant(pair.manual, function, correct, slip))
     return CellPair(f"{cell} (broken)", module, pair.torch)
 

@@ -97,7 +97,24 @@ def test_bench_cli_writes_the_json_interface(tmp_path):
     assert "| seed |" in result.stdout and "manual" in result.stdout  # the Markdown table
 
 
+def test_bench_times_a_plugged_cell_in_manual_and_torch(tmp_path):
+    out = tmp_path / "bench.json"
+    flags = "--cell compare.examples.mgu --configs seed --steps 2 --warmup 1 --repeats 1 --no-scaling --no-progress"
+    result = run_bench(*flags.split(), "--threads", "1", "--peak-size", "64", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "note: --cell compare.examples.mgu: naive, torch-compiled skipped (the vanilla RNN's only)" in result.stderr
+    document = json.loads(out.read_text())
+    assert document["cell"] == "compare.examples.mgu"
+    rows = {row["impl"]: row for row in document["results"]}
+    assert set(rows) == {"manual", "torch"} and all(row["chars_per_sec"] > 0 for row in rows.values())
+    assert all(row["gflops"] is None for row in rows.values())  # the FLOP formula counts the vanilla RNN's work
+    assert rows["manual"]["x_torch"] == pytest.approx(rows["manual"]["chars_per_sec"] / rows["torch"]["chars_per_sec"])
+    assert "| seed | 100 | 1 | 25 | manual |" in result.stdout
+
+
 BAD_FLAGS = [
+    "--cell no_such_cell_module",
+    "--cell compare.examples.mgu --impls naive,torch-compiled",
     "--configs huge",
     "--impls manual,jax",
     "--threads 0",

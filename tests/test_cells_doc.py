@@ -42,9 +42,11 @@ def test_every_command_on_the_page_runs_and_the_planted_bug_is_diagnosed(tmp_pat
     (tmp_path / "compare").symlink_to(ROOT / "compare")  # the page's commands name compare/examples/mgu.py
     os.environ.setdefault("PYTHONPATH", str(ROOT))
     lines = commands()
-    assert len(lines) == 8  # 4 to check, train, sample and time; 2 to plant and diagnose; 2 to fix and recheck
+    # 4 to check, train, sample and time; 2 to plant and diagnose; 2 to fix and recheck; 2 to plant a carry bug
+    # and diagnose it; 1 for gradflow's step_backward
+    assert len(lines) == 11
     done = [run(line, tmp_path) for line in lines]
-    assert [finished.returncode for finished in done] == [0, 0, 0, 0, 0, 1, 0, 0], [d.stderr for d in done]
+    assert [finished.returncode for finished in done] == [0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0], [d.stderr for d in done]
     planted = done[5].stdout
     assert "dL/dx_proj_t first differs from autograd at step 5 of 5" in planted
     assert "in gate f: rows 0-3 (f) of U/W/b" in planted and "output path" in planted
@@ -54,3 +56,9 @@ def test_every_command_on_the_page_runs_and_the_planted_bug_is_diagnosed(tmp_pat
     assert (tmp_path / "runs" / "mgu-demo" / "manual" / "latest.npz").is_file()
     assert len(done[2].stdout) >= 40  # the sample
     assert "| mgu | 16 |" in done[3].stdout
+    carry = done[9].stdout
+    assert "dL/dx_proj_t first differs from autograd at step 4 of 5" in carry and "recurrent path" in carry
+    assert "the gradient carried back from step 5 into h_4 is right, but is not added into dL/dh_4" in carry
+    assert (tmp_path / "diagnosis-carry.png").read_bytes()[:4] == b"\x89PNG"
+    flow = done[10].stdout
+    assert "| compare.examples.mgu | init |" in flow and flow.count("| compare.examples.mgu |") == 1

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MGU = "compare.examples.mgu"
 T = Sizes().steps
 ALL_GATES = {"rnn": ["a"], "lstm": ["i", "f", "g", "o"], "gru": ["r", "z", "n"], MGU: ["f", "n"]}
+PARTS = {"rnn": 1, "lstm": 2, "gru": 1, MGU: 1}
 
 # name -> (cell, correct fragment, slip, layers, expected layer, first bad step, path, gates wrong there)
 CELL_BUGS = {
@@ -87,6 +88,52 @@ CELL_BUGS = {
         ["a"],
     ),
     "mgu: direct carry dropped": (MGU, "d_h * (1 - f) + d_gated", "d_gated", 1, 1, T - 1, "recurrent", ["f", "n"]),
+    "lstm: h's carry not added": (
+        "lstm",
+        "d_h = d_hidden[t] + d_h_next",
+        "d_h = d_hidden[t]",
+        1,
+        1,
+        T - 1,
+        "recurrent",
+        ["i", "f", "g", "o"],
+    ),
+    "gru: the carry not added, 2 layers": (
+        "gru",
+        "d_h = d_hidden[t] + d_h_next",
+        "d_h = d_hidden[t]",
+        2,
+        2,
+        T - 1,
+        "recurrent",
+        ["r", "z", "n"],
+    ),
+}
+OUTPUT = {"d_x_proj": T, "d_h": T - 1, "d_carry (h)": T - 1}  # a step's own derivative: wrong from T, carried on
+# name -> (the first wrong per-step quantity, the first bad step of every quantity that is wrong)
+QUANTITIES = {
+    "mgu: f's sigmoid' dropped": ("d_x_proj", OUTPUT),
+    "lstm: o's sigmoid' dropped": ("d_x_proj", {**OUTPUT, "d_carry (s)": T - 2}),  # s_{T-1} gets ds_T f_T, via h_T
+    "gru: r's sigmoid' half dropped, 2 layers": ("d_x_proj", OUTPUT),
+    "rnn: tanh' dropped": ("d_x_proj", OUTPUT),
+    "rnn: W transposed in the carry": ("d_carry (h)", {"d_x_proj": T - 1, "d_h": T - 1, "d_carry (h)": T - 1}),
+    "mgu: W_f transposed in the carry": ("d_carry (h)", {"d_x_proj": T - 1, "d_h": T - 1, "d_carry (h)": T - 1}),
+    "lstm: cell-state carry dropped": (
+        "d_carry (s)",
+        {"d_x_proj": T - 1, "d_h": T - 2, "d_carry (h)": T - 2, "d_carry (s)": T - 1},  # h's carry right at T - 1
+    ),
+    "gru: direct z carry dropped, 2 layers": ("d_carry (h)", {"d_x_proj": T - 1, "d_h": T - 1, "d_carry (h)": T - 1}),
+    "rnn: the carry dropped": ("d_h", {"d_x_proj": T - 1, "d_h": T - 1, "d_carry (h)": T - 2}),  # the carry is right
+    "mgu: direct carry dropped": ("d_carry (h)", {"d_x_proj": T - 1, "d_h": T - 1, "d_carry (h)": T - 1}),
+    "lstm: h's carry not added": ("d_h", {"d_x_proj": T - 1, "d_h": T - 1, "d_carry (h)": T - 2, "d_carry (s)": T - 2}),
+    "gru: the carry not added, 2 layers": ("d_h", {"d_x_proj": T - 1, "d_h": T - 1, "d_carry (h)": T - 2}),
+}
+QUANTITY_WORDS = {  # what the diagnosis's last line says for each first wrong quantity
+    "d_x_proj": f"dL/dh_{T} and the carried gradient agree with autograd at step {T}, dL/dx_proj_{T} does not",
+    "d_h": f"the gradient carried back from step {T} into h_{T - 1} is right, but is not added into dL/dh_{T - 1}",
+    "d_carry (h)": f"step {T}'s dL/dh and dL/dx_proj agree with autograd, but the gradient it carries back into "
+    f"h_{T - 1} does not",
+    "d_carry (s)": f"the gradient it carries back into s_{T - 1} does not",
 }
 
 
@@ -96,7 +143,8 @@ def test_a_bug_in_the_recurrence_is_located(bug):
     diagnosis = diagnose(small_problem(broken_cell(cell, correct, slip), Sizes(layers=layers)))
     assert (diagnosis.verdict, diagnosis.layer, diagnosis.step, diagnosis.path) == ("backward", layer, step, path)
     assert diagnosis.gates == gates
-    assert diagnosis.heat is not None and diagnosis.heat.shape == (layers * len(ALL_GATES[cell]), T)
+    rows = len(ALL_GATES[cell]) + 1 + PARTS[cell]  # dL/dx_proj_t per gate, dL/dh_t, the carry of each state part
+    assert diagnosis.heat is not None and diagnosis.heat.shape == (layers * rows, T)
     assert (diagnosis.heat[:, step:] < 1e-12).all()  # every later step (drawn to its right) is right to rounding
     suffix = "" if layer == 1 else str(layer)
     assert {"U" + suffix, "W" + suffix, "b" + suffix} <= set(diagnosis.blocks)  # the layer's gate rows are wrong
@@ -104,13 +152,34 @@ def test_a_bug_in_the_recurrence_is_located(bug):
     words = "\n".join(diagnosis.lines)
     assert f"layer {layer} of {layers}" in words and f"at step {step} of {T}" in words
     assert f"{path} path" in words
+    quantity, first_bad = QUANTITIES[bug]
+    assert (diagnosis.quantity, diagnosis.first_bad) == (quantity, first_bad)
+    assert QUANTITY_WORDS[quantity] in diagnosis.lines[-1]
 
 
 def test_a_dropped_cell_state_carry_is_named_as_such():
     cell, correct, slip, *_ = CELL_BUGS["lstm: cell-state carry dropped"]
     diagnosis = diagnose(small_problem(broken_cell(cell, correct, slip)))
     assert "Gate o still agrees at step 4" in "\n".join(diagnosis.lines)
-    assert "cell state" in diagnosis.lines[-1]
+    assert "The carry into h_4 agrees: it is the carry of s (the cell state) alone." in diagnosis.lines[-1]
+
+
+def test_a_cell_without_trace_is_diagnosed_on_dx_proj_and_says_so(tmp_path):
+    path = tmp_path / "softsign.py"
+    path.write_text(SOFTSIGN_CELL.replace("d_h_next = d_x_proj[t] @ W", "d_h_next = d_x_proj[t] @ W.T"))
+    diagnosis = diagnose(small_problem(str(path)))
+    assert (diagnosis.verdict, diagnosis.step, diagnosis.path, diagnosis.quantity) == (
+        "backward",
+        T - 1,
+        "recurrent",
+        "d_x_proj",
+    )
+    assert not diagnosis.traced and diagnosis.first_bad == {"d_x_proj": T - 1}
+    assert diagnosis.heat is not None and diagnosis.heat.shape == (1, T)  # dL/dx_proj_t only
+    assert diagnosis.lines[-1] == (
+        "This cell's recurrence_backward takes no trace, so dL/dh_t and the carried state's gradient are not "
+        "compared per step: only dL/dx_proj_t (docs/cells.md#per-step-gradients-trace)."
+    )
 
 
 @pytest.mark.parametrize("cell", list(ALL_GATES))
@@ -146,6 +215,7 @@ def test_a_right_backward_is_diagnosed_right(cell, layers):
     assert diagnosis.verdict == "agree" and diagnosis.blocks == {} and diagnosis.step is None
     assert diagnosis.complex_usable
     assert diagnosis.heat is not None and diagnosis.heat.max() < 1e-12  # rounding only, in float64
+    assert diagnosis.traced and len(diagnosis.heat) == layers * (len(ALL_GATES[cell]) + 1 + PARTS[cell])
 
 
 def test_a_forward_that_disagrees_is_said_first():

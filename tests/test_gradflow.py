@@ -7,11 +7,13 @@ that logs it (--gradflow-every), all in float64 on small problems.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from planted import Sizes, small_problem
 from problems import random_problem
 from tiny_runs import train_argv, write_corpus
 
@@ -26,6 +28,7 @@ from compare.training.config import parse_args
 from compare.training.loop import train
 
 CELLS = ("rnn", "lstm", "gru")
+MGU = "compare.examples.mgu"
 
 
 def chunk_of(problem: dict) -> Chunk:
@@ -118,7 +121,7 @@ def test_the_command_prints_the_table_and_writes_the_png_and_json(tmp_path, caps
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--cell", "rnn,tcn"], "--cell takes a comma list of rnn, lstm, gru"),
+        (["--cell", "rnn,tcn"], "--cell tcn: no cell of that name (built-in: rnn, lstm, gru)"),
         (["--seq-length", "0"], "--seq-length must be positive"),
         (["--train-steps", "-1"], "--train-steps must be >= 0"),
         (["--checkpoint", "x.npz", "--cell", "gru"], "--checkpoint fixes the cell"),
@@ -172,3 +175,56 @@ def test_a_resume_may_change_the_flag_and_the_command_measures_the_checkpoint(tm
     chunk = Chunk(checkpoint.engine.params, tokens[None, :6].astype(np.int64), tokens[None, 1:7], state0, "gru")
     assert curves[1]["manual"] == manual_flow(chunk).tolist()  # the checkpoint's weights, measured as they are
     assert curves[0]["manual"] != curves[1]["manual"]
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_a_plugged_cells_step_backward_agrees_with_autograd(layers):
+    problem = small_problem(MGU, Sizes(steps=12, layers=layers))  # a nonzero carried-in state, float64
+    chunk = Chunk(problem.params, problem.inputs, problem.targets, problem.state0, MGU)
+    by_hand, by_autograd = manual_flow(chunk), autograd_flow(chunk)
+    assert by_hand.shape == (13,) and np.all(by_hand > 0)
+    # The same products in another order: only float64 rounding (~1e-16 a step, 12 steps) separates the two.
+    assert max_relative_difference(by_hand, by_autograd) <= 1e-10
+
+
+def test_the_command_measures_a_plugged_cell(tmp_path, capsys):
+    json_path = tmp_path / "flow.json"
+    argv = ["--data", str(write_corpus(tmp_path)), "--hidden-size", "4", "--seq-length", "8", "--train-steps", "2"]
+    assert gradflow_main([*argv, "--cell", MGU, "--json", str(json_path)]) == 0
+    curves = json.loads(json_path.read_text())["curves"]
+    assert [(curve["cell"], curve["state"]) for curve in curves] == [(MGU, "init"), (MGU, "trained")]
+    assert all(curve["max_relative_difference"] <= 1e-10 for curve in curves)  # float64 rounding, 8 steps
+    assert f"| {MGU} | trained | " in capsys.readouterr().out
+
+
+def without_step_backward(tmp_path) -> str:
+    """The example cell with its step_backward renamed away: a complete cell that gradient flow cannot measure."""
+    source = (Path(__file__).resolve().parents[1] / "compare" / "examples" / "mgu.py").read_text()
+    path = tmp_path / "mgu_no_step.py"
+    path.write_text(source.replace("def step_backward(", "def one_step_back("))
+    return str(path)
+
+
+def test_a_plugged_cell_without_step_backward_is_one_line_and_exit_2(tmp_path, capsys):
+    cell = without_step_backward(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        gradflow_main(["--cell", f"rnn,{cell}"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == (
+        f"python -m compare.gradflow: error: --cell {cell}: the module has no step_backward, the one step of the "
+        "hand-written backward that gradient flow needs (see docs/cells.md#one-step-backward-step_backward)\n"
+    )
+
+
+def test_train_logs_gradient_flow_for_a_plugged_cell_with_step_backward_and_refuses_one_without(tmp_path, capsys):
+    config = parse_args(train_argv(tmp_path, impl="manual", max_steps=2, gradflow_every=2, cell=MGU))
+    train(config)
+    logged = read_scalars(tmp_path / "runs" / "run" / "manual", ["gradflow/norm_lag_0"])
+    assert logged["gradflow/norm_lag_0"].values == [1.0]  # g_0 / g_0, logged at step 2
+    cell = without_step_backward(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        parse_args(train_argv(tmp_path, run_name="other", gradflow_every=2, cell=cell))
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and f"--gradflow-every: --cell {cell}: the module has no step_backward" in error
+    assert "(see docs/cells.md#one-step-backward-step_backward)" in error

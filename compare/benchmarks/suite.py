@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compare.benchmarks.flops import PEAK_MATRIX_SIZE, LoadMonitor, PeakLog, peak_thread_counts
-from compare.benchmarks.timing import CONFIGS, SWEEP_IMPLS, Timer, sweep_configs
+from compare.benchmarks.timing import CONFIGS, RNN_ONLY_IMPLS, SWEEP_IMPLS, Timer, sweep_configs
 
 if TYPE_CHECKING:
     from compare.benchmarks.report import Machine
@@ -50,8 +50,14 @@ class Group:
     sweep: bool  # a scaling sweep (the second tables) rather than a row of the speed table
 
 
+def timed_impls(settings: BenchSettings) -> tuple:
+    """--impls, less the vanilla RNN's own (naive, torch-compiled) for another --cell."""
+    rnn = settings.timer.cell == "rnn"
+    return tuple(impl for impl in settings.impls if rnn or impl not in RNN_ONLY_IMPLS)
+
+
 def plan_groups(settings: BenchSettings) -> list:
-    groups = [Group(name, [CONFIGS[name]], tuple(settings.impls), False) for name in settings.configs]
+    groups = [Group(name, [CONFIGS[name]], timed_impls(settings), False) for name in settings.configs]
     groups = groups if settings.speed else []
     if settings.scaling:
         for sweep in ("hidden", "batch"):
@@ -152,6 +158,8 @@ def run(settings: BenchSettings) -> dict:
         if groups:
             load = LoadMonitor().start()
             speed, scaling = measure_groups(settings, groups, peaks, bar)
+            if settings.timer.cell != "rnn":
+                print(f"cell: {settings.timer.cell} (GFLOP/s and % of peak count the vanilla RNN's work only: nan)")
             document = report_timing(describe_machine(settings, peaks), speed, scaling, load.other_load_pct())
         else:  # memory only: no peak to measure, no timing to disturb
             print(describe_machine(settings, peaks).header() + "\n")
@@ -167,6 +175,7 @@ def run(settings: BenchSettings) -> dict:
             ]
             print(memory_table(memories) + "\n")
             document["memory"] = report.memory_json(memories)
+    document["cell"] = settings.timer.cell  # every row's: the speed and scaling tables time this one cell
     document["seconds"] = time.perf_counter() - started
     print(f"Whole run: {document['seconds']:.0f} s.")
     return document

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from compare.model.engines import Engine
 
 IMPLS = ("naive", "manual", "torch", "torch-compiled")
+RNN_ONLY_IMPLS = ("naive", "torch-compiled")  # the min-char-rnn baseline and the compiled model: the vanilla RNN's
 LEARNING_RATE = 0.1  # compare.train's defaults: the work per step does not depend on them
 CLIP = 5.0
 INIT_SEED = 0
@@ -64,6 +65,7 @@ class Measurement:
     warmup_seconds: float  # the untimed first steps; for torch-compiled this includes compiling
     vocab_size: int
     error: str | None = None  # why the implementation could not run, if it could not
+    cell: str = "rnn"  # the --cell timed: the FLOP count (compare.benchmarks.flops) is the vanilla RNN's alone
 
     @property
     def chars_per_sec(self) -> float:
@@ -71,21 +73,24 @@ class Measurement:
 
     @property
     def gflops(self) -> float:
-        """Achieved rate of the counted work (compare.benchmarks.flops), in 10^9 operations per second."""
+        """Achieved rate of the counted work (compare.benchmarks.flops), in 10^9 operations per second; nan
+        for another cell than rnn, whose work that formula does not count."""
+        if self.cell != "rnn":
+            return float("nan")
         return self.chars_per_sec * flops_per_char(self.config.hidden_size, self.vocab_size) / 1e9
 
 
-def make_bench_engine(impl: str, params: dict) -> Engine:
-    """A float32 training engine for ``impl``, starting from copies of ``params``."""
+def make_bench_engine(impl: str, params: dict, cell: str = "rnn") -> Engine:
+    """A float32 training engine for ``impl`` and ``cell`` (naive: rnn only), starting from copies of ``params``."""
     from compare.benchmarks.naive import NaiveEngine
     from compare.model.engines import ManualEngine, TorchEngine
 
     if impl == "naive":
         return NaiveEngine(params, LEARNING_RATE, CLIP, "float32")
     if impl == "manual":
-        return ManualEngine(params, LEARNING_RATE, CLIP, "float32")
+        return ManualEngine(params, LEARNING_RATE, CLIP, "float32", cell)
     if impl == "torch":
-        return TorchEngine(params, LEARNING_RATE, CLIP, "float32")
+        return TorchEngine(params, LEARNING_RATE, CLIP, "float32", cell)
     if impl == "torch-compiled":
         engine = TorchEngine(params, LEARNING_RATE, CLIP, "float32")
         # The same module, its forward (and, through AOTAutograd, its backward) compiled by
@@ -118,6 +123,7 @@ class Timer:
     repeats: int = 3
     warmup_steps: int = 2  # the first step compiles (torch-compiled) and allocates; the second checks it settled
     steps: int | None = None  # timed steps per repeat; None: each configuration's own
+    cell: str = "rnn"  # the --cell every implementation trains (naive and torch-compiled: rnn only)
 
     def steps_for(self, config: BenchConfig) -> int:
         return self.steps if self.steps is not None else config.steps
@@ -139,12 +145,12 @@ class Timer:
         steps = self.steps_for(config)
         warmup = timed_batches(tokens, config, self.warmup_steps)
         timed = timed_batches(tokens, config, self.warmup_steps + steps)[self.warmup_steps :]
-        params = init_params(vocab_size, config.hidden_size, INIT_SEED)
+        params = init_params(vocab_size, config.hidden_size, INIT_SEED, self.cell)
         measurements, engines = {}, {}
         for impl in impls:
-            measurements[impl] = Measurement(config, impl, [], 0.0, vocab_size)
+            measurements[impl] = Measurement(config, impl, [], 0.0, vocab_size, cell=self.cell)
             try:
-                engine = make_bench_engine(impl, params)
+                engine = make_bench_engine(impl, params, self.cell)
                 engine.reset_hidden(config.batch_size)
                 measurements[impl].warmup_seconds = run_steps(engine, warmup)
                 engines[impl] = engine

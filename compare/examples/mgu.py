@@ -2,7 +2,8 @@
 
 One module holds both implementations (docs/cells.md#writing-a-cell): the NumPy recurrence
 with its hand-written backward (recurrence_forward, recurrence_backward) and the one torch
-step that autograd differentiates (step). Gates f, n stacked in the rows of U (2H, in),
+step that autograd differentiates (step); the optional trace and step_backward are for the per-step
+diagnosis and for gradflow. Gates f, n stacked in the rows of U (2H, in),
 W (2H, H), b (2H,); x_proj_t = b + U x_t (the caller's input projection) splits into [x_f, x_n]_t:
 
     f_t = sigmoid(b_f + W_f h_{t-1} + U_f x_t)
@@ -56,16 +57,23 @@ def recurrence_forward(
     return hidden[1:], hidden[-1][None], MGUCache(gates, gated, hidden, W)
 
 
-def recurrence_backward(d_hidden: np.ndarray, cache: MGUCache) -> tuple[np.ndarray, np.ndarray]:
+def recurrence_backward(
+    d_hidden: np.ndarray, cache: MGUCache, trace: dict[str, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """d_hidden (T, B, H) dL/dh_t from above -> (d_x_proj (T, B, 2H) dL/dx_proj_t, d_W (2H, H))."""
     steps, streams, size = d_hidden.shape
     W_f, W_n = np.split(cache.W, GATES, axis=0)
     d_x_proj = np.empty_like(cache.gates)  # dL/d(b + U x_t) per gate = dL/d(pre-activation), filled backwards
     d_h_next = np.zeros((streams, size), dtype=d_x_proj.dtype)  # into h_T from step T + 1: none
+    if trace is not None:  # docs/cells.md#per-step-gradients-trace: what gradcheck --diagnose compares per step
+        trace["d_h"] = np.zeros(d_hidden.shape, dtype=d_x_proj.dtype)
+        trace["d_carry"] = np.zeros((steps, STATE_PARTS, *d_hidden.shape[1:]), dtype=d_x_proj.dtype)
     for t in reversed(range(steps)):
         f, n = np.split(cache.gates[t], GATES, axis=1)
         h_prev = cache.hidden[t]  # h_{t-1}
         d_h = d_hidden[t] + d_h_next  # dh_t = from the output (layer above) + from the next step
+        if trace is not None:  # optional: dh_t as used, and the carry into h_t that step t + 1 sent
+            trace["d_h"][t], trace["d_carry"][t, 0] = d_h, d_h_next
         d_n_pre = d_h * f * (1 - n**2)  # h_t = ... + f_t n_t, n_t = tanh(n_pre_t): tanh' = 1 - n_t^2
         d_gated = d_n_pre @ W_n  # n_pre_t = ... + W_n (f_t h_{t-1}): d(f_t h_{t-1}) = W_n^T dn_pre_t
         d_f = d_h * (n - h_prev) + d_gated * h_prev  # f_t enters h_t directly and through f_t h_{t-1}
@@ -78,6 +86,17 @@ def recurrence_backward(d_hidden: np.ndarray, cache: MGUCache) -> tuple[np.ndarr
     d_W_f = d_f_rows.T @ cache.hidden[:-1].reshape(rows, size)  # dW_f = sum_t df_pre_t h_{t-1}^T
     d_W_n = d_n_rows.T @ cache.gated.reshape(rows, size)  # dW_n = sum_t dn_pre_t (f_t h_{t-1})^T
     return d_x_proj, np.concatenate([d_W_f, d_W_n], axis=0)
+
+
+def step_backward(d_state: np.ndarray, t: int, cache: MGUCache) -> np.ndarray:
+    """Optional, for gradflow: d_state (1, B, H) dL/dh_t, all of it; t in 1..T -> dL/dh_{t-1} through step t alone."""
+    f, n = np.split(cache.gates[t - 1], GATES, axis=1)  # f_t, n_t
+    W_f, W_n = np.split(cache.W, GATES, axis=0)
+    h_prev, d_h = cache.hidden[t - 1], d_state[0]  # h_{t-1}, dh_t
+    d_n_pre = d_h * f * (1 - n**2)
+    d_gated = d_n_pre @ W_n
+    d_f_pre = (d_h * (n - h_prev) + d_gated * h_prev) * f * (1 - f)
+    return (d_h * (1 - f) + d_gated * f + d_f_pre @ W_f)[None]  # the three ways h_{t-1} enters step t, as above
 
 
 def step(x_proj: torch.Tensor, W: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

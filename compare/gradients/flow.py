@@ -26,6 +26,7 @@ from typing import Protocol
 import numpy as np
 
 import manual
+from compare.model.cells import manual_cell
 
 THRESHOLD = 1e-3  # the lag reported is where g_k first falls below THRESHOLD * g_0
 
@@ -53,10 +54,11 @@ def last_step_hidden_grad(probs_last: np.ndarray, targets_last: np.ndarray, V: n
 
 def manual_flow(chunk: Chunk) -> np.ndarray:
     """g_k for k = 0..T by the hand-written recursion, (T + 1,) float64."""
-    _, cache = manual.forward(chunk.params, chunk.inputs, chunk.targets, chunk.state0, chunk.cell)
+    cell = manual_cell(chunk.cell)  # a built-in cell, or one plugged in that has step_backward (flow_problem)
+    _, cache = manual.forward(chunk.params, chunk.inputs, chunk.targets, chunk.state0, cell)
     streams, steps = chunk.inputs.shape
     top = cache.layers[-1].recurrence  # the top layer: the only one h^L's gradient flows through
-    step_backward = manual.model.CELLS[chunk.cell].step_backward
+    step_backward = cell.step_backward
     d_state = np.zeros_like(chunk.state0[-1])  # (P, B, H): dL_T/dstate_T, nothing through a step T + 1
     d_state[0] = last_step_hidden_grad(cache.probs[(steps - 1) * streams :], chunk.targets[:, -1], chunk.params["V"])
     norms = np.empty(steps + 1)
@@ -113,7 +115,7 @@ def log_gradient_flow(
     """
     streams, steps = inputs.shape
     layers, hidden_size = manual.model.count_layers(params), params["W"].shape[1]
-    state0 = manual.zero_state(cell, layers, streams, hidden_size)
+    state0 = manual.zero_state(manual_cell(cell), layers, streams, hidden_size)
     norms = manual_flow(Chunk(params, inputs, targets, state0, cell))
     lag = lag_below(norms)
     logger.scalar(name, "gradflow/lag_below_1e-3", float(steps + 1 if lag is None else lag), step)

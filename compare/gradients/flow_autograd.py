@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 import torchref
 from compare.gradients.flow import Chunk
+from compare.model.cells import resolve_cell
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -20,8 +21,9 @@ TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 def autograd_flow(chunk: Chunk) -> np.ndarray:
     """g_k for k = 0..T by autograd through torchref's cell, (T + 1,) float64."""
     dtype = TORCH_DTYPES[str(chunk.params["V"].dtype)]
-    model = torchref.CharRNN(chunk.params, cell=chunk.cell, dtype=dtype)
-    step = torchref.model.CELLS[chunk.cell].step
+    twin = resolve_cell(chunk.cell).torch
+    model = torchref.CharRNN(chunk.params, cell=twin, dtype=dtype)
+    step = twin.step
     inputs = torch.from_numpy(chunk.inputs).long()
     state0 = torch.from_numpy(chunk.state0).to(dtype).requires_grad_(True)  # a leaf: its grad is dL_T/dh_0
     below: torch.Tensor | None = None  # the layer below's hidden states; None under layer 1 (tokens)

@@ -20,6 +20,7 @@ from compare.data.inputs import check_vocabulary, read_corpus
 from compare.gradients.flow import THRESHOLD, Chunk, lag_below, manual_flow, max_relative_difference
 from compare.gradients.flow_autograd import autograd_flow
 from compare.gradients.methods import torch_single_thread
+from compare.model.cells import manual_cell
 from compare.model.checkpoint import find_checkpoint, load_checkpoint
 from compare.model.engines import NUMPY_DTYPES, make_engine
 from compare.model.init import init_params
@@ -140,7 +141,7 @@ def measure(params: dict[str, np.ndarray], model: Model, state: str, settings: F
     dtype = NUMPY_DTYPES[settings.dtype]
     inputs, targets = model.tokens[None, :steps].astype(np.int64), model.tokens[None, 1 : steps + 1].astype(np.int64)
     layers, hidden_size = sum(name.startswith("W") for name in params), params["W"].shape[1]
-    state0 = zero_state(model.cell, layers, 1, hidden_size, dtype)
+    state0 = zero_state(manual_cell(model.cell), layers, 1, hidden_size, dtype)
     chunk = Chunk({name: value.astype(dtype) for name, value in params.items()}, inputs, targets, state0, model.cell)
     with torch_single_thread():  # a (1, H) step at a time: threads only add overhead
         return Curve(model.cell, state, manual_flow(chunk), autograd_flow(chunk))

@@ -1,4 +1,7 @@
-"""gradcheck --diagnose's picture: log10 of dL/dx_proj_t's relative error, time step x (layer, gate) block.
+"""gradcheck --diagnose's picture: log10 of the per-step relative errors, time step x row.
+
+The rows of each layer: dL/dx_proj_t per gate block, then (a cell that traces) dL/dh_t and the carry
+into each part of the carried state (docs/cells.md#per-step-gradients-trace).
 
 matplotlib is an optional extra (pip install -e ".[plot]"); only this module needs it.
 """
@@ -16,7 +19,7 @@ FLOOR = 1e-17  # errors of exactly 0 (a block that is zero on both sides) are dr
 
 
 def save_heatmap(diagnosis: Diagnosis, path: Path) -> None:
-    """Write the heat map PNG: one row per (layer, gate) block, one column per time step 1..T."""
+    """Write the heat map PNG: one row per (layer, quantity) (diagnosis.heat_rows), one column per time step 1..T."""
     try:
         import matplotlib
 
@@ -32,10 +35,11 @@ def save_heatmap(diagnosis: Diagnosis, path: Path) -> None:
     axes.set_xticks(range(steps), [str(t + 1) for t in range(steps)])
     axes.set_yticks(range(rows), diagnosis.heat_rows)
     axes.set_xlabel("time step t (the backward runs from the right)")
-    axes.set_ylabel("dL/dx_proj_t of")
+    axes.set_ylabel("dL/dx_proj_t of the gate, or")
     if diagnosis.step is not None and diagnosis.layer is not None:
         axes.set_title(
-            f"first wrong: layer {diagnosis.layer}, step {diagnosis.step}, gate {', '.join(diagnosis.gates)}"
+            f"first wrong: layer {diagnosis.layer}, step {diagnosis.step}, {diagnosis.quantity}, "
+            f"gate {', '.join(diagnosis.gates)}"
         )
     colorbar = figure.colorbar(image, ax=axes)
     colorbar.set_label(f"log10 relative error\n(wrong above {np.log10(AGREE):.0f})")

@@ -12,6 +12,10 @@ interface is in docs/cells.md#writing-a-cell):
     recurrence_backward(d_hidden, cache) -> (d_x_proj, d_W)             NumPy, hand-written BPTT
     step(x_proj_t, W, state) -> (h_t, state_t)                          torch, one step; autograd differentiates it
 
+Optional: GATE_NAMES; ``trace`` in recurrence_backward (gradcheck --diagnose's per-step dL/dh_t and
+carry); step_backward(d_state, t, cache), one step of the backward alone, which gradflow and train
+--gradflow-every need (``flow_problem``).
+
 ``manual`` and ``torchref`` never import this module: they take the resolved module objects.
 The resolver is the one every command uses (train, gradcheck, bench, sample, and gradflow).
 """
@@ -31,6 +35,7 @@ from compare.cli.errors import UsageError
 
 BUILTIN_CELLS = ("rnn", "lstm", "gru")
 DOC = "docs/cells.md#writing-a-cell"
+FLOW_DOC = "docs/cells.md#one-step-backward-step_backward"  # the optional part gradflow needs
 INTERFACE = ("GATES", "STATE_PARTS", "recurrence_forward", "recurrence_backward", "step")  # in the docs' order
 COUNTS = ("GATES", "STATE_PARTS")  # the two positive ints; the rest are functions
 
@@ -157,6 +162,20 @@ def cell_problem(name: str) -> str | None:
         manual_cell(name)
     except CellError as error:
         return str(error)
+    return None
+
+
+def flow_problem(name: str) -> str | None:
+    """Why gradient flow cannot measure the cell (it does not load, or has no step_backward); None when it can."""
+    try:
+        module = manual_cell(name)
+    except CellError as error:
+        return str(error)
+    if not callable(getattr(module, "step_backward", None)):
+        return (
+            f"--cell {name}: the module has no step_backward, the one step of the hand-written backward "
+            f"that gradient flow needs (see {FLOW_DOC})"
+        )
     return None
 
 

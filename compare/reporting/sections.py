@@ -78,7 +78,7 @@ SECTIONS = {
         Section("lossplot", training.lossplot, ("lossplot",), "docs/demo.md's 20,000-step run and loss.png"),
         Section("cells", cells.cells, ("cells", "cells.speed", "cells.divergence"), "rnn, lstm, gru"),
         Section("gradflow", flow.gradflow, ("gradflow",), "rnn, lstm, gru: how far back the gradient reaches"),
-        Section("diagnosis", diagnosis.diagnosis, ("diagnosis",), "gradcheck --diagnose on a planted bug"),
+        Section("diagnosis", diagnosis.diagnosis, ("diagnosis", "diagnosis.carry"), "diagnose planted bugs"),
         Section("bench", benches.bench, ("bench", "bench.scaling"), "speed and scaling"),
         Section(
             "peers",

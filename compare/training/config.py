@@ -19,7 +19,7 @@ from typing import Any
 from compare.cli.parser import CommandParser
 from compare.data.corpus import BUILTIN_CORPORA, PROSE, PYDOC_TOPICS
 from compare.data.inputs import DEFAULT_VAL_MAX_CHARS, check_encoding
-from compare.model.cells import BUILTIN_CELLS, CELL_HELP, cell_problem, record_name
+from compare.model.cells import CELL_HELP, cell_problem, flow_problem, record_name
 from compare.model.checkpoint import CheckpointError, load_checkpoint, run_dir_of
 from compare.model.sampling import MAX_SAMPLE_LENGTH
 from compare.training.ranks import DEFAULT_TIMEOUT_S
@@ -336,11 +336,8 @@ def config_problem(config: TrainConfig) -> str | None:
         return f"--gradflow-every must be >= 0 (0 turns it off), got {config.gradflow_every}"
     if not config.clip >= 0:
         return f"--clip must be >= 0 (0 turns clipping off), got {config.clip}"
-    if config.gradflow_every and config.cell not in BUILTIN_CELLS:
-        return (
-            f"--gradflow-every measures the built-in cells ({', '.join(BUILTIN_CELLS)}) only: the cell "
-            f"{config.cell} has no per-step backward (step_backward); leave --gradflow-every out"
-        )
+    if config.gradflow_every and (problem := flow_problem(config.cell)):
+        return f"--gradflow-every: {problem}; or leave --gradflow-every out"
     if config.agree_every < 0:
         return f"--agree-every must be >= 0 (0 turns the measurement off), got {config.agree_every}"
     if not (math.isfinite(config.adagrad_eps) and config.adagrad_eps > 0):
