@@ -25,8 +25,17 @@ PARTS = {"rnn": 1, "lstm": 2, "gru": 1, MGU: 1}
 # name -> (cell, correct fragment, slip, layers, expected layer, first bad step, path, gates wrong there)
 CELL_BUGS = {
     "mgu: f's sigmoid' dropped": (MGU, "d_f * f * (1 - f)", "d_f * f", 1, 1, T, "output", ["f"]),
-    "lstm: o's sigmoid' dropped": ("lstm", "d_o * o * (1 - o)", "d_o", 1, 1, T, "output", ["o"]),
-    "gru: r's sigmoid' half dropped, 2 layers": ("gru", "d_r * r * (1 - r)", "d_r * r", 2, 2, T, "output", ["r"]),
+    "lstm: o's sigmoid' half dropped": ("lstm", "d_o[t] *= o[t]", "d_o[t] *= 1", 1, 1, T, "output", ["o"]),
+    "gru: r's sigmoid' half dropped, 2 layers": (
+        "gru",
+        "np.subtract(1, gates[t, :, : 2 * size], out=factor)",
+        "np.subtract(1, gates[t, :, : 2 * size], out=factor); factor[:, :size] = 1",
+        2,
+        2,
+        T,
+        "output",
+        ["r"],
+    ),
     "rnn: tanh' dropped": (
         "rnn",
         "np.multiply(d_h, tanh_grad[t], out=d_x_proj[t])",
@@ -59,8 +68,8 @@ CELL_BUGS = {
     ),
     "lstm: cell-state carry dropped": (
         "lstm",
-        "d_s_next = d_s * f",
-        "d_s_next = 0 * d_s",
+        "np.multiply(d_s, f[t], out=d_s_next)",
+        "np.multiply(d_s, 0 * f[t], out=d_s_next)",
         1,
         1,
         T - 1,
@@ -69,8 +78,8 @@ CELL_BUGS = {
     ),
     "gru: direct z carry dropped, 2 layers": (
         "gru",
-        "d_h_next = d_h * z + d_recurrent[t] @ cache.W",
-        "d_h_next = d_recurrent[t] @ cache.W",
+        "d_h_next += d_h * z[t]",
+        "d_h_next += 0 * z[t]",
         2,
         2,
         T - 1,
@@ -90,8 +99,8 @@ CELL_BUGS = {
     "mgu: direct carry dropped": (MGU, "d_h * (1 - f) + d_gated", "d_gated", 1, 1, T - 1, "recurrent", ["f", "n"]),
     "lstm: h's carry not added": (
         "lstm",
-        "d_h = d_hidden[t] + d_h_next",
-        "d_h = d_hidden[t]",
+        "np.add(d_hidden[t], d_h_next, out=d_h)",
+        "np.copyto(d_h, d_hidden[t])",
         1,
         1,
         T - 1,
@@ -100,8 +109,8 @@ CELL_BUGS = {
     ),
     "gru: the carry not added, 2 layers": (
         "gru",
-        "d_h = d_hidden[t] + d_h_next",
-        "d_h = d_hidden[t]",
+        "np.add(d_hidden[t], d_h_next, out=d_h)",
+        "np.copyto(d_h, d_hidden[t])",
         2,
         2,
         T - 1,
@@ -113,7 +122,7 @@ OUTPUT = {"d_x_proj": T, "d_h": T - 1, "d_carry (h)": T - 1}  # a step's own der
 # name -> (the first wrong per-step quantity, the first bad step of every quantity that is wrong)
 QUANTITIES = {
     "mgu: f's sigmoid' dropped": ("d_x_proj", OUTPUT),
-    "lstm: o's sigmoid' dropped": ("d_x_proj", {**OUTPUT, "d_carry (s)": T - 2}),  # s_{T-1} gets ds_T f_T, via h_T
+    "lstm: o's sigmoid' half dropped": ("d_x_proj", {**OUTPUT, "d_carry (s)": T - 2}),  # s_{T-1} gets ds_T f_T, via h_T
     "gru: r's sigmoid' half dropped, 2 layers": ("d_x_proj", OUTPUT),
     "rnn: tanh' dropped": ("d_x_proj", OUTPUT),
     "rnn: W transposed in the carry": ("d_carry (h)", {"d_x_proj": T - 1, "d_h": T - 1, "d_carry (h)": T - 1}),
@@ -186,7 +195,7 @@ def test_a_cell_without_trace_is_diagnosed_on_dx_proj_and_says_so(tmp_path):
 def test_a_bias_gradient_summed_over_the_wrong_axis_is_in_the_summing(cell):
     # db summed over time only, and of stream 0: every per-step gradient is still right
     backward = broken_backward(
-        'grads[names["b"]] = d_x_proj_rows.sum(axis=0)', 'grads[names["b"]] = d_x_proj.sum(axis=0)[0]'
+        'np.sum(d_x_proj_rows, axis=0, out=grads[names["b"]])', 'grads[names["b"]][...] = d_x_proj.sum(axis=0)[0]'
     )
     diagnosis = diagnose(small_problem(cell), backward)
     assert diagnosis.verdict == "summing" and diagnosis.step is None

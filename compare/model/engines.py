@@ -128,14 +128,14 @@ class ManualEngine:
         """Measure and clip ``grads`` in place, then take one AdaGrad step.
 
         grads: a dict like the parameters, or (from train_step) ``self.grads``, whose one flat buffer
-        makes the norm and the clip a few calls in all instead of a few per parameter.
+        makes the clip and the update a few calls in all instead of a few per parameter.
         """
-        arrays = [grads.buffer] if isinstance(grads, manual.flat.FlatArrays) else list(grads.values())
-        # np.vdot(g, g) is the sum of squares in one BLAS call (float32 sums in float32, as torch's norm does).
-        grad_norm = float(np.sqrt(sum(float(np.vdot(g, g).real) for g in arrays)))
+        # np.vdot(g, g) is the sum of squares in one BLAS call (float32 sums in float32, as torch's norm does),
+        # one per parameter, summed in float64: one call over the whole buffer would round differently
+        grad_norm = float(np.sqrt(sum(float(np.vdot(g, g).real) for g in grads.values())))
         clipped = 0
         if self.clip > 0:
-            for grad in arrays:
+            for grad in [grads.buffer] if isinstance(grads, manual.flat.FlatArrays) else grads.values():
                 # Two cheap reductions decide; the count and the clip run only when an entry is out of range.
                 if grad.max() > self.clip or grad.min() < -self.clip:
                     clipped += int(np.count_nonzero(np.abs(grad) > self.clip))
