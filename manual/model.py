@@ -176,6 +176,15 @@ def input_lookup_grad(d_x_proj_rows: np.ndarray, tokens: np.ndarray, vocab_size:
     return d_U
 
 
+def new_gradients(cache: Cache) -> dict[str, np.ndarray]:
+    """Empty arrays for every gradient, in the order backward computes them: V, c, then W, b, U from the top layer down."""
+    dtype = np.result_type(cache.probs, *cache.params.values())
+    order = ["V", "c"]
+    for layer in reversed(range(len(cache.layers))):
+        order += [layer_param_names(layer)[key] for key in ("W", "b", "U")]
+    return {name: np.empty(cache.params[name].shape, dtype) for name in order}
+
+
 def backward(cache: Cache, out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Gradients of the loss forward computed (mean or sum, ``cache.reduction``) with respect to
     every parameter (same names and shapes).
@@ -186,8 +195,7 @@ def backward(cache: Cache, out: dict[str, np.ndarray] | None = None) -> dict[str
     backward would make the gradient disagree with finite differences.
     """
     params = cache.params
-    dtype = np.result_type(cache.probs, *params.values())  # of the gradients, when out is None
-    grads = {name: np.empty(value.shape, dtype) for name, value in params.items()} if out is None else out
+    grads = new_gradients(cache) if out is None else out
     steps, streams, hidden_size = cache.top.shape
     rows = steps * streams
     top_rows = cache.top.reshape(rows, hidden_size)  # (T*B, H)

@@ -53,6 +53,14 @@ def build_parser() -> CommandParser:
         default=PEAK_MATRIX_SIZE,
         help="n of the n x n float32 matmul that measures the peak; a smaller one is quicker, but not the same peak",
     )
+    parser.add_argument(
+        "--flush-denormals",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="flush denormal floats to zero (torch.set_flush_denormal) for every implementation alike, as "
+        "python -m compare.bench does: float32 gradients and softmax outputs that underflow into denormals "
+        "slow the large configuration several-fold, in whichever implementation meets them first",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results to PATH as JSON")
     return parser
 
@@ -132,6 +140,7 @@ def measure(args: argparse.Namespace) -> dict:
         "other_load_pct": other_load,
         "clean": load_verdict(other_load)[0],
         "peak_size": args.peak_size,
+        "flush_denormals": args.flush_denormals,
         "matmul_peaks": {str(threads): peak_json(peaks, threads) for threads in peaks.thread_counts},
         "matmul_peak_samples": [sample_json(sample) for sample in peaks.samples],
         "peak_exceeded": any(pct > 100 for row in rows for pct in row["pct_of_own_peak"].values()),
@@ -185,8 +194,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def peers_command(argv: list) -> int:
+    import torch
+
     args = parse_args(argv)
-    document = measure(args)
+    torch.set_flush_denormal(args.flush_denormals)  # this thread's floating-point mode: NumPy's work too
+    try:
+        document = measure(args)
+    finally:
+        torch.set_flush_denormal(False)  # the default IEEE mode again, for whatever this process runs next
     print(format_tables(document))
     if args.json:
         settings = {key: value for key, value in vars(args).items() if key != "json"}

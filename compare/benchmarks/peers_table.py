@@ -101,7 +101,11 @@ def format_tables(document: dict) -> str:
     rows = document["rows"]
     parts = [peak_lines(document), load_verdict(document["other_load_pct"])[1], "", speed_table(rows)]
     parts.append("")
-    parts.append("chars/s, the median of the interleaved repeats; baseline: the f287690 vanilla step, frozen.")
+    denormals = "flushed to zero" if document.get("flush_denormals", True) else "left as they are"
+    parts.append(
+        "chars/s, the median of the interleaved repeats; baseline: the f287690 vanilla step, frozen; "
+        f"float32, denormals {denormals} (--flush-denormals)."
+    )
     parts.append("")
     parts.append(flops_table(rows))
     parts.append("")
