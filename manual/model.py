@@ -177,7 +177,8 @@ def input_lookup_grad(d_x_proj_rows: np.ndarray, tokens: np.ndarray, vocab_size:
 
 
 def new_gradients(cache: Cache) -> dict[str, np.ndarray]:
-    """Empty arrays for every gradient, in the order backward computes them: V, c, then W, b, U from the top layer down."""
+    """Empty arrays for every gradient, in the order backward computes them: V, c, then W, b, U of each layer
+    from the top down."""
     dtype = np.result_type(cache.probs, *cache.params.values())
     order = ["V", "c"]
     for layer in reversed(range(len(cache.layers))):
