@@ -1,9 +1,8 @@
 """Named arrays that are views of one flat buffer, so that element-wise work over all of them is one call.
 
 The parameters, their gradients and AdaGrad's accumulators each live in one contiguous buffer
-(``FlatArrays``), laid out alike: parameter ``name`` is ``buffer[start:stop]`` reshaped. The global
-norm, the clip and the AdaGrad update are then a few whole-buffer passes instead of a few passes per
-parameter. Each pass computes, entry by entry, what the per-parameter loop computed, so the numbers
+(``FlatArrays``), laid out alike: parameter ``name`` is ``buffer[start:stop]`` reshaped. The clip
+and the AdaGrad update are then a few whole-buffer passes instead of a few passes per parameter. Each pass computes, entry by entry, what the per-parameter loop computed, so the numbers
 are bit for bit the same; at batch 1 the difference is only the number of calls (docs/speed.md).
 """
 
@@ -42,10 +41,15 @@ class FlatArrays(dict):
         """Zeros laid out as these arrays: the same names, shapes, order and dtype."""
         return FlatArrays.zeros({name: value.shape for name, value in self.items()}, self.buffer.dtype)
 
+    def in_buffer(self) -> bool:
+        """Whether every value is still a view of ``buffer``: an entry replaced by another array
+        (``flat["W"] = ...``) is not, and then only a per-array pass sees it."""
+        return all(value.base is self.buffer for value in self.values())
+
     def same_layout(self, other: dict[str, np.ndarray]) -> bool:
-        """Whether ``other`` is a FlatArrays with the same names, shapes, order and dtype: one buffer matches the
-        other entry for entry."""
-        if not isinstance(other, FlatArrays) or other.buffer.dtype != self.buffer.dtype:
+        """Whether ``other`` is a FlatArrays, all in its buffer, with the same names, shapes, order and dtype:
+        one buffer matches the other entry for entry."""
+        if not isinstance(other, FlatArrays) or other.buffer.dtype != self.buffer.dtype or not other.in_buffer():
             return False
         return [(name, value.shape) for name, value in self.items()] == [
             (name, value.shape) for name, value in other.items()
