@@ -2,7 +2,8 @@
 
 The parameters, their gradients and AdaGrad's accumulators each live in one contiguous buffer
 (``FlatArrays``), laid out alike: parameter ``name`` is ``buffer[start:stop]`` reshaped. The clip
-and the AdaGrad update are then a few whole-buffer passes instead of a few passes per parameter. Each pass computes, entry by entry, what the per-parameter loop computed, so the numbers
+and the AdaGrad update are then a few whole-buffer passes instead of a few passes per parameter.
+Each pass computes, entry by entry, what the per-parameter loop computed, so the numbers
 are bit for bit the same; at batch 1 the difference is only the number of calls (docs/speed.md).
 """
 
