@@ -135,8 +135,10 @@ class ManualEngine:
         grad_norm = float(np.sqrt(sum(float(np.vdot(g, g).real) for g in grads.values())))
         clipped = 0
         if self.clip > 0:
-            one_buffer = isinstance(grads, manual.flat.FlatArrays) and grads.in_buffer()
-            for grad in [grads.buffer] if one_buffer else grads.values():
+            clip_targets = list(grads.values())
+            if isinstance(grads, manual.flat.FlatArrays) and grads.in_buffer():
+                clip_targets = [grads.buffer]
+            for grad in clip_targets:
                 # Two cheap reductions decide; the count and the clip run only when an entry is out of range.
                 if grad.max() > self.clip or grad.min() < -self.clip:
                     clipped += int(np.count_nonzero(np.abs(grad) > self.clip))
