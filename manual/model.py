@@ -101,11 +101,7 @@ def run_layers(
         names = layer_param_names(layer)
         U, W, b = params[names["U"]], params[names["W"]], params[names["b"]]
         if below is None:
-            # U x_t, a column lookup of U: gather just the T*B columns read from U as it lies. Taking rows of U.T
-            # instead makes np.take copy all of U first: a parameter-sized copy per chunk and sampled character.
-            columns = np.take(U, inputs_tb, axis=1)  # (G*H, T, B): column x_t of U for every (t, s)
-            x_proj = np.ascontiguousarray(columns.transpose(1, 2, 0))  # (T, B, G*H): U x_t
-            x_proj += b  # b + U x_t
+            x_proj = input_lookup(U, b, inputs_tb)  # (T, B, G*H): b + U x_t
         else:
             x_proj = below @ U.T + b  # (T, B, H) @ (H, G*H): b_l + U_l h_t^{l-1}
         hidden, state_last, cache = recurrence.recurrence_forward(x_proj, W, state0[layer])
@@ -114,6 +110,21 @@ def run_layers(
         below = hidden
     assert below is not None  # L >= 1 layers ran: below holds the top layer's hidden states
     return below, np.stack(states), layers
+
+
+def input_lookup(U: np.ndarray, b: np.ndarray, inputs_tb: np.ndarray) -> np.ndarray:
+    """x_proj_t = b + U x_t for one-hot x_t: column x_t of U, plus b. U (G*H, V), b (G*H,), inputs_tb (T, B) ids.
+    Returns (T, B, G*H), C-contiguous. Each entry is U[g, x_t] + b[g] rounded once, whichever way it is gathered.
+    """
+    vocab_size = U.shape[1]
+    if inputs_tb.size >= vocab_size:
+        # Many characters (a training chunk): b + U^T once, V rows, then a row gather, each row contiguous.
+        return np.take(U.T + b, inputs_tb, axis=0)
+    # Few (sampling, one character a call): gather just the T*B columns, no parameter-sized b + U^T per call.
+    columns = np.take(U, inputs_tb, axis=1)  # (G*H, T, B): column x_t of U for every (t, s)
+    x_proj = np.ascontiguousarray(columns.transpose(1, 2, 0))  # (T, B, G*H): U x_t
+    x_proj += b
+    return x_proj
 
 
 def forward(
@@ -167,9 +178,16 @@ def input_lookup_grad(d_x_proj_rows: np.ndarray, tokens: np.ndarray, vocab_size:
     Row t adds dx_proj_t into column x_t: a scatter-add, O(T*B*G*H) work and no (T*B, V) one-hot.
     np.add.at adds every occurrence of a repeated token (a plain ``dU[:, x] += ...`` would keep only
     the last), in row order t = 0, 1, ... It runs its fast loop only for a 1-D index and 1-D values,
-    so the scatter goes through dU's flat view: entry (g, x) of dU sits at position g * V + x.
+    so the scatter goes through a flat view. With many rows it scatters into dU^T (V, G*H), where
+    row t lands in one contiguous row instead of G*H entries V apart: the same additions in the same
+    order, so the same numbers, in fewer cache misses.
     """
-    gate_rows = d_x_proj_rows.shape[1]
+    rows, gate_rows = d_x_proj_rows.shape
+    if rows >= vocab_size:
+        d_U_T = np.zeros((vocab_size, gate_rows), dtype=d_x_proj_rows.dtype)
+        positions = (gate_rows * tokens)[:, None] + np.arange(gate_rows)  # (T*B, G*H): flat position of (x_t, g)
+        np.add.at(d_U_T.reshape(-1), positions.reshape(-1), d_x_proj_rows.reshape(-1))
+        return np.ascontiguousarray(d_U_T.T)
     d_U = np.zeros((gate_rows, vocab_size), dtype=d_x_proj_rows.dtype)
     positions = tokens[:, None] + vocab_size * np.arange(gate_rows)  # (T*B, G*H): flat position of (g, x_t)
     np.add.at(d_U.reshape(-1), positions.reshape(-1), d_x_proj_rows.reshape(-1))
