@@ -38,6 +38,9 @@ from manual import gru, lstm, rnn
 # tests/test_twin_helpers.py checks that the two agree.
 CELLS = {"rnn": rnn, "lstm": lstm, "gru": gru}
 REDUCTIONS = ("mean", "sum")  # of the per-character losses -log p_t[y_t]
+# G*H from which dU's scatter adds whole rows in a Python loop: below it, np.add.at's per-entry cost
+# over a row is less than a loop iteration's (measured at 25 to 3,200 characters; docs/speed.md)
+ROW_SCATTER_MIN = 384
 
 
 Cell = str | ModuleType  # a built-in cell's name, or the module of a cell plugged in (docs/cells.md)
@@ -175,19 +178,19 @@ def input_lookup_grad(d_x_proj_rows: np.ndarray, tokens: np.ndarray, vocab_size:
     """dU of the layer-1 lookup x_proj_t = b + U x_t: dU = sum_t dx_proj_t x_t^T, x_t one-hot.
 
     d_x_proj_rows: (T*B, G*H); tokens: (T*B,) ids. Returns dU (G*H, V), C-contiguous.
-    Row t adds dx_proj_t into column x_t: a scatter-add, O(T*B*G*H) work and no (T*B, V) one-hot.
-    np.add.at adds every occurrence of a repeated token (a plain ``dU[:, x] += ...`` would keep only
-    the last), in row order t = 0, 1, ... It runs its fast loop only for a 1-D index and 1-D values,
-    so the scatter goes through a flat view. With many rows it scatters into dU^T (V, G*H), where
-    row t lands in one contiguous row instead of G*H entries V apart: the same additions in the same
-    order, so the same numbers, in fewer cache misses.
+    Row t adds dx_proj_t into column x_t: a scatter-add, O(T*B*G*H) work and no (T*B, V) one-hot,
+    every occurrence of a repeated token added (a plain ``dU[:, x] += ...`` would keep only the last),
+    in row order t = 0, 1, ... Either route below makes the same additions in that order.
     """
-    rows, gate_rows = d_x_proj_rows.shape
-    if rows >= vocab_size:
+    gate_rows = d_x_proj_rows.shape[1]
+    if gate_rows >= ROW_SCATTER_MIN:
+        # long rows: one contiguous add per character into row x_t of dU^T
         d_U_T = np.zeros((vocab_size, gate_rows), dtype=d_x_proj_rows.dtype)
-        positions = (gate_rows * tokens)[:, None] + np.arange(gate_rows)  # (T*B, G*H): flat position of (x_t, g)
-        np.add.at(d_U_T.reshape(-1), positions.reshape(-1), d_x_proj_rows.reshape(-1))
+        for row, token in zip(d_x_proj_rows, tokens.tolist(), strict=True):
+            d_U_T[token] += row
         return np.ascontiguousarray(d_U_T.T)
+    # short rows: np.add.at in one call; its fast loop needs a 1-D index and 1-D values, so the scatter
+    # goes through dU's flat view, where entry (g, x) of dU sits at position g * V + x
     d_U = np.zeros((gate_rows, vocab_size), dtype=d_x_proj_rows.dtype)
     positions = tokens[:, None] + vocab_size * np.arange(gate_rows)  # (T*B, G*H): flat position of (g, x_t)
     np.add.at(d_U.reshape(-1), positions.reshape(-1), d_x_proj_rows.reshape(-1))
