@@ -194,14 +194,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def peers_command(argv: list) -> int:
-    import torch
+    from compare.benchmarks.denormals import set_flush_denormal
 
     args = parse_args(argv)
-    torch.set_flush_denormal(args.flush_denormals)  # this thread's floating-point mode: NumPy's work too
+    set_flush_denormal(args.flush_denormals)  # this thread's floating-point mode and NumPy's BLAS threads'
     try:
         document = measure(args)
     finally:
-        torch.set_flush_denormal(False)  # the default IEEE mode again, for whatever this process runs next
+        set_flush_denormal(False)  # the default IEEE mode again, for whatever this process runs next
     print(format_tables(document))
     if args.json:
         settings = {key: value for key, value in vars(args).items() if key != "json"}

@@ -140,6 +140,7 @@ def run(settings: BenchSettings) -> dict:
     from threadpoolctl import threadpool_limits
 
     from compare.benchmarks import report
+    from compare.benchmarks.denormals import set_flush_denormal
 
     started = time.perf_counter()
     groups = plan_groups(settings)
@@ -153,28 +154,31 @@ def run(settings: BenchSettings) -> dict:
     )
     document: dict[str, Any] = {"machine": describe_machine(settings, peaks).as_json(), "results": [], "scaling": []}
     torch.set_num_threads(settings.threads)
-    torch.set_flush_denormal(settings.flush_denormals)  # this thread's floating-point mode: NumPy's work too
-    with threadpool_limits(limits=settings.threads), progress_bar(runs, settings.progress) as bar:
-        if groups:
-            load = LoadMonitor().start()
-            speed, scaling = measure_groups(settings, groups, peaks, bar)
-            if settings.timer.cell != "rnn":
-                print(f"cell: {settings.timer.cell} (GFLOP/s and % of peak count the vanilla RNN's work only: nan)")
-            document = report_timing(describe_machine(settings, peaks), speed, scaling, load.other_load_pct())
-        else:  # memory only: no peak to measure, no timing to disturb
-            print(describe_machine(settings, peaks).header() + "\n")
-        if settings.memory:
-            from compare.benchmarks.memory import measure_memory, memory_table
+    set_flush_denormal(settings.flush_denormals)  # this thread's floating-point mode and NumPy's BLAS threads'
+    try:
+        with threadpool_limits(limits=settings.threads), progress_bar(runs, settings.progress) as bar:
+            if groups:
+                load = LoadMonitor().start()
+                speed, scaling = measure_groups(settings, groups, peaks, bar)
+                if settings.timer.cell != "rnn":
+                    print(f"cell: {settings.timer.cell} (GFLOP/s and % of peak count the vanilla RNN's work only: nan)")
+                document = report_timing(describe_machine(settings, peaks), speed, scaling, load.other_load_pct())
+            else:  # memory only: no peak to measure, no timing to disturb
+                print(describe_machine(settings, peaks).header() + "\n")
+            if settings.memory:
+                from compare.benchmarks.memory import measure_memory, memory_table
 
-            bar.set_description("bench memory")
-            repo = str(Path(__file__).resolve().parents[2])
-            memories = [
-                measure_memory(size_mb, kind, settings.threads, repo, tick=lambda: bar.update())
-                for size_mb in settings.memory_mb
-                for kind in settings.memory_text
-            ]
-            print(memory_table(memories) + "\n")
-            document["memory"] = report.memory_json(memories)
+                bar.set_description("bench memory")
+                repo = str(Path(__file__).resolve().parents[2])
+                memories = [
+                    measure_memory(size_mb, kind, settings.threads, repo, tick=lambda: bar.update())
+                    for size_mb in settings.memory_mb
+                    for kind in settings.memory_text
+                ]
+                print(memory_table(memories) + "\n")
+                document["memory"] = report.memory_json(memories)
+    finally:
+        set_flush_denormal(False)  # the default IEEE mode again, for whatever this process runs next
     document["cell"] = settings.timer.cell  # every row's: the speed and scaling tables time this one cell
     document["seconds"] = time.perf_counter() - started
     print(f"Whole run: {document['seconds']:.0f} s.")
