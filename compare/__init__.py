@@ -40,7 +40,8 @@ Subpackages (each imports only downward: never a command module):
                 fused.py: nn.RNN/LSTM/GRU as a peer; peers.py: every cell against it, 1 and 2 threads;
                 peers_table.py: its tables; baseline.py: the vanilla step frozen at f287690, the "before";
                 calls.py: bench --calls, what one step executes; counting.py: its counter; hosts.py:
-                between network hosts; netns.py: hosts as network namespaces of this machine
+                between network hosts; netns.py: hosts as network namespaces of this machine;
+                denormals.py: flush denormals, NumPy's BLAS worker threads included
     serving     server.py + page.html: the demo's HTTP server (Starlette on uvicorn); connections.py: its
                 listening socket and connection timeouts
     plotting    events.py: TensorBoard events read back; figure.py: the matplotlib figure; flow_figure.py: gradflow's
