@@ -39,6 +39,7 @@ Subpackages (each imports only downward: never a command module):
                 naive.py: the min-char-rnn baseline; cells.py; distributed.py; memory.py;
                 fused.py: nn.RNN/LSTM/GRU as a peer; peers.py: every cell against it, 1 and 2 threads;
                 peers_table.py: its tables; baseline.py: the vanilla step frozen at f287690, the "before";
+                products.py: that step's matrix products alone, the ceiling of its FLOP rate;
                 calls.py: bench --calls, what one step executes; counting.py: its counter; hosts.py:
                 between network hosts; netns.py: hosts as network namespaces of this machine;
                 denormals.py: flush denormals, NumPy's BLAS worker threads included

@@ -7,8 +7,10 @@ Three implementations of each cell, float32, on the same batches of the built-in
 ``manual`` (this project's NumPy BPTT), ``torch`` (its autograd twin, torchref) and ``fused``
 (``nn.RNN``/``nn.LSTM``/``nn.GRU`` with an embedding and a linear readout:
 compare.benchmarks.fused); for the vanilla cell a fourth, ``baseline``: the hand-written step
-frozen as it was at f287690 (compare.benchmarks.baseline), the "before" of a speed-up. The
-repeats are interleaved (baseline, manual, torch, fused, baseline, ...), so a noisy spell slows
+frozen as it was at f287690 (compare.benchmarks.baseline), the "before" of a speed-up, and a
+fifth, ``products``: that step's matrix products alone (compare.benchmarks.products), the
+ceiling of its FLOP rate. The repeats are interleaved (baseline, manual, products, torch, fused,
+baseline, ...), so a noisy spell slows
 each alike; the median is reported, with manual / fused and manual / baseline as ratios
 measured in the same run, and the other processes' share of the CPUs over the run beside it.
 
@@ -35,8 +37,8 @@ from compare.benchmarks.timing import CLIP, INIT_SEED, LEARNING_RATE, BenchConfi
 from compare.cli.errors import run_cli
 from compare.cli.parser import CommandParser, comma_list
 
-PEER_IMPLS = ("baseline", "manual", "torch", "fused")
-BASELINE_CELLS = ("rnn",)  # the frozen step is the vanilla cell's alone
+PEER_IMPLS = ("baseline", "manual", "products", "torch", "fused")
+VANILLA_ONLY = {"baseline": ("rnn",), "products": ("rnn",)}  # the frozen step and its products: the vanilla cell's
 CELL_NAMES = ("rnn", "lstm", "gru")
 
 
@@ -66,17 +68,20 @@ def build_parser() -> CommandParser:
 
 
 def impls_of(cell: str) -> tuple:
-    """The implementations timed for ``cell``: the baseline only where it exists."""
-    return tuple(impl for impl in PEER_IMPLS if impl != "baseline" or cell in BASELINE_CELLS)
+    """The implementations timed for ``cell``: the baseline and the products alone only where they exist."""
+    return tuple(impl for impl in PEER_IMPLS if cell in VANILLA_ONLY.get(impl, (cell,)))
 
 
 def make_peer_engine(impl: str, cell: str, params: dict, vocab_size: int, hidden_size: int) -> Any:
     from compare.benchmarks.baseline import BaselineEngine
     from compare.benchmarks.fused import FusedEngine
+    from compare.benchmarks.products import ProductsEngine
     from compare.model.engines import make_engine
 
     if impl == "baseline":
         return BaselineEngine(params, LEARNING_RATE, CLIP)
+    if impl == "products":
+        return ProductsEngine(vocab_size, hidden_size, seed=INIT_SEED)
     if impl == "fused":
         return FusedEngine(cell, vocab_size, hidden_size, LEARNING_RATE, CLIP, seed=INIT_SEED)
     return make_engine(impl, params, LEARNING_RATE, CLIP, "float32", cell)
