@@ -79,14 +79,29 @@ def test_bad_peer_flags_are_one_line_and_exit_2(flag, value, capsys):
     assert len(error.splitlines()) == 1 and flag in error
 
 
-def test_the_products_alone_are_the_vanilla_steps_products_and_their_flop_count():
-    """Each product equals its NumPy expression, and their multiply-adds are flops_per_char's per character."""
+def test_the_products_alone_are_the_vanilla_steps_products_and_their_flop_count(monkeypatch):
+    """Each product equals its NumPy expression, and the multiply-adds of the products the engine really
+    calls (counted from their operands' shapes) are flops_per_char's per character."""
     vocab_size, hidden_size, streams, steps = 7, 5, 3, 4
     engine = ProductsEngine(vocab_size, hidden_size, seed=1)
     engine.reset_hidden(streams)
+    multiply_adds = []
+
+    def counted(product):
+        def call(a, b, out=None):
+            multiply_adds.append(a.size * b.shape[-1])  # (m, k) x (k, n): m k n
+            return product(a, b, out=out)
+
+        return call
+
+    monkeypatch.setattr(np, "dot", counted(np.dot))
+    monkeypatch.setattr(np, "matmul", counted(np.matmul))
     inputs = np.zeros((streams, steps), dtype=np.int64)
     engine.train_step(inputs, inputs)
-    buf, rows = engine.buffers, steps * streams
+    monkeypatch.undo()
+    rows = steps * streams
+    assert 2 * sum(multiply_adds) == flops_per_char(hidden_size, vocab_size, 1) * rows
+    buf = engine.buffers
     hidden, d_x_proj, d_logits = buf["hidden"], buf["d_x_proj"], buf["d_logits"]
     top_rows, prev_rows = hidden[1:].reshape(rows, -1), hidden[:-1].reshape(rows, -1)
     # float32 BLAS against float64 NumPy: products of 5 to 12 terms in [-1, 1], so within 1e-5
@@ -97,6 +112,3 @@ def test_the_products_alone_are_the_vanilla_steps_products_and_their_flop_count(
     np.testing.assert_allclose(buf["d_hidden"], d_logits @ engine.V.astype(np.float64), **close)
     np.testing.assert_allclose(buf["d_h_next"], d_x_proj[0] @ engine.W.astype(np.float64), **close)
     np.testing.assert_allclose(buf["d_W"], d_x_proj.reshape(rows, -1).T @ prev_rows.astype(np.float64), **close)
-    # multiply-adds of the products above: T of B H H forward, T backward, H (T B) H for dW; 3 of (T B) V H
-    multiply_adds = 3 * rows * hidden_size**2 + 3 * rows * vocab_size * hidden_size
-    assert 2 * multiply_adds == flops_per_char(hidden_size, vocab_size, 1) * rows

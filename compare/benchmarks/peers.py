@@ -10,9 +10,9 @@ compare.benchmarks.fused); for the vanilla cell a fourth, ``baseline``: the hand
 frozen as it was at f287690 (compare.benchmarks.baseline), the "before" of a speed-up, and a
 fifth, ``products``: that step's matrix products alone (compare.benchmarks.products), the
 ceiling of its FLOP rate. The repeats are interleaved (baseline, manual, products, torch, fused,
-baseline, ...), so a noisy spell slows
-each alike; the median is reported, with manual / fused and manual / baseline as ratios
-measured in the same run, and the other processes' share of the CPUs over the run beside it.
+baseline, ...), so a noisy spell slows each alike; the median is reported, with manual / fused
+and manual / baseline as ratios measured in the same run, and the other processes' share of the
+CPUs over the run beside it.
 
 The float32 n x n matmul peak (n = 2048, ``--peak-size``) is measured in the same run on 1
 thread and on each ``--threads`` count: before the first cell and after each thread count's

@@ -2,7 +2,7 @@
 
 ``python -m compare.bench --peers`` times this beside ``manual`` for the vanilla cell. It runs
 the products of one step of manual/model.py and manual/rnn.py, with the same operand layouts
-and the same NumPy calls, into buffers allocated once, and nothing else: no lookup of U, no
+and the same NumPy functions (np.dot, matmul), into buffers allocated once, and nothing else: no lookup of U, no
 tanh, no softmax, no clip, no AdaGrad, no allocation. Per chunk of T steps and B streams:
 
     forward,  each t:   h_{t-1} W^T          (B, H) x (H, H)      np.dot, W^T contiguous
