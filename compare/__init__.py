@@ -19,9 +19,13 @@ Subpackages (each imports only downward: never a command module):
                 corpus; inputs.py: checks on --data
     model       init.py: the shared initializer; state.py: what an engine exports; engines.py: both
                 implementations behind one step; sampling.py; generate.py: text from a checkpoint;
-                checkpoint.py: the .npz format; newest.py: the newest run, without --checkpoint;
+                checkpoint.py: the .npz format, saved and loaded; checkpoint_header.py: its header's fields and
+                their checks; checkpoint_reading.py: an untrusted .npz read, the header first, then each array;
+                newest.py: the newest run, without --checkpoint;
                 cells.py: --cell, a built-in cell or your own by import path
-    training    config.py: TrainConfig and its flags; loop.py: the training loop; scalars.py: what it logs;
+    training    config.py: TrainConfig, presets, the checks on the settings, how a resume merges them;
+                flags.py: the train command's flags, in groups, and parse_args; loop.py: the training loop;
+                scalars.py: what it logs;
                 run.py: save and restore; rundir.py: where a run writes, its lock, leftovers of a killed save;
                 validation.py; divergence.py; summary.py; logger.py: TensorBoard;
                 agreement.py: --impl both's implementation error on identical inputs; stop.py: signals;
@@ -43,8 +47,10 @@ Subpackages (each imports only downward: never a command module):
                 calls.py: bench --calls, what one step executes; counting.py: its counter; hosts.py:
                 between network hosts; netns.py: hosts as network namespaces of this machine;
                 denormals.py: flush denormals, NumPy's BLAS worker threads included
-    serving     server.py + page.html: the demo's HTTP server (Starlette on uvicorn); connections.py: its
-                listening socket and connection timeouts
+    serving     server.py + page.html: the demo's HTTP server (Starlette on uvicorn); generate_request.py: what
+                POST /api/generate takes, checked against the model; gate.py: how many generations run at
+                once, and how long a request waits for one; connections.py: its listening socket and
+                connection timeouts
     plotting    events.py: TensorBoard events read back; figure.py: the matplotlib figure; flow_figure.py: gradflow's
     reporting   markers.py: the generated blocks; provenance.py: commit, CPU, threads, load; runner.py;
                 text.py; quickstart.py, training.py, agreement.py, original.py, cells.py, benches.py, flow.py,

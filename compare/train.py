@@ -23,8 +23,8 @@ import sys
 from typing import Any
 
 from compare.cli.errors import run_cli
-from compare.training.config import parse_args
 from compare.training.elastic import restarted_config
+from compare.training.flags import parse_args
 from compare.training.loop import train
 from compare.training.ranks import cli_prog, is_main_process
 from compare.training.stop import StopRequest

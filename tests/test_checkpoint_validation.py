@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 
 from compare.model.checkpoint import (
-    CONFIG_TYPES,
     Checkpoint,
     CheckpointError,
     RunProgress,
     load_checkpoint,
     save_checkpoint,
 )
+from compare.model.checkpoint_header import CONFIG_TYPES
 from compare.model.init import init_params
 from compare.model.state import EngineState
 from compare.sample import main as sample_main

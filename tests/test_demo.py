@@ -24,8 +24,10 @@ from tiny_runs import PHRASE, train_argv
 
 from compare.model.checkpoint import BEST, load_checkpoint
 from compare.model.generate import SampleConfig, generate_from_checkpoint
-from compare.serving.server import MAX_BODY_BYTES, MAX_LENGTH, DemoServer, Limits, load_demo_model
-from compare.training.config import parse_args
+from compare.serving.gate import Limits
+from compare.serving.generate_request import MAX_LENGTH
+from compare.serving.server import MAX_BODY_BYTES, DemoServer, load_demo_model
+from compare.training.flags import parse_args
 from compare.training.loop import train
 
 

@@ -23,8 +23,8 @@ from tiny_runs import train_argv
 
 from compare.model.checkpoint import load_checkpoint
 from compare.train import main
-from compare.training.config import parse_args
 from compare.training.distributed import DataParallel, StopVote, short_reason
+from compare.training.flags import parse_args
 from compare.training.loop import train
 from compare.training.ranks import batch_split_problem
 from compare.training.stop import StopRequest

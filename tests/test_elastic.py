@@ -9,8 +9,8 @@ import pytest
 from tiny_runs import train_argv
 
 from compare.cli.errors import UsageError
-from compare.training.config import parse_args
 from compare.training.elastic import restarted_config
+from compare.training.flags import parse_args
 from compare.training.loop import train
 
 ELASTIC = {"TORCHELASTIC_MAX_RESTARTS": "3", "TORCHELASTIC_RESTART_COUNT": "1", "RANK": "1"}

@@ -23,7 +23,8 @@ from compare.cli.errors import UsageError
 from compare.data.corpus import Vocab, text_digest
 from compare.data.inputs import check_encoding, load_corpus
 from compare.train import main
-from compare.training.config import TrainConfig, config_conflicts, parse_args
+from compare.training.config import TrainConfig, config_conflicts
+from compare.training.flags import parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 60  # the refusals take a second or two; a special file read "forever" takes longer

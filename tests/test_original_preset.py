@@ -22,8 +22,8 @@ from compare.cli.errors import UsageError
 from compare.model.checkpoint import load_checkpoint
 from compare.model.engines import make_engine
 from compare.model.init import init_params
-from compare.training.config import build_parser, parse_args
 from compare.training.distributed import DataParallel
+from compare.training.flags import build_parser, parse_args
 from compare.training.joining import join_ranks
 from compare.training.loop import build_run, train
 from compare.training.stop import StopRequest

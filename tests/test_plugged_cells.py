@@ -28,7 +28,7 @@ from compare.model.checkpoint import CheckpointError, load_checkpoint
 from compare.model.generate import sampling_engine
 from compare.model.init import param_shapes
 from compare.model.sampling import sample_text
-from compare.training.config import parse_args
+from compare.training.flags import parse_args
 from compare.training.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]

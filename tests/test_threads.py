@@ -10,7 +10,8 @@ from threadpoolctl import threadpool_limits
 from tiny_runs import train_argv
 
 from compare.training import threads
-from compare.training.config import RESUME_MAY_CHANGE, parse_args
+from compare.training.config import RESUME_MAY_CHANGE
+from compare.training.flags import parse_args
 from compare.training.loop import train
 from compare.training.threads import TORCH_THREAD_VARIABLES, torch_thread_choice
 

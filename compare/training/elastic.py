@@ -26,7 +26,8 @@ from pathlib import Path
 
 from compare.cli.errors import UsageError
 from compare.model.checkpoint import IMPL_DIRS, LATEST
-from compare.training.config import TrainConfig, parse_args
+from compare.training.config import TrainConfig
+from compare.training.flags import parse_args
 from compare.training.ranks import is_main_process
 
 

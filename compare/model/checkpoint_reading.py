@@ -1,0 +1,156 @@
+"""Reading a checkpoint's .npz without trusting it: the header first, then each array by what it declares.
+
+Each array's .npy header (dtype and shape) is checked against what the checkpoint's header says
+it must hold before its data is read, so a hand-edited or foreign file is refused in one line
+and a small file cannot make us allocate gigabytes. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from compare.model.cells import cell_problem, manual_cell
+from compare.model.checkpoint_header import (
+    FORMAT,
+    FORMAT_VERSION,
+    REWRITE,
+    CheckpointError,
+    header_problem,
+    is_int,
+    model_shapes,
+)
+
+MAX_HEADER_BYTES = 64 << 20  # the vocabulary (at most 0x110000 characters) and the settings fit in far less
+MAX_RNG_STATE_BYTES = 1 << 20  # torch's CPU generator state is about 5 KB
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """What an array of a checkpoint must be: its dtype kind ('f' real floating, 'u' unsigned) and shape."""
+
+    kind: str
+    shape: tuple[int, ...] | None  # None: one dimension of at most max_size entries
+    required: bool = True
+    max_size: int = 0
+
+
+def read_member(archive: zipfile.ZipFile, name: str, spec: ArraySpec, path: Path) -> np.ndarray | None:
+    """The array ``name`` of the .npz, once the dtype and shape its .npy header declares match ``spec``."""
+    try:
+        info = archive.getinfo(f"{name}.npy")
+    except KeyError:
+        if spec.required:
+            raise CheckpointError(f"{path}: the array {name} is missing from the checkpoint; {REWRITE}") from None
+        return None
+    with archive.open(info) as file:
+        shape, fortran, dtype = read_npy_header(file)
+        check_declared(name, spec, shape, dtype, path)
+        return read_data(file, shape, fortran, dtype)
+
+
+def read_data(file: IO[bytes], shape: tuple[int, ...], fortran: bool, dtype: np.dtype) -> np.ndarray:
+    """The array data that follows a .npy header, read straight into an array of the declared (checked) size."""
+    if dtype.hasobject:  # never unpickle; the dtype checks above allow only numbers, this is the last guard
+        raise ValueError("an object array")
+    array = np.empty(shape[::-1] if fortran else shape, dtype=dtype)
+    buffer = array.reshape(-1).view(np.uint8).data  # a memoryview of the array's bytes
+    filled = 0
+    while filled < len(buffer):
+        count = file.readinto(buffer[filled:])  # type: ignore[attr-defined]  # IO[bytes] lacks it; ZipExtFile has it
+        if not count:
+            raise EOFError(f"the data stops after {filled} of {len(buffer)} bytes")
+        filled += count
+    return array.T if fortran else array
+
+
+def read_npy_header(file: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) from the header of a .npy stream, which is left at the start of the data."""
+    version = np.lib.format.read_magic(file)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(file)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(file)
+    raise ValueError(f".npy format version {version}")
+
+
+def check_declared(name: str, spec: ArraySpec, shape: tuple[int, ...], dtype: np.dtype, path: Path) -> None:
+    if dtype.kind != spec.kind or (spec.kind == "u" and dtype.itemsize != 1):
+        wanted = "uint8" if spec.kind == "u" else "a real floating-point type (float64)"
+        raise CheckpointError(f"{path}: {name} holds {dtype.name} values, expected {wanted}; {REWRITE}")
+    if spec.shape is None:
+        if len(shape) != 1 or not 0 < shape[0] <= spec.max_size:
+            raise CheckpointError(
+                f"{path}: {name} has shape {shape}, expected one dimension of at most {spec.max_size:,}; {REWRITE}"
+            )
+    elif tuple(shape) != spec.shape:
+        raise CheckpointError(f"{path}: {name} has shape {tuple(shape)}, expected {spec.shape}; {REWRITE}")
+
+
+def check_values(array: np.ndarray, name: str, spec: ArraySpec, path: Path) -> None:
+    """Floating arrays must be finite; AdaGrad's accumulators, sums of squares, also >= 0."""
+    if spec.kind != "f":
+        return
+    if not np.isfinite(array).all():
+        raise CheckpointError(f"{path}: {name} holds values that are not finite (NaN or Inf); {REWRITE}")
+    if name.startswith("accumulators/") and (array < 0).any():
+        raise CheckpointError(f"{path}: {name} holds negative values (it is a sum of squares); {REWRITE}")
+
+
+def expected_arrays(header: dict[str, Any]) -> dict[str, ArraySpec]:
+    """Every array the checkpoint that ``header`` describes holds, with its dtype kind and shape."""
+    config = header["config"]
+    shapes = model_shapes(config, len(header["vocab"]))
+    specs = {
+        f"{kind}/{name}": ArraySpec("f", shape) for kind in ("params", "accumulators") for name, shape in shapes.items()
+    }
+    parts = manual_cell(config["cell"]).STATE_PARTS
+    hidden_shape = (config["num_layers"], parts, config["batch_size"], config["hidden_size"])
+    specs["hidden"] = ArraySpec("f", hidden_shape, required=False)  # absent before the first step
+    specs["torch_rng_state"] = ArraySpec("u", None, max_size=MAX_RNG_STATE_BYTES)
+    return specs
+
+
+def read_header(archive: zipfile.ZipFile, path: Path) -> dict[str, Any]:
+    """The header, checked field by field (CheckpointError names the first bad one)."""
+    try:
+        with archive.open("header.npy") as file:
+            shape, fortran, dtype = read_npy_header(file)
+            if dtype.kind != "u" or dtype.itemsize != 1 or len(shape) != 1 or shape[0] > MAX_HEADER_BYTES:
+                raise CheckpointError(
+                    f"{path}: the header is a {dtype.name} array of shape {shape}, not UTF-8 JSON "
+                    f"bytes of at most {MAX_HEADER_BYTES:,}; not a {FORMAT} file: give a .npz written by compare.train"
+                )
+            raw = read_data(file, shape, fortran, dtype)
+        header = json.loads(raw.tobytes().decode("utf-8"))
+    except (KeyError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(
+            f"{path}: no readable header; not a {FORMAT} file: give a .npz written by compare.train"
+        ) from error
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a {FORMAT} file: give a .npz written by compare.train")
+    version = header.get("version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: written by a newer bptt-compare (format version {version}; this one "
+            f"reads version {FORMAT_VERSION}): update bptt-compare to use it"
+        )
+    if not is_int(version) or version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: format version {version!r}, which this code cannot read (it reads version {FORMAT_VERSION})"
+        )
+    problem = header_problem(header)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}; {REWRITE}")
+    problem = cell_problem(header["config"]["cell"])  # a plugged-in cell: its module must still load
+    if problem:
+        raise CheckpointError(
+            f"{path}: config.cell, the cell it was trained with, does not load: {problem}; put its module back, "
+            "or on PYTHONPATH"
+        )
+    return header
