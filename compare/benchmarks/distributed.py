@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from compare.benchmarks.hosts import hosts_problem, hosts_table, measure_all_hosts
-from compare.benchmarks.timing import CONFIGS, rank_args
+from compare.benchmarks.timing import CONFIGS, RepeatRates, rank_args
 from compare.cli.errors import run_cli
 from compare.cli.parser import CommandParser, comma_list
 
@@ -54,22 +53,13 @@ class Layout:
 
 
 @dataclass
-class Result:
+class Result(RepeatRates):
     impl: str
     config: str
     processes: int
     threads: int
     repeat_rates: list  # characters per second of each timed repeat, the whole batch counted
     all_reduce_ms: float  # one all-reduce of a buffer the size of every gradient, alone (min of 10)
-
-    @property
-    def chars_per_sec(self) -> float:
-        return statistics.median(self.repeat_rates)
-
-    @property
-    def best_chars_per_sec(self) -> float:
-        """The fastest repeat: on a shared machine, the closest to the speed without the neighbours."""
-        return max(self.repeat_rates)
 
 
 def layouts(processes: list) -> list:

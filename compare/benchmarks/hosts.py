@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,27 +24,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compare.benchmarks.netns import INTERFACE, cannot_create_namespaces, network_hosts
-from compare.benchmarks.timing import CONFIGS, rank_args
+from compare.benchmarks.timing import CONFIGS, RepeatRates, rank_args
 from compare.cli.parser import comma_list
 
 RENDEZVOUS_PORT = 29500  # on the first host: free, since the namespaces are made for each measurement
 
 
 @dataclass
-class HostsResult:
+class HostsResult(RepeatRates):
     impl: str
     config: str
     hosts: int  # one process of one thread on each
     repeat_rates: list  # characters per second of each timed repeat, the whole batch counted
     all_reduce_ms: float  # one all-reduce of a buffer the size of every gradient, alone (min of 10)
-
-    @property
-    def chars_per_sec(self) -> float:
-        return statistics.median(self.repeat_rates)
-
-    @property
-    def best_chars_per_sec(self) -> float:
-        return max(self.repeat_rates)
 
 
 def hosts_problem(args: argparse.Namespace) -> str | None:

@@ -55,6 +55,21 @@ CONFIGS = {
 }
 
 
+class RepeatRates:
+    """A result's characters per second over its timed repeats (``repeat_rates``): the median, and the best."""
+
+    repeat_rates: list  # characters per second of each timed repeat
+
+    @property
+    def chars_per_sec(self) -> float:
+        return statistics.median(self.repeat_rates)
+
+    @property
+    def best_chars_per_sec(self) -> float:
+        """The fastest repeat: on a shared machine, the closest to the speed without the neighbours."""
+        return max(self.repeat_rates)
+
+
 @dataclass
 class Measurement:
     """Speed of one implementation on one configuration."""
