@@ -37,10 +37,12 @@ Subpackages (each imports only downward: never a command module):
                 same by autograd; flow_run.py: what compare.gradflow measures, init and trained
                 gradcheck --diagnose: oracles.py (every oracle, whole gradients), localize.py (per-step
                 dL/dx_proj_t, dL/dh_t and the carry, manual beside autograd), diagnose.py (the verdict in
-                words), heatmap.py
+                words), backward_location.py (where a backward first goes wrong: layer, step, gate, path),
+                heatmap.py
     examples    mgu.py: the minimal gated unit, a cell plugged in with --cell compare.examples.mgu (docs/cells.md)
     benchmarks  suite.py: what bench runs; timing.py; report.py; flops.py: FLOP formulas, matmul peak;
-                naive.py: the min-char-rnn baseline; cells.py; distributed.py; memory.py;
+                naive.py: the min-char-rnn baseline; cells.py; distributed.py, rank.py: bench --distributed,
+                its launcher and what each rank runs; memory.py;
                 fused.py: nn.RNN/LSTM/GRU as a peer; peers.py: every cell against it, 1 and 2 threads;
                 peers_table.py: its tables; baseline.py: the vanilla step frozen at f287690, the "before";
                 products.py: that step's matrix products alone, the ceiling of its FLOP rate;

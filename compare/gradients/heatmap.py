@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from compare.cli.errors import UsageError
-from compare.gradients.diagnose import AGREE, Diagnosis
+from compare.gradients.backward_location import AGREE, Diagnosis
 
 FLOOR = 1e-17  # errors of exactly 0 (a block that is zero on both sides) are drawn at this value, below rounding
 
