@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from compare.cli.errors import UsageError, run_cli
-from compare.cli.parser import CommandParser, comma_list
+from compare.cli.parser import CommandParser, comma_list, seed_problem
 from compare.gradients.flow_run import CELL_NAMES, FlowSettings, format_table, report_json, run_gradflow
 from compare.model.cells import FLOW_DOC, flow_problem
 from compare.plotting.events import PlotError
@@ -95,8 +95,8 @@ def settings_from(parser: CommandParser, argv: list[str]) -> tuple[FlowSettings,
     for name in ("hidden_size", "seq_length"):
         if getattr(settings, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(settings, name)}")
-    if not 0 <= settings.seed < 2**63:
-        parser.error(f"--seed must be in [0, 2^63), got {settings.seed}")
+    if problem := seed_problem(settings.seed):
+        parser.error(problem)
     if settings.train_steps < 0:
         parser.error(f"--train-steps must be >= 0 (0: initialization only), got {settings.train_steps}")
     for flag, path in (("--out", out), ("--json", json_path)):

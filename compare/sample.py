@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 
 from compare.cli.errors import UsageError, run_cli
-from compare.cli.parser import CommandParser
+from compare.cli.parser import CommandParser, seed_problem
 from compare.model.checkpoint import BEST, LATEST
 from compare.model.generate import SampleConfig, generate_from_checkpoint
 from compare.model.newest import NEWEST_RULE, checkpoint_or_newest
@@ -74,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> SampleConfig:
         parser.error(f"--temperature must be >= 0 (0 means always the most likely character), got {config.temperature}")
     if config.top_k is not None and config.top_k < 1:
         parser.error(f"--top-k must be a positive number of characters, got {config.top_k}")
+    if problem := seed_problem(config.seed):
+        parser.error(problem)
     config.checkpoint = checkpoint_or_newest(config.checkpoint, logdir)  # after the flags: a typo fails first
     return config
 

@@ -11,6 +11,7 @@ user would see them.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno
 import hashlib
@@ -133,6 +134,21 @@ def disk_full_after_first_save(directory: Path):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with mock.patch.object(np, "savez", savez):
+        yield
+
+
+@contextlib.contextmanager
+def no_write_permission(directory: Path):
+    """read-only/ refuses new entries, as a directory without write permission does (root may write in any)."""
+    (directory / "read-only").mkdir(exist_ok=True)
+    real_mkdir = os.mkdir
+
+    def mkdir(path, *args, **kwargs):
+        if Path(path).parent.name == "read-only":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    with mock.patch.object(os, "mkdir", mkdir):
         yield
 
 
@@ -488,6 +504,34 @@ CASES = [
         "cannot write",
         "choose a --logdir you can write to",
     ),
+    train_case(
+        "logdir-a-file",
+        "Output",
+        "`--logdir` is a file",
+        lambda d: ["--data", corpus(d), *FAST, "--logdir", write(d, "a-file", "x")],
+        2,
+        "a-file is a file, not a directory",
+        "choose a --logdir you can write to",
+    ),
+    train_case(
+        "logdir-permission-denied",
+        "Output",
+        "`--logdir` is in a directory you may not write in",
+        lambda d: ["--data", corpus(d), *FAST, "--logdir", "read-only/runs"],
+        2,
+        "cannot write to read-only/runs (Permission denied)",
+        "choose a --logdir you can write to",
+        fault=no_write_permission,
+    ),
+    sample_case(
+        "sample-logdir-a-file",
+        "Output",
+        "`compare.sample --logdir` (or `compare.demo --logdir`) is a file",
+        lambda d: ["--logdir", write(d, "a-file", "x")],
+        2,
+        "--logdir a-file: a-file is a file, not a directory",
+        "or --checkpoint",
+    ),
     Case(
         "gradcheck-json-unwritable",
         "Output",
@@ -702,6 +746,14 @@ CASES += [
         0,
     ),
     train_case(
+        "data-utf8-bom",
+        "Inputs",
+        "`--data` starts with a UTF-8 byte order mark (EF BB BF)",
+        train_on(codecs.BOM_UTF8 + (PHRASE * 20).encode("utf-8")),
+        0,
+        note="trains normally; the mark is not part of the text (nor of its vocabulary or digest)",
+    ),
+    train_case(
         "encoding-rot13",
         "Hyperparameters",
         "`--encoding rot13` (a codec, not a text encoding)",
@@ -716,6 +768,23 @@ CASES += [
         lambda d: ["--seed", "-1"],
         2,
         "--seed must be in [0, 2^63)",
+    ),
+    sample_case(
+        "sample-seed-negative",
+        "Hyperparameters",
+        "`compare.sample --seed -1`",
+        sample_trained("--seed", "-1"),
+        2,
+        "--seed must be in [0, 2^63), got -1",
+    ),
+    Case(
+        "gradcheck-seed-negative",
+        "Hyperparameters",
+        "`compare.gradcheck --seed -1`",
+        "gradcheck",
+        lambda d: ["--seed", "-1"],
+        2,
+        ("--seed must be in [0, 2^63), got -1",),
     ),
     train_case(
         "val-max-chars-1",

@@ -6,8 +6,11 @@ processes, so that what a user's terminal shows is tested too.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import importlib
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -105,6 +108,55 @@ def test_an_unwritable_logdir_is_reported_before_training_starts(workspace, monk
     monkeypatch.setattr("compare.training.loop.train_steps", no_training)
     outcome = run_case(CASES_BY_NAME["logdir-unwritable"], workspace)
     assert outcome.exit_code == 2 and "cannot write" in outcome.stderr, outcome.stderr
+
+
+def exit_code_and_stderr(main, argv: list, capsys) -> tuple[int, str]:
+    """A command's exit code and stderr, in this process; argparse's errors exit from inside the parser."""
+    try:
+        exit_code = main(argv)
+    except SystemExit as exit_info:
+        exit_code = exit_info.code
+    return exit_code, capsys.readouterr().err
+
+
+def command_main(command: str):
+    return importlib.import_module(f"compare.{command}").main
+
+
+@pytest.mark.parametrize("logdir", ["a-file", "a-file/runs"])
+@pytest.mark.parametrize("command", ["train", "train --run-name", "sample", "demo"])
+def test_a_logdir_that_cannot_be_a_directory_is_named_in_one_line(tmp_path, monkeypatch, capsys, command, logdir):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("x")
+    name, *flags = command.split()
+    if name == "train":
+        flags = ["--data", corpus(tmp_path), *FAST, *(["--run-name", "run"] if flags else [])]
+    exit_code, err = exit_code_and_stderr(command_main(name), [*flags, "--logdir", logdir], capsys)
+    assert exit_code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"python -m compare.{name}: error: --logdir {logdir}: "), err
+    assert "a-file is a file, not a directory" in err, err
+    assert (tmp_path / "a-file").read_text() == "x"
+
+
+def test_a_logdir_that_cannot_be_listed_is_named_in_one_line(tmp_path, monkeypatch, capsys):
+    def iterdir(self):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    monkeypatch.setattr(Path, "iterdir", iterdir)  # as a directory without read permission (root reads any)
+    exit_code, err = exit_code_and_stderr(command_main("sample"), ["--logdir", "runs"], capsys)
+    assert exit_code == 2 and err.count("\n") == 1, err
+    assert "--logdir runs: cannot list its runs (Permission denied)" in err, err
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**63)])
+@pytest.mark.parametrize("command", ["sample", "gradcheck", "gradflow"])
+def test_a_seed_outside_the_generators_range_is_named_by_every_command(tmp_path, monkeypatch, capsys, command, seed):
+    monkeypatch.chdir(tmp_path)
+    exit_code, err = exit_code_and_stderr(command_main(command), ["--seed", seed], capsys)  # refused before any work
+    assert exit_code == 2 and err.count("\n") == 1, err
+    assert err == f"python -m compare.{command}: error: --seed must be in [0, 2^63), got {seed}\n"
 
 
 def test_thousands_of_distinct_characters_train_with_16_bit_tokens(tmp_path):

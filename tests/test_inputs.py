@@ -1,4 +1,4 @@
-"""What --data may be and how it is read: regular files only, streamed, BOMs named, the validation cap.
+"""What --data may be and how it is read: regular files only, streamed, BOMs named or dropped, the validation cap.
 
 The special files (/dev/zero, a FIFO) and the memory measurement run in child processes
 with a timeout, so that a regression fails the test instead of hanging it or filling memory.
@@ -21,7 +21,7 @@ from tiny_runs import PHRASE
 
 from compare.cli.errors import UsageError
 from compare.data.corpus import Vocab, text_digest
-from compare.data.inputs import check_encoding, load_corpus
+from compare.data.inputs import check_encoding, load_corpus, read_corpus
 from compare.train import main
 from compare.training.config import TrainConfig, config_conflicts
 from compare.training.flags import parse_args
@@ -189,6 +189,21 @@ def test_validation_uses_at_most_val_max_chars(tmp_path):
     assert len(train_tokens) == 22_500  # the cap takes nothing from training
 
 
+def test_validation_keeps_the_first_val_max_chars_of_the_held_out_end(tmp_path, monkeypatch):
+    monkeypatch.setattr("compare.data.corpus.CHUNK_CHARS", 1000)  # the cut falls inside a piece, not on its edge
+    rng = np.random.default_rng(0)
+    text = "".join(rng.choice(list("abcdefghij \u00e9\u6f22\n"), size=20_000))  # no period hides a shift
+    path = tmp_path / "random.txt"
+    path.write_text(text, encoding="utf-8")
+    # The documented rule (docs/training.md), computed here on the str: --val-frac 0.25 holds out the
+    # last 5,000 characters, and validation uses the first --val-max-chars of those.
+    corpus = load_corpus(parse_args(["--data", str(path), "--val-frac", "0.25", "--val-max-chars", "1234"]))
+    assert corpus.vocab.decode(corpus.val_tokens) == text[15_000:16_234]
+    assert corpus.vocab.decode(corpus.train_tokens) == text[:15_000]
+    everything = load_corpus(parse_args(["--data", str(path), "--val-frac", "0.25", "--val-max-chars", "9000"]))
+    assert everything.vocab.decode(everything.val_tokens) == text[15_000:]  # a cap above the split keeps it whole
+
+
 def test_val_max_chars_has_a_default_cap_and_is_checked():
     assert TrainConfig().val_max_chars == 100_000
     assert parse_args(["--val-max-chars", "5000"]).val_max_chars == 5000
@@ -246,3 +261,26 @@ def test_a_byte_order_mark_names_the_encoding_to_pass(tmp_path, bom, codec, sugg
     assert f"--encoding {suggested}" in message and "binary" not in message, message
     corpus = load_corpus(settings(path, encoding=suggested))  # and with it, the file trains
     assert corpus.sha256 == text_digest(PHRASE * 20)
+
+
+# A UTF-8 byte order mark
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "UTF8"])
+def test_a_leading_utf8_byte_order_mark_is_not_a_character_of_the_text(tmp_path, monkeypatch, encoding):
+    monkeypatch.setattr("compare.data.corpus.CHUNK_CHARS", 7)  # pieces of 7: a U+FEFF starts the third
+    text = "abc def" * 2 + "\ufeffmid-text U+FEFF is a character" + PHRASE * 5
+    path = tmp_path / "bom.txt"
+    path.write_bytes(codecs.BOM_UTF8 + text.encode("utf-8"))
+    corpus = load_corpus(settings(path, encoding=encoding, val_frac=0.1))  # streamed, in pieces
+    assert corpus.vocab == Vocab.from_text(text) and "\ufeff" in corpus.vocab.chars  # only the leading one goes
+    assert corpus.vocab.decode(np.concatenate([corpus.train_tokens, corpus.val_tokens])) == text
+    assert corpus.sha256 == text_digest(text)
+    assert read_corpus(str(path), encoding) == text  # read whole, as compare.gradcheck and gradflow do
+
+
+def test_a_file_of_a_utf8_byte_order_mark_alone_is_empty(tmp_path):
+    path = tmp_path / "only-a-mark.txt"
+    path.write_bytes(codecs.BOM_UTF8)
+    with pytest.raises(UsageError, match="is empty"):
+        load_corpus(settings(path))

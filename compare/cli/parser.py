@@ -62,3 +62,12 @@ class CommandParser(argparse.ArgumentParser):
 def comma_list(text: str) -> list[str]:
     """``"a, b,,c"`` -> ``["a", "b", "c"]``: the value of a flag that takes a list."""
     return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def seed_problem(seed: int) -> str | None:
+    """'--seed must be in [0, 2^63), got S', or None.
+
+    NumPy's generators refuse a negative seed; the upper bound is the one compare.train and the
+    demo's page take, so that a seed one command accepts, every command accepts.
+    """
+    return None if 0 <= seed < 2**63 else f"--seed must be in [0, 2^63), got {seed}"

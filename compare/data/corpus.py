@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,11 +40,18 @@ def builtin_corpus(name: str = PROSE) -> str:
     raise ValueError(f"no built-in corpus {name!r}; there are {', '.join(BUILTIN_CORPORA)}")
 
 
+def text_codec(encoding: str) -> str:
+    """The codec that decodes a file in ``encoding``: for UTF-8, 'utf-8-sig', which drops a leading
+    byte order mark (EF BB BF). The mark says how the file is encoded; it is not a character of the
+    text. U+FEFF anywhere after the start is kept, as the character it is."""
+    return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+
+
 def load_text(path: str | Path | None, encoding: str = "utf-8", errors: str = "strict", corpus: str = PROSE) -> str:
     """The text at ``path``, or the built-in corpus ``corpus`` when path is None."""
     if path is None:
         return builtin_corpus(corpus)
-    return Path(path).read_text(encoding=encoding, errors=errors)
+    return Path(path).read_text(encoding=text_codec(encoding), errors=errors)
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -151,9 +159,10 @@ class EncodedText:
 def text_pieces(path: str | Path, encoding: str = "utf-8", errors: str = "strict") -> Iterator[str]:
     """The text of ``path`` as consecutive pieces of at most CHUNK_CHARS characters.
 
-    Read in text mode, like ``load_text``: the same decoding, the same newline translation.
+    Read in text mode, like ``load_text``: the same decoding (a leading UTF-8 byte order mark
+    dropped), the same newline translation.
     """
-    with open(path, encoding=encoding, errors=errors) as file:
+    with open(path, encoding=text_codec(encoding), errors=errors) as file:
         while piece := file.read(CHUNK_CHARS):
             yield piece
 

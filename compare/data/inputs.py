@@ -188,10 +188,19 @@ def check_writable_directory(directory: Path, flag_value: str) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:
+        reason = not_a_directory(directory) or error.strerror or str(error)
         raise UsageError(
-            f"--logdir {flag_value}: cannot write to {directory} ({error.strerror or error}); "
-            "choose a --logdir you can write to"
+            f"--logdir {flag_value}: cannot write to {directory} ({reason}); choose a --logdir you can write to"
         ) from None
+
+
+def not_a_directory(path: Path) -> str | None:
+    """'<p> is a file, not a directory' for the first of ``path`` and its parents that exists and is
+    no directory (a symlink to one is followed), or None when there is none."""
+    for part in reversed((path, *path.parents)):
+        if part.exists() and not part.is_dir():
+            return f"{part} is a file, not a directory"
+    return None
 
 
 class CorpusSettings(Protocol):

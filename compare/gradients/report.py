@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from compare.cli.parser import seed_problem
 from compare.data.corpus import StreamBatches, Vocab
 from compare.data.inputs import check_encoding, check_vocabulary, read_corpus
 from compare.gradients.methods import (
@@ -73,7 +74,7 @@ def invalid_setting(settings: GradcheckSettings) -> str | None:
             return f"--{name.replace('_', '-')} must be a positive number, got {value}"
     if settings.sample is not None and settings.sample <= 0:
         return f"--sample must be positive, got {settings.sample}"
-    return cell_problem(settings.cell) or check_encoding(settings.encoding)
+    return seed_problem(settings.seed) or cell_problem(settings.cell) or check_encoding(settings.encoding)
 
 
 def build_problem(settings: GradcheckSettings) -> Problem:

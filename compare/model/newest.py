@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from compare.cli.errors import UsageError
+from compare.data.inputs import not_a_directory
 from compare.model.checkpoint import BEST, IMPL_DIRS, LATEST
 
 TRAIN_COMMAND = "python -m compare.train"
@@ -32,18 +33,35 @@ def last_written(run_dir: Path) -> int | None:
 def newest_run(logdir: str | Path) -> Path:
     """The run directory under ``logdir`` whose checkpoint was written last; UsageError when there is none."""
     logdir = Path(logdir)
-    written = {}
-    if logdir.is_dir():
-        for run_dir in sorted(logdir.iterdir()):  # sorted: equal times resolve the same way every time
-            when = last_written(run_dir) if run_dir.is_dir() else None
-            if when is not None:
-                written[run_dir] = when
+    problem = not_a_directory(logdir)
+    if problem:
+        raise UsageError(
+            f"--logdir {logdir}: {problem}; pass the directory {TRAIN_COMMAND} wrote its runs into, or --checkpoint"
+        )
+    try:
+        written = checkpoint_times(logdir)
+    except OSError as error:  # a directory we may not list
+        raise UsageError(
+            f"--logdir {logdir}: cannot list its runs ({error.strerror or error}); pass a --logdir you can read, "
+            "or --checkpoint"
+        ) from None
     if not written:
         raise UsageError(
             f"no run with a checkpoint under {logdir}/; train one first with {TRAIN_COMMAND}, "
             "or pass --checkpoint (or --logdir)"
         )
     return max(written, key=lambda run_dir: written[run_dir])
+
+
+def checkpoint_times(logdir: Path) -> dict[Path, int]:
+    """Each run directory under ``logdir`` that holds a checkpoint -> when it was last written (ns)."""
+    written = {}
+    if logdir.is_dir():
+        for run_dir in sorted(logdir.iterdir()):  # sorted: equal times resolve the same way every time
+            when = last_written(run_dir) if run_dir.is_dir() else None
+            if when is not None:
+                written[run_dir] = when
+    return written
 
 
 def checkpoint_or_newest(checkpoint: str | None, logdir: str) -> str:

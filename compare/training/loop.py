@@ -72,7 +72,7 @@ def default_run_name(config: TrainConfig) -> str:
     """
     stem = cell_label(config.cell)  # 'mgu' for compare.examples.mgu or path/to/mgu.py
     logdir = Path(config.logdir)
-    logdir.mkdir(parents=True, exist_ok=True)
+    check_writable_directory(logdir, config.logdir)  # makes it: a --logdir that cannot be one is a UsageError
     for number in itertools.count(1):
         try:
             (logdir / f"{stem}-{number}").mkdir()
