@@ -3,6 +3,9 @@ differences, complex step, autograd), the loader's one-line errors, and train ->
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from error_cases import working_directory
 from tiny_runs import train_argv
 
 import manual
@@ -169,3 +173,114 @@ def test_a_cell_file_trains_checkpoints_and_samples_both_ways_and_must_load_back
         f"{checkpoint_path}: config.cell, the cell it was trained with, does not load: --cell {cell_file.resolve()}: "
         "no such file; put its module back, or on PYTHONPATH"
     )
+
+
+# A cell that breaks a promise of the interface, made from the example by one edit (old -> new in its
+# source), and the one line every command answers it with: the function, what it returned, what it must.
+PROBED = "(called with T 5, B 3, H 4, G 2, P 1, float64; see docs/cells.md#writing-a-cell)"
+BROKEN_CELLS = {
+    "state_without_its_leading_axis": (
+        "return hidden[1:], hidden[-1][None], MGUCache",
+        "return hidden[1:], hidden[-1], MGUCache",
+        f"recurrence_forward returned state_T of shape (3, 4), expected (P, B, H) = (1, 3, 4) {PROBED}",
+    ),
+    "state_names_of_the_wrong_length": (
+        "STATE_PARTS = 1  # state[0] = h",
+        "STATE_PARTS = 1\nSTATE_NAMES = ('h', 's')",
+        "STATE_NAMES is ('h', 's'), expected one name per part of the carried state, STATE_PARTS = 1",
+    ),
+    "transposed_d_W": (
+        "return d_x_proj, np.concatenate([d_W_f, d_W_n], axis=0)",
+        "return d_x_proj, np.concatenate([d_W_f, d_W_n], axis=0).T",
+        f"recurrence_backward returned d_W of shape (4, 8), expected (G*H, H) = (8, 4) {PROBED}",
+    ),
+    "torch_step_state_without_its_leading_axis": (
+        "return h, h.unsqueeze(0)",
+        "return h, h",
+        f"step returned state_t of shape (3, 4), expected (P, B, H) = (1, 3, 4) {PROBED}",
+    ),
+    "float32_in_a_float64_run": (
+        "return hidden[1:], hidden[-1][None], MGUCache",
+        "return hidden[1:].astype(np.float32), hidden[-1][None], MGUCache",
+        f"recurrence_forward returned hidden of dtype float32, expected float64, its inputs' dtype {PROBED}",
+    ),
+    "an_exception_inside_the_cell": (
+        "hidden[0] = state0[0]",
+        "hidden[0] = state0[1]",
+        f"recurrence_forward raised IndexError: index 1 is out of bounds for axis 0 with size 1 {PROBED}",
+    ),
+}
+
+
+def broken_cell(directory: Path, fault: str) -> Path:
+    """The example with one fault of BROKEN_CELLS planted, as ``directory``/<fault>.py."""
+    old, new, _ = BROKEN_CELLS[fault]
+    source = MGU_FILE.read_text()
+    assert source.count(old) == 1, f"the example no longer has {old!r}"
+    path = directory / f"{fault}.py"
+    path.write_text(source.replace(old, new))
+    return path
+
+
+def run_command(directory: Path, command: str, argv: list) -> tuple[int, str]:
+    """``python -m compare.<command> argv`` run in this process in ``directory``: (exit code, stderr)."""
+    main = importlib.import_module(f"compare.{command}").main
+    stderr = io.StringIO()
+    with working_directory(directory), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(stderr):
+        try:
+            exit_code = main([str(arg) for arg in argv])
+        except SystemExit as exit_info:  # argparse's errors exit from inside the parser
+            exit_code = exit_info.code
+    return exit_code, stderr.getvalue()
+
+
+@pytest.mark.parametrize("fault", list(BROKEN_CELLS))
+@pytest.mark.parametrize("command", ["train", "gradcheck"])
+def test_a_cell_that_breaks_the_interface_is_one_line_naming_it_and_exit_2(tmp_path, fault, command):
+    path = broken_cell(tmp_path, fault)
+    argv = train_argv(tmp_path, cell=path, max_steps=3) if command == "train" else ["--cell", path]
+    assert run_command(tmp_path, command, argv) == (
+        2,
+        f"python -m compare.{command}: error: --cell {path}: {BROKEN_CELLS[fault][2]}\n",
+    )
+    assert not (tmp_path / "runs").exists()  # refused before training: no run directory, no checkpoint
+
+
+def test_a_fault_the_probe_misses_is_named_at_the_runs_own_sizes(tmp_path):
+    # the state loses its leading axis only above the probe's H = 4: the engine's first step names it
+    path = tmp_path / "large_only.py"
+    path.write_text(
+        MGU_FILE.read_text().replace(
+            "return hidden[1:], hidden[-1][None], MGUCache",
+            "return hidden[1:], hidden[-1] if size > 4 else hidden[-1][None], MGUCache",
+        )
+    )
+    sizes = ["--hidden-size", 16, "--seq-length", 10, "--batch-size", 2]  # tiny_runs' T, B and H
+    for command, argv in (
+        ("train", train_argv(tmp_path, cell=path, max_steps=3)),
+        ("gradcheck", ["--cell", path, *sizes]),
+    ):
+        assert run_command(tmp_path, command, argv) == (
+            2,
+            f"python -m compare.{command}: error: --cell {path}: recurrence_forward returned state_T of shape "
+            "(2, 16), expected (P, B, H) = (1, 2, 16) (called with T 10, B 2, H 16, "
+            "G 2, P 1, float64; see docs/cells.md#writing-a-cell)\n",
+        )
+
+
+def test_gradflow_checks_step_backward_it_uses(tmp_path):
+    path = tmp_path / "flat_step_backward.py"
+    path.write_text(MGU_FILE.read_text().replace("+ d_f_pre @ W_f)[None]", "+ d_f_pre @ W_f)"))
+    assert run_command(tmp_path, "gradflow", ["--cell", path]) == (
+        2,
+        f"python -m compare.gradflow: error: --cell {path}: step_backward returned d_state of shape (3, 4), "
+        f"expected (P, B, H) = (1, 3, 4) {PROBED}\n",
+    )
+    # train without --gradflow-every never calls step_backward
+    assert run_command(tmp_path, "train", train_argv(tmp_path, cell=path, max_steps=3)) == (0, "")
+
+
+def test_the_example_passes_every_check_and_gradcheck(tmp_path):
+    cell_file = tmp_path / "my_mgu.py"
+    cell_file.write_text(MGU_FILE.read_text())
+    assert run_command(tmp_path, "gradcheck", ["--cell", cell_file, "--hidden-size", 4, "--seq-length", 5]) == (0, "")

@@ -21,7 +21,6 @@ error of a block is |manual - torch| / max(tiny, |manual| + |torch|) over its (B
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -31,7 +30,7 @@ import torch.nn.functional as F
 
 import manual
 from compare.gradients.methods import Problem
-from compare.model.cells import cell_pair
+from compare.model.cells import cell_pair, traces
 
 TINY = 1e-300  # the floor of a block error's denominator: only blocks that are exactly zero on both sides reach it
 BUILTIN_GATE_NAMES = {"rnn": ("a",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
@@ -65,11 +64,6 @@ class StepQuantities:
     d_x_proj: list[np.ndarray]  # (T, B, G*H) dL/dx_proj_t of each layer
     d_h: list[np.ndarray] | None = None  # (T, B, H) dL/dh_t of each layer; None: the cell does not trace
     d_carry: list[np.ndarray] | None = None  # (T, P, B, H) the carried state's gradient, as step t receives it
-
-
-def traces(cell: ModuleType) -> bool:
-    """Whether the cell's recurrence_backward takes the optional ``trace`` dict."""
-    return "trace" in inspect.signature(cell.recurrence_backward).parameters
 
 
 def manual_steps(problem: Problem) -> StepQuantities:

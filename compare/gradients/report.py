@@ -30,7 +30,7 @@ from compare.gradients.methods import (
     table_order,
     torch_single_thread,
 )
-from compare.model.cells import cell_problem, manual_cell
+from compare.model.cells import cell_problem, check_run_sizes, manual_cell
 from compare.model.init import init_params
 from manual import zero_state
 
@@ -87,6 +87,7 @@ def build_problem(settings: GradcheckSettings) -> Problem:
     check_vocabulary(vocab, settings.data)
     batches = StreamBatches(vocab.encode(text), settings.batch_size, settings.seq_length)
     inputs, targets = batches.get_batch(0)  # B = 1: the first seq_length + 1 characters
+    check_run_sizes(settings.cell, manual_cell(settings.cell), inputs.shape, settings.hidden_size, "float64")
     params = init_params(len(vocab), settings.hidden_size, settings.seed, settings.cell, settings.num_layers)
     for value in params.values():
         if value.ndim == 2:  # the weight matrices; biases keep init_params' values

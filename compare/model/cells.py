@@ -25,10 +25,14 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any, NamedTuple
+
+import numpy as np
 
 import manual
 from compare.cli.errors import UsageError
@@ -38,6 +42,7 @@ DOC = "docs/cells.md#writing-a-cell"
 FLOW_DOC = "docs/cells.md#one-step-backward-step_backward"  # the optional part gradflow needs
 INTERFACE = ("GATES", "STATE_PARTS", "recurrence_forward", "recurrence_backward", "step")  # in the docs' order
 COUNTS = ("GATES", "STATE_PARTS")  # the two positive ints; the rest are functions
+NAMES = (("GATE_NAMES", "GATES", "gate block"), ("STATE_NAMES", "STATE_PARTS", "part of the carried state"))
 
 
 class CellError(UsageError):
@@ -126,10 +131,149 @@ def interface_problem(name: str, module: ModuleType) -> str | None:
                 return f"--cell {name}: {part} is {value!r}, expected a positive int (see {DOC})"
         elif not callable(value):
             return f"--cell {name}: {part} is not a function (see {DOC})"
-    names = getattr(module, "GATE_NAMES", None)  # optional: the diagnosis's names of the gate blocks
-    if names is not None and (isinstance(names, str) or len(names) != module.GATES):
-        return f"--cell {name}: GATE_NAMES is {names!r}, expected one name per gate block, GATES = {module.GATES}"
+    for names, count, each in NAMES:  # optional: the diagnosis's names of the gate blocks and state parts
+        value = getattr(module, names, None)
+        expected = getattr(module, count)
+        if value is not None and not (isinstance(value, (tuple, list)) and len(value) == expected):
+            return f"--cell {name}: {names} is {value!r}, expected one name per {each}, {count} = {expected}"
     return None
+
+
+# What a plugged-in cell returns, checked by running it: once on a small probe when it loads, and again at
+# a run's own sizes (check_run_sizes, from the engines and gradcheck). A broken promise is one CellError
+# naming the function, what it returned and what the interface expects, never an IndexError deep in the model.
+
+
+class Sizes(NamedTuple):
+    """T, B, H of one call of the cell."""
+
+    steps: int
+    streams: int
+    hidden: int
+
+
+PROBE = Sizes(steps=5, streams=3, hidden=4)  # distinct, so that a shape in a message says which axis is which
+SAMPLING = Sizes(steps=1, streams=1, hidden=4)  # one character of one stream, as sampling calls it
+PROBE_DTYPES = ("float64", "float32")  # the dtypes a run computes in; each side must return the one it is given
+CHECKED: set[tuple[ModuleType, Sizes, str, bool]] = set()  # (module, sizes, dtype, step_backward too) passed
+
+
+def traces(cell: ModuleType) -> bool:
+    """Whether the cell's recurrence_backward takes the optional ``trace`` dict."""
+    return "trace" in inspect.signature(cell.recurrence_backward).parameters
+
+
+class Contract:
+    """One call of each of a cell's functions on random inputs of ``sizes`` and ``dtype``, and the checks
+    on what each returns; ``broken`` words the first promise it breaks."""
+
+    def __init__(self, name: str, module: ModuleType, sizes: Sizes, dtype: str) -> None:
+        self.name, self.module, self.sizes, self.dtype = name, module, sizes, np.dtype(dtype)
+        gates, parts = int(module.GATES), int(module.STATE_PARTS)
+        self.axes = {"T": sizes.steps, "B": sizes.streams, "H": sizes.hidden, "P": parts, "G*H": gates * sizes.hidden}
+        self.rng = np.random.default_rng(0)
+        self.W = self.random("G*H", "H")  # the one recurrent weight every call uses
+
+    def broken(self, complaint: str) -> CellError:
+        sizes = self.sizes
+        return CellError(
+            f"--cell {self.name}: {complaint} (called with T {sizes.steps}, B {sizes.streams}, H {sizes.hidden}, "
+            f"G {self.module.GATES}, P {self.module.STATE_PARTS}, {self.dtype.name}; see {DOC})"
+        )
+
+    def shape(self, axes: tuple[str, ...]) -> tuple[int, ...]:
+        return tuple(self.axes[axis] for axis in axes)
+
+    def random(self, *axes: str) -> np.ndarray:
+        """An input of the named axes' sizes, N(0, 0.5^2) in the contract's dtype."""
+        return self.rng.normal(0.0, 0.5, size=self.shape(axes)).astype(self.dtype)
+
+    def call(self, function: str, names: tuple[str, ...], *args: object, **kwargs: object) -> tuple:
+        """The cell's ``function`` called, its result unpacked into ``names``; CellError if it raises."""
+        try:
+            returned = getattr(self.module, function)(*args, **kwargs)
+        except Exception as error:
+            raise self.broken(f"{function} raised {type(error).__name__}: {error}") from error
+        if len(names) == 1:
+            return (returned,)
+        if not (isinstance(returned, tuple) and len(returned) == len(names)):
+            got = f"{len(returned)} values" if isinstance(returned, tuple) else type(returned).__name__
+            raise self.broken(f"{function} returned {got}, expected the {len(names)} values ({', '.join(names)})")
+        return returned
+
+    def expect(self, function: str, what: str, value: Any, axes: tuple[str, ...]) -> None:
+        """``value``, which ``function`` returned as ``what``, is an array of the named axes in the contract's
+        dtype: a NumPy array from the NumPy side, a tensor from ``step``."""
+        import torch
+
+        torch_side = function == "step"
+        is_array = isinstance(value, torch.Tensor) if torch_side else isinstance(value, np.ndarray)
+        label = "torch tensor" if torch_side else "NumPy array"
+        dtype = getattr(torch, self.dtype.name) if torch_side else self.dtype
+        expected = f"({', '.join(axes)}) = {self.shape(axes)}"
+        if not is_array:
+            raise self.broken(f"{function} returned {what} as {type(value).__name__}, expected a {label} {expected}")
+        if tuple(value.shape) != self.shape(axes):
+            raise self.broken(f"{function} returned {what} of shape {tuple(value.shape)}, expected {expected}")
+        if value.dtype != dtype:
+            actual = str(value.dtype).removeprefix("torch.")
+            expected_dtype = f"expected {self.dtype.name}, its inputs' dtype"
+            raise self.broken(f"{function} returned {what} of dtype {actual}, {expected_dtype}")
+
+    def check_recurrence(self) -> object:
+        """recurrence_forward and recurrence_backward (with its trace, if it takes one); returns the cache."""
+        forward = "recurrence_forward"
+        hidden, state_T, cache = self.call(
+            forward, ("hidden", "state_T", "cache"), self.random("T", "B", "G*H"), self.W, self.random("P", "B", "H")
+        )
+        self.expect(forward, "hidden", hidden, ("T", "B", "H"))
+        self.expect(forward, "state_T", state_T, ("P", "B", "H"))
+        backward = "recurrence_backward"
+        trace: dict[str, np.ndarray] | None = {} if traces(self.module) else None
+        options = {} if trace is None else {"trace": trace}
+        d_x_proj, d_W = self.call(backward, ("d_x_proj", "d_W"), self.random("T", "B", "H"), cache, **options)
+        self.expect(backward, "d_x_proj", d_x_proj, ("T", "B", "G*H"))
+        self.expect(backward, "d_W", d_W, ("G*H", "H"))
+        if trace is not None:
+            for key, axes in (("d_h", ("T", "B", "H")), ("d_carry", ("T", "P", "B", "H"))):
+                self.expect(backward, f'trace["{key}"]', trace.get(key), axes)
+        return cache
+
+    def check_step(self) -> None:
+        """The torch step, once, from a random state."""
+        import torch
+
+        x_proj, state = (torch.from_numpy(self.random(*axes)) for axes in (("B", "G*H"), ("P", "B", "H")))
+        h_t, state_t = self.call("step", ("h_t", "state_t"), x_proj, torch.from_numpy(self.W), state)
+        self.expect("step", "h_t", h_t, ("B", "H"))
+        self.expect("step", "state_t", state_t, ("P", "B", "H"))
+
+    def check_step_backward(self, cache: object) -> None:
+        """The optional one step of the backward, at the last step t = T."""
+        (d_state,) = self.call("step_backward", ("d_state",), self.random("P", "B", "H"), self.sizes.steps, cache)
+        self.expect("step_backward", "d_state", d_state, ("P", "B", "H"))
+
+
+def check_contract(name: str, module: ModuleType, sizes: Sizes, dtype: str, flow: bool = False) -> None:
+    """Run the cell at ``sizes`` in ``dtype`` (and with ``flow`` its step_backward too), once per process;
+    CellError (one line) at the first returned shape or dtype that breaks the interface, or at an exception."""
+    key = (module, sizes, dtype, flow)
+    if key in CHECKED:
+        return
+    contract = Contract(name, module, sizes, dtype)
+    cache = contract.check_recurrence()
+    contract.check_step()
+    if flow:
+        contract.check_step_backward(cache)
+    CHECKED.add(key)
+
+
+def check_run_sizes(name: str, module: ModuleType, inputs_shape: tuple[int, ...], hidden: int, dtype: str) -> None:
+    """The contract again at a call's own sizes, for a cell that is not built in: inputs (B, T) ids, or (B,)
+    tokens of one step. A shape that depends on T, B or H is named here, before the model meets it."""
+    if name not in BUILTIN_CELLS:
+        streams, steps = (*inputs_shape, 1)[:2]
+        check_contract(name, module, Sizes(steps, streams, hidden), dtype)
 
 
 def plugged_in(name: str) -> ModuleType:
@@ -138,6 +282,9 @@ def plugged_in(name: str) -> ModuleType:
     problem = interface_problem(name, module)
     if problem:
         raise CellError(problem)
+    for sizes in (PROBE, SAMPLING):
+        for dtype in PROBE_DTYPES:
+            check_contract(name, module, sizes, dtype)
     return module
 
 
@@ -176,6 +323,12 @@ def flow_problem(name: str) -> str | None:
             f"--cell {name}: the module has no step_backward, the one step of the hand-written backward "
             f"that gradient flow needs (see {FLOW_DOC})"
         )
+    if name in BUILTIN_CELLS:
+        return None
+    try:
+        check_contract(name, module, PROBE, "float64", flow=True)
+    except CellError as error:
+        return str(error)
     return None
 
 
