@@ -25,7 +25,6 @@ from compare.benchmarks.naive import NaiveEngine, loss_and_grads
 from compare.benchmarks.timing import Measurement, Timer
 from compare.model.engines import ManualEngine
 
-ROOT = Path(__file__).resolve().parents[1]
 NAIVE_TOLERANCE = 1e-12  # float64: the baseline sums the same terms as manual in another order
 
 
@@ -66,10 +65,8 @@ def test_flop_formula_counts_every_product_of_a_tiny_case():
     assert macs_per_char(100, 103) == 3 * 100 * 100 + 3 * 103 * 100
 
 
-def run_bench(*args, cwd=ROOT):
-    return subprocess.run(
-        [sys.executable, "-m", "compare.bench", *args], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
+def run_bench(*args):
+    return subprocess.run([sys.executable, "-m", "compare.bench", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_bench_cli_writes_the_json_interface(tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import subprocess
@@ -40,7 +39,6 @@ def run(line: str, where: Path) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_every_command_on_the_page_runs_and_the_planted_bug_is_diagnosed(tmp_path):
     (tmp_path / "compare").symlink_to(ROOT / "compare")  # the page's commands name compare/examples/mgu.py
-    os.environ.setdefault("PYTHONPATH", str(ROOT))
     lines = commands()
     # 4 to check, train, sample and time; 2 to plant and diagnose; 2 to fix and recheck; 2 to plant a carry bug
     # and diagnose it; 1 for gradflow's step_backward

@@ -17,9 +17,7 @@ COMMANDS = sorted(path.stem for path in (ROOT / "compare").glob("*.py") if path.
 
 
 def run_command(name: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", f"compare.{name}", *args], capture_output=True, text=True, cwd=ROOT, timeout=120
-    )
+    return subprocess.run([sys.executable, "-m", f"compare.{name}", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_the_map_lists_every_command():

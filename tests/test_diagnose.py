@@ -290,7 +290,6 @@ def run_gradcheck(*args: str) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "compare.gradcheck", "--diagnose", *small, *args],
         capture_output=True,
         text=True,
-        cwd=ROOT,
         timeout=120,
     )
 

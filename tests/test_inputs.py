@@ -26,7 +26,6 @@ from compare.train import main
 from compare.training.config import TrainConfig, config_conflicts
 from compare.training.flags import parse_args
 
-ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 60  # the refusals take a second or two; a special file read "forever" takes longer
 
 
@@ -45,7 +44,6 @@ def train_process(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess:
     """``python -m compare.train ARGV`` in a child process, killed after TIMEOUT_S."""
     return subprocess.run(
         [sys.executable, "-m", "compare.train", *argv, *FAST, "--logdir", str(tmp_path / "runs")],
-        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=TIMEOUT_S,
@@ -168,9 +166,7 @@ def write_big_text(path: Path, size_bytes: int, line: str) -> None:
 def test_loading_a_large_file_costs_about_its_size_in_memory(tmp_path, line):
     path = tmp_path / "big.txt"
     write_big_text(path, 40_000_000, line)
-    result = subprocess.run(
-        [sys.executable, "-c", MEASURE, str(path)], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+    result = subprocess.run([sys.executable, "-c", MEASURE, str(path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     above_baseline = int(result.stdout)
     size = path.stat().st_size

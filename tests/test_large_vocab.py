@@ -19,7 +19,6 @@ import pytest
 import manual
 import manual.model
 
-ROOT = Path(__file__).resolve().parent.parent
 MiB = 2**20
 
 
@@ -117,9 +116,7 @@ LARGE = {"vocab_size": 100_000, "hidden_size": 128, "batch_size": 2, "seq_length
 @pytest.mark.slow  # a subprocess that imports torch and builds 100 MB of parameters: 7-10 s each on two busy cores
 @pytest.mark.parametrize("impl", ["manual", "torch"])
 def test_large_vocab_step_memory(impl: str) -> None:
-    result = subprocess.run(
-        [sys.executable, __file__, impl], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
-    )
+    result = subprocess.run([sys.executable, __file__, impl], capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     param_bytes = report["param_bytes"]

@@ -116,7 +116,7 @@ def test_every_command_refuses_an_incomplete_cell_with_exit_2(tmp_path, command)
     path = tmp_path / "half.py"
     path.write_text("GATES = 1\nSTATE_PARTS = 1\ndef recurrence_forward(x_proj, W, state0): pass\n")
     done = subprocess.run(
-        [sys.executable, "-m", f"compare.{command}", "--cell", str(path)], capture_output=True, text=True, cwd=ROOT
+        [sys.executable, "-m", f"compare.{command}", "--cell", str(path)], capture_output=True, text=True
     )
     assert done.returncode == 2
     assert done.stderr == (

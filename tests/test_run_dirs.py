@@ -18,8 +18,6 @@ from tiny_runs import train_argv
 from compare.model.checkpoint import load_checkpoint
 from compare.train import main
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def digests(directory: Path) -> dict:
     return {str(path): hashlib.sha256(path.read_bytes()).hexdigest() for path in directory.rglob("*.npz")}
@@ -101,8 +99,7 @@ def test_run_name_must_be_one_plain_directory_name(tmp_path, monkeypatch, capsys
 def start_training(tmp_path: Path, run_name: str) -> subprocess.Popen:
     """A training in another process that saves every step and would run for minutes."""
     argv = train_argv(tmp_path, run_name, checkpoint_every=1, epochs=10000)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "compare.train", *argv], cwd=tmp_path, env=env)
+    return subprocess.Popen([sys.executable, "-m", "compare.train", *argv], cwd=tmp_path)
 
 
 def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
