@@ -17,12 +17,14 @@ Subpackages (each imports only downward: never a command module):
     cli         parser.py: the one argument parser (one-line errors, --debug); errors.py: run_cli, exit codes
     data        corpus.py: vocabulary, batches, built-in corpus, text digest; prose.py: the built-in prose
                 corpus; inputs.py: checks on --data
-    model       init.py: the shared initializer; state.py: what an engine exports; engines.py: both
-                implementations behind one step; sampling.py; generate.py: text from a checkpoint;
+    model       init.py: the shared initializer, the sizes' bounds, the memory a model needs; state.py: what
+                an engine exports; engines.py: both implementations behind one step; sampling.py; generate.py:
+                text from a checkpoint;
                 checkpoint.py: the .npz format, saved and loaded; checkpoint_header.py: its header's fields and
                 their checks; checkpoint_reading.py: an untrusted .npz read, the header first, then each array;
                 newest.py: the newest run, without --checkpoint;
-                cells.py: --cell, a built-in cell or your own by import path
+                cells.py: --cell, a built-in cell or your own by import path; a checkpoint's cell, never imported
+                unless --cell names it
     training    config.py: TrainConfig, presets, the checks on the settings, how a resume merges them;
                 flags.py: the train command's flags, in groups, and parse_args; loop.py: the training loop;
                 scalars.py: what it logs;

@@ -33,12 +33,13 @@ import sys
 from pathlib import Path
 
 from compare.benchmarks.flops import PEAK_MATRIX_SIZE, available_cores
-from compare.benchmarks.memory import TEXT_KINDS
+from compare.benchmarks.memory import MB, TARGET_CONSTANT, TARGET_RATIO, TEXT_KINDS
 from compare.benchmarks.suite import BenchSettings, run
 from compare.benchmarks.timing import CONFIGS, IMPLS, RNN_ONLY_IMPLS, Timer
 from compare.cli.errors import run_cli
 from compare.cli.parser import CommandParser, comma_list
 from compare.model.cells import CELL_HELP, cell_problem, record_name
+from compare.model.init import memory_problem
 
 OMP_POLICIES = ("passive", "active", "unset")
 
@@ -209,6 +210,14 @@ def args_problem(args: argparse.Namespace) -> str | None:
             return f"{flag} must be at least {least}, got {value}"
     if not memory_sizes_valid(args.memory_mb):
         return f"--memory-mb: expected comma-separated positive sizes in MB, got {args.memory_mb!r}"
+    peak_bytes = 3 * 4 * args.peak_size**2  # two float32 n x n factors and their product
+    if problem := memory_problem(peak_bytes, f"--peak-size {args.peak_size:,}", "lower --peak-size"):
+        return problem
+    if args.memory:  # compare.train on the largest file: at most the target the bench checks (benchmarks/memory.py)
+        largest = max(float(size) for size in comma_list(args.memory_mb))
+        needed = int(TARGET_RATIO * largest * MB + TARGET_CONSTANT)
+        if problem := memory_problem(needed, f"--memory-mb {largest:g}", "lower --memory-mb"):
+            return problem
     unknown_texts = [kind for kind in comma_list(args.memory_text) if kind not in TEXT_KINDS]
     if unknown_texts or not comma_list(args.memory_text):
         kinds = ", ".join(TEXT_KINDS)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from compare.cli.errors import UsageError, run_cli
 from compare.cli.parser import CommandParser
+from compare.model.cells import CHECKPOINT_CELL_HELP
 from compare.model.checkpoint import BEST, LATEST
 from compare.model.newest import NEWEST_RULE, checkpoint_or_newest
 from compare.serving.server import DemoServer, load_demo_model
@@ -27,6 +28,7 @@ class DemoConfig:
     checkpoint: str  # --checkpoint, or the newest run under --logdir (compare.model.newest)
     host: str = "127.0.0.1"
     port: int = 8000
+    cell: str | None = None  # --cell: the cell of your own the checkpoint records, vouched for (None: built-in)
 
 
 def parse_args(argv: list[str] | None = None) -> DemoConfig:
@@ -41,6 +43,7 @@ def parse_args(argv: list[str] | None = None) -> DemoConfig:
     model.add_argument(
         "--logdir", default="runs", help="where to look for the newest run without --checkpoint (default: %(default)s)"
     )
+    model.add_argument("--cell", metavar="CELL", default=None, help=CHECKPOINT_CELL_HELP)
     server = parser.add_argument_group("server")
     server.add_argument(
         "--host", default=DemoConfig.host, help="address to listen on (default: %(default)s, this machine only)"
@@ -62,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def demo_command(argv: list[str]) -> int:
     config = parse_args(argv)
-    model = load_demo_model(config.checkpoint)  # a CheckpointError is a UsageError: one line, exit 2
+    model = load_demo_model(config.checkpoint, config.cell)  # a CheckpointError is a UsageError: one line, exit 2
     try:
         server = DemoServer((config.host, config.port), model)
     except OSError as error:  # port taken, no permission, unknown host

@@ -20,12 +20,13 @@ from pathlib import Path
 from compare.cli.errors import UsageError, run_cli
 from compare.cli.parser import CommandParser, comma_list, seed_problem
 from compare.gradients.flow_run import CELL_NAMES, FlowSettings, format_table, report_json, run_gradflow
-from compare.model.cells import FLOW_DOC, flow_problem
+from compare.model.cells import CHECKPOINT_DOC, FLOW_DOC, flow_problem
+from compare.model.init import size_problem
 from compare.plotting.events import PlotError
 from compare.plotting.figure import require_matplotlib, save_png
 
 PROG = "python -m compare.gradflow"
-FIXED_BY_CHECKPOINT = ("cells", "hidden_size", "seed", "train_steps")  # the checkpoint's run decides these
+FIXED_BY_CHECKPOINT = ("hidden_size", "seed", "train_steps")  # the checkpoint's run decides these
 
 
 def build_parser() -> CommandParser:
@@ -42,7 +43,9 @@ def build_parser() -> CommandParser:
         type=comma_list,
         metavar="CELLS",
         help=f"cells to measure, a comma list of {', '.join(CELL_NAMES)} (default: all three) or cells of your own "
-        f"by import path or file that have step_backward ({FLOW_DOC})",
+        f"by import path or file that have step_backward ({FLOW_DOC}); with --checkpoint, the one cell of your "
+        f"own it was trained with (a module a checkpoint names is imported only when --cell names it, "
+        f"{CHECKPOINT_DOC})",
     )
     model.add_argument("--hidden-size", type=int, metavar="H", help=f"H (default: {defaults.hidden_size})")
     model.add_argument(
@@ -83,10 +86,13 @@ def settings_from(parser: CommandParser, argv: list[str]) -> tuple[FlowSettings,
     if args["checkpoint"]:
         typed = [name for name in FIXED_BY_CHECKPOINT if args[name] is not None]
         if typed:
-            flags = ", ".join("--" + ("cell" if name == "cells" else name.replace("_", "-")) for name in typed)
-            parser.error(f"--checkpoint fixes the cell, size, seed and training: leave out {flags}")
+            flags = ", ".join("--" + name.replace("_", "-") for name in typed)
+            parser.error(f"--checkpoint fixes the size, seed and training: leave out {flags}")
+        if args["cells"] is not None and len(args["cells"]) != 1:
+            parser.error(f"--checkpoint was trained with one cell: --cell names it, got {len(args['cells'])}")
+        args["cells"] = args["cells"] or []  # none typed: the checkpoint's, which must be built in
     settings = FlowSettings(**{name: value for name, value in args.items() if value is not None})
-    if not settings.cells:
+    if not settings.cells and not settings.checkpoint:
         parser.error(f"--cell takes a comma list of {', '.join(CELL_NAMES)} or cells of your own, got ''")
     for cell in settings.cells:
         problem = None if cell in CELL_NAMES else flow_problem(cell)
@@ -95,6 +101,9 @@ def settings_from(parser: CommandParser, argv: list[str]) -> tuple[FlowSettings,
     for name in ("hidden_size", "seq_length"):
         if getattr(settings, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(settings, name)}")
+    problem = size_problem({"hidden_size": settings.hidden_size, "seq_length": settings.seq_length})
+    if problem:
+        parser.error(problem)
     if problem := seed_problem(settings.seed):
         parser.error(problem)
     if settings.train_steps < 0:

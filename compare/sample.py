@@ -13,6 +13,7 @@ import sys
 
 from compare.cli.errors import UsageError, run_cli
 from compare.cli.parser import CommandParser, seed_problem
+from compare.model.cells import CHECKPOINT_CELL_HELP
 from compare.model.checkpoint import BEST, LATEST
 from compare.model.generate import SampleConfig, generate_from_checkpoint
 from compare.model.newest import NEWEST_RULE, checkpoint_or_newest
@@ -43,6 +44,7 @@ def parse_args(argv: list[str] | None = None) -> SampleConfig:
         help="which implementation computes the probabilities (default: the one that trained it); "
         "both give the same text for the same seed",
     )
+    model.add_argument("--cell", metavar="CELL", default=None, help=CHECKPOINT_CELL_HELP)
     generation = parser.add_argument_group("generation")
     generation.add_argument(
         "--length", type=int, default=SampleConfig.length, help="characters to generate (default: %(default)s)"

@@ -17,6 +17,7 @@ import errno
 import hashlib
 import io
 import os
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -797,13 +798,14 @@ CASES += [
     sample_case(
         "checkpoint-bogus-cell",
         "Checkpoints",
-        'the checkpoint\'s header was edited (`"cell": "bogus"`)',
+        'the checkpoint\'s header names a module (`"cell": "bogus"`) that `--cell` does not',
         lambda d: [
             "--checkpoint",
             edited_checkpoint(d, "bogus-cell.npz", header=lambda h: h["config"].update(cell="bogus")),
         ],
         2,
-        "config.cell, the cell it was trained with, does not load: --cell bogus: no cell of that name",
+        "config.cell is bogus, a cell of your own",
+        "pass --cell bogus if you trust that module",
     ),
     sample_case(
         "checkpoint-hidden-shape",
@@ -841,5 +843,69 @@ CASES += [
         "is intact",
         "--resume runs/events",
         fault=events_disk_full,
+    ),
+]
+
+
+def nested_header(directory: Path) -> str:
+    """The trained run's latest.npz with a header of JSON nested 100,000 deep."""
+    nested = b'{"format": "bptt-compare-checkpoint", "config": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    member = io.BytesIO()
+    np.save(member, np.frombuffer(nested, dtype=np.uint8))
+    source = directory / trained_run(directory) / "manual" / "latest.npz"
+    with zipfile.ZipFile(source) as good, zipfile.ZipFile(directory / "nested.npz", "w") as out:
+        for info in good.infolist():
+            out.writestr(info, member.getvalue() if info.filename == "header.npy" else good.read(info))
+    return "nested.npz"
+
+
+# Sizes bounded before anything is allocated, and headers that would have run code or exhausted the stack.
+CASES += [
+    train_case(
+        "num-layers-huge",
+        "Hyperparameters",
+        "`--num-layers 10000000`",
+        lambda d: ["--num-layers", "10000000"],
+        2,
+        "--num-layers must be at most 1,024 (see docs/training.md#sizes), got 10,000,000",
+    ),
+    Case(
+        "gradcheck-hidden-size-huge",
+        "Hyperparameters",
+        "`compare.gradcheck --hidden-size 100000`",
+        "gradcheck",
+        lambda d: ["--hidden-size", "100000"],
+        2,
+        ("--hidden-size must be at most 65,536",),
+    ),
+    sample_case(
+        "checkpoint-huge-layers",
+        "Checkpoints",
+        'the checkpoint\'s header says `"num_layers": 10000000`',
+        lambda d: [
+            "--checkpoint",
+            edited_checkpoint(d, "deep.npz", header=lambda h: h["config"].update(num_layers=10_000_000)),
+        ],
+        2,
+        "config.num_layers is 10,000,000, expected at most 1,024",
+    ),
+    sample_case(
+        "checkpoint-nested-json",
+        "Checkpoints",
+        "the checkpoint's header is JSON nested 100,000 deep",
+        lambda d: ["--checkpoint", nested_header(d)],
+        2,
+        "the header's JSON nests deeper than 4 levels",
+    ),
+    sample_case(
+        "checkpoint-rng-size",
+        "Checkpoints",
+        "the checkpoint's `torch_rng_state` is not the size torch's generator state has",
+        lambda d: [
+            "--checkpoint",
+            edited_checkpoint(d, "rng.npz", arrays=lambda a: a.update(torch_rng_state=np.zeros(16, dtype=np.uint8))),
+        ],
+        2,
+        "torch_rng_state has shape (16,), expected",
     ),
 ]

@@ -10,6 +10,7 @@ from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
+import torch
 from numpy.testing import assert_array_equal
 from problems import CELLS_AND_LAYERS, random_params
 from tiny_runs import PHRASE, train_argv
@@ -48,7 +49,7 @@ def small_checkpoint(step: int = 7, hidden: bool = True) -> Checkpoint:
         config=asdict(TrainConfig(hidden_size=3, batch_size=2)),
         progress=RunProgress(smooth_loss=1.5, seconds=2.0, val_loss=1.25, best_val_loss=1.0),
         engine=state,
-        torch_rng_state=rng.integers(0, 256, size=16, dtype=np.uint8),
+        torch_rng_state=rng.integers(0, 256, size=torch.get_rng_state().numel(), dtype=np.uint8),  # torch's size
     )
 
 

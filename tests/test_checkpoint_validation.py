@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import tracemalloc
 import zipfile
 from dataclasses import asdict, fields
@@ -16,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from compare.demo import main as demo_main
 from compare.model.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -28,6 +32,7 @@ from compare.model.checkpoint_header import CONFIG_TYPES
 from compare.model.init import init_params
 from compare.model.state import EngineState
 from compare.sample import main as sample_main
+from compare.train import main as train_main
 from compare.training.config import TrainConfig
 
 VOCAB = "abcde"
@@ -47,7 +52,7 @@ def good_checkpoint(cell: str = "rnn") -> Checkpoint:
         config=asdict(TrainConfig(hidden_size=3, batch_size=2, cell=cell)),
         progress=RunProgress(smooth_loss=1.5, seconds=2.0, val_loss=1.25, best_val_loss=1.0),
         engine=state,
-        torch_rng_state=np.arange(16, dtype=np.uint8),
+        torch_rng_state=torch.get_rng_state().numpy(),
     )
 
 
@@ -247,3 +252,138 @@ def test_the_sample_command_names_the_bad_field_in_one_line(tmp_path, capsys):
     assert sample_main(["--checkpoint", str(edited)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "config.cell" in err and "bogus" in err, err
+
+
+# Loading runs no code: a module the header names is never imported (docs/cells.md#checkpoints-of-a-cell-of-your-own)
+
+MARKER = "imported.txt"
+
+
+def planted_modules(directory: Path) -> None:
+    """A module file and a package in ``directory`` that, imported, write ``directory``/MARKER."""
+    code = f"import pathlib\npathlib.Path({str(directory / MARKER)!r}).write_text('ran')\n"
+    (directory / "evil.py").write_text(code)
+    (directory / "evilpkg").mkdir()
+    (directory / "evilpkg" / "__init__.py").write_text(code)
+    (directory / "evilpkg" / "cell.py").write_text(code)
+
+
+def naming(directory: Path, cell: str) -> Path:
+    """A good checkpoint whose header names ``cell``, as runs/planted/manual/latest.npz (the newest run)."""
+    path = rewritten(saved(directory), edit_header=put_config("cell", cell))
+    target = directory / "runs" / "planted" / "manual" / "latest.npz"
+    target.parent.mkdir(parents=True)
+    return path.rename(target)
+
+
+def exit_code(main, argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as stopped:  # the parser's own errors, a resume's among them
+        return int(stopped.code or 0)
+
+
+LOADERS = {
+    "sample": lambda path, runs: (sample_main, ["--checkpoint", str(path)]),
+    "demo": lambda path, runs: (demo_main, ["--checkpoint", str(path), "--port", "0"]),
+    "resume": lambda path, runs: (train_main, ["--resume", str(path), "--logdir", str(runs.parent / "elsewhere")]),
+    "sample, newest run": lambda path, runs: (sample_main, ["--logdir", str(runs)]),
+    "demo, newest run": lambda path, runs: (demo_main, ["--logdir", str(runs), "--port", "0"]),
+}
+PLANTED = {
+    "absolute path": lambda directory: str(directory / "evil.py"),
+    "relative path": lambda directory: "evil.py",
+    "module importable from the working directory": lambda directory: "evilpkg.cell",
+    "a module of the standard library": lambda directory: "this",  # importing it prints the Zen of Python
+}
+
+
+@pytest.mark.parametrize("loader", LOADERS, ids=list(LOADERS))
+@pytest.mark.parametrize("planted", PLANTED, ids=list(PLANTED))
+def test_no_loader_imports_a_module_the_header_names(tmp_path, monkeypatch, capsys, loader, planted):
+    planted_modules(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # as under python -m, the working directory is importable
+    monkeypatch.delitem(sys.modules, "this", raising=False)
+    cell = PLANTED[planted](tmp_path)
+    path = naming(tmp_path, cell)
+    main, argv = LOADERS[loader](path, tmp_path / "runs")
+    assert exit_code(main, argv) == 2
+    out, err = capsys.readouterr()
+    assert not (tmp_path / MARKER).exists() and "this" not in sys.modules and "Beautiful" not in out
+    error = err.splitlines()[-1]  # after 'using runs/planted (the newest run ...)' without --checkpoint
+    assert err.count("\n") == (2 if "newest" in loader else 1), err
+    assert f"config.cell is {cell}, a cell of your own" in error and f"pass --cell {cell} if you trust" in error
+
+
+def test_python_m_sample_imports_nothing_the_header_names_from_the_working_directory(tmp_path):
+    planted_modules(tmp_path)
+    for index, cell in enumerate(("evilpkg.cell", "this")):  # found on sys.path: its first entry is the cwd
+        (tmp_path / str(index)).mkdir()
+        path = naming(tmp_path / str(index), cell)
+        done = subprocess.run(
+            [sys.executable, "-m", "compare.sample", "--checkpoint", str(path)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert f"pass --cell {cell} if you trust that module" in done.stderr
+        assert not (tmp_path / MARKER).exists() and "Beautiful" not in done.stdout
+
+
+# Every size is bounded before anything is allocated (docs/training.md#sizes)
+
+
+def traced_peak(action) -> int:
+    """The most bytes Python and NumPy held at once while ``action()`` ran."""
+    tracemalloc.start()
+    try:
+        action()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+HUGE = {"num_layers": 10**7, "hidden_size": 10**9, "batch_size": 10**9, "seq_length": 10**9}
+
+
+@pytest.mark.parametrize("name", HUGE)
+def test_a_small_header_with_a_huge_size_is_refused_before_anything_is_allocated(tmp_path, name):
+    path = rewritten(saved(tmp_path), edit_header=put_config(name, HUGE[name]))
+    assert path.stat().st_size < 20_000
+    peak = traced_peak(lambda: refused(path, f"config.{name} is {HUGE[name]:,}, expected at most"))
+    assert peak < 5_000_000, f"{peak / 1e6:.0f} MB allocated to refuse it"
+
+
+def test_an_array_declared_larger_than_its_bytes_in_the_archive_is_refused_before_it_is_allocated(tmp_path):
+    streams = 1_000_000  # hidden is then (1, 1, 10^6, 3): 24 MB declared, in a member of a few bytes
+    header = rewritten(saved(tmp_path), edit_header=put_config("batch_size", streams))
+    crafted = with_member(header, "hidden", npy_member((1, 1, streams, 3), data_bytes=8))
+    peak = traced_peak(lambda: refused(crafted, "not a readable .npz checkpoint"))
+    assert peak < 5_000_000, f"{peak / 1e6:.0f} MB allocated to refuse it"
+
+
+def test_a_checkpoint_too_large_for_the_memory_available_is_refused_with_both_figures(tmp_path, monkeypatch):
+    monkeypatch.setattr("compare.model.init.available_memory", lambda: 10**9)  # 1 GB, whatever this machine has
+    path = rewritten(saved(tmp_path), edit_header=put_config("hidden_size", 20_000))  # W alone: 3.2 GB
+    message = refused(path, "loading it needs at least 9.6 GB of memory (an estimate)", "the 1.0 GB this machine")
+    assert message.startswith(f"{path}: ")
+
+
+def test_a_header_of_deeply_nested_json_is_one_line(tmp_path):
+    nested = b'{"format": "bptt-compare-checkpoint", "version": 1, "config": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    crafted = with_member(saved(tmp_path), "header", npy_member((len(nested),), dtype="|u1") + nested)
+    refused(crafted, "the header's JSON nests deeper than 4 levels", "not a bptt-compare-checkpoint file")
+    shallow = rewritten(
+        saved(tmp_path), edit_header=put_config("lr", [[[[[0.1]]]]])
+    )  # the parser copes; repr might not
+    refused(shallow, "nests deeper than 4 levels")
+
+
+def test_a_torch_rng_state_of_another_size_than_torchs_is_refused(tmp_path):
+    size = torch.get_rng_state().numel()  # torch.set_rng_state takes exactly this many bytes
+    for wrong in (16, size + 1):
+        edited = rewritten(saved(tmp_path), edit_arrays=put_array("torch_rng_state", np.zeros(wrong, dtype=np.uint8)))
+        refused(edited, f"torch_rng_state has shape ({wrong},), expected ({size},)")

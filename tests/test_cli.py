@@ -178,3 +178,40 @@ def test_help_documents_every_flag(tmp_path):
         "--threads",
     ):
         assert flag in result.stdout
+
+
+def test_a_run_needing_more_memory_than_is_available_is_refused_before_any_weight(tmp_path, monkeypatch):
+    from compare.cli.errors import UsageError
+    from compare.training.loop import train
+
+    monkeypatch.setattr("compare.model.init.available_memory", lambda: 50_000_000)  # 50 MB, whatever this machine has
+    config = parse_args(train_argv(tmp_path, hidden_size=2048, num_layers=2))
+    with pytest.raises(UsageError) as raised:
+        train(config)
+    assert str(raised.value) == (
+        "training (--hidden-size 2048, --num-layers 2, vocabulary 28) needs at least 307 MB of memory (an estimate), "
+        "more than the 50 MB this machine has available; lower --hidden-size, --num-layers, --batch-size or "
+        "--seq-length"
+    )
+    assert not (tmp_path / "runs" / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "command, argv, message",
+    [
+        ("train", ["--hidden-size", "100000"], "--hidden-size must be at most 65,536"),
+        ("train", ["--seq-length", "10000000"], "--seq-length must be at most 1,000,000"),
+        ("train", ["--batch-size", "10000000"], "--batch-size must be at most 1,000,000"),
+        ("gradcheck", ["--num-layers", "2000"], "--num-layers must be at most 1,024"),
+        ("gradflow", ["--seq-length", "10000000"], "--seq-length must be at most 1,000,000"),
+        ("bench_cells", ["--hidden-size", "100000"], "--hidden-size must be at most 65,536"),
+        ("bench", ["--peak-size", "100000000"], "--peak-size 100,000,000 needs at least"),
+        ("sample", ["--length", "2000000"], "--length must be between 1 and 1,000,000"),
+    ],
+)
+def test_every_size_flag_is_bounded_in_one_line_before_any_work(tmp_path, command, argv, message):
+    result = subprocess.run(
+        [sys.executable, "-m", f"compare.{command}", *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr

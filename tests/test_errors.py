@@ -64,7 +64,9 @@ def test_each_case_ends_as_the_table_says(case, workspace):
     assert not damaged, f"files changed or removed: {damaged}"  # no good file damaged
 
 
-@pytest.mark.parametrize("name", ["data-not-utf8", "checkpoint-truncated", "length-huge", "diverges"])
+@pytest.mark.parametrize(
+    "name", ["data-not-utf8", "checkpoint-truncated", "length-huge", "diverges", "num-layers-huge"]
+)
 def test_a_real_process_prints_the_same_single_line(name, workspace):
     case = CASES_BY_NAME[name]
     with working_directory(workspace):

@@ -124,7 +124,8 @@ def test_the_command_prints_the_table_and_writes_the_png_and_json(tmp_path, caps
         (["--cell", "rnn,tcn"], "--cell tcn: no cell of that name (built-in: rnn, lstm, gru)"),
         (["--seq-length", "0"], "--seq-length must be positive"),
         (["--train-steps", "-1"], "--train-steps must be >= 0"),
-        (["--checkpoint", "x.npz", "--cell", "gru"], "--checkpoint fixes the cell"),
+        (["--checkpoint", "x.npz", "--seed", "3"], "--checkpoint fixes the size, seed and training: leave out --seed"),
+        (["--checkpoint", "x.npz", "--cell", "rnn,gru"], "--checkpoint was trained with one cell: --cell names it"),
         (["--json", "/no/such/dir/flow.json"], "no such directory"),
     ],
 )

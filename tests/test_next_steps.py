@@ -37,6 +37,14 @@ def test_next_commands_name_best_npz_or_latest_without_validation():
     assert next_commands(summary)[1] == "python -m compare.sample --checkpoint 'runs/my run/torch/latest.npz'"
 
 
+def test_next_commands_name_a_cell_of_your_own_with_cell():
+    summary = {"run_dir": "runs/mgu-1", "cell": "/home/me/my mgu.py", "impls": {"manual": {"val_loss": 1.5}}}
+    assert next_commands(summary)[1:] == [
+        "python -m compare.sample --checkpoint runs/mgu-1/manual/best.npz --cell '/home/me/my mgu.py'",
+        "python -m compare.demo --checkpoint runs/mgu-1/manual/best.npz --cell '/home/me/my mgu.py'",
+    ]
+
+
 def test_a_finished_run_prints_three_commands_that_work(tmp_path, capsys):
     assert train.main(train_argv(tmp_path, run_name="done", max_steps=30)) == 0
     printed = capsys.readouterr().out

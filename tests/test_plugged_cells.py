@@ -4,8 +4,10 @@ differences, complex step, autograd), the loader's one-line errors, and train ->
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import io
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +21,7 @@ from tiny_runs import train_argv
 import manual
 from compare.data.corpus import Vocab
 from compare.examples import mgu
+from compare.gradflow import main as gradflow_main
 from compare.gradients.methods import (
     Problem,
     autograd_gradient,
@@ -32,6 +35,8 @@ from compare.model.checkpoint import CheckpointError, load_checkpoint
 from compare.model.generate import sampling_engine
 from compare.model.init import param_shapes
 from compare.model.sampling import sample_text
+from compare.sample import main as sample_main
+from compare.serving.server import load_demo_model
 from compare.training.flags import parse_args
 from compare.training.loop import train
 
@@ -116,7 +121,7 @@ def test_every_command_refuses_an_incomplete_cell_with_exit_2(tmp_path, command)
     path = tmp_path / "half.py"
     path.write_text("GATES = 1\nSTATE_PARTS = 1\ndef recurrence_forward(x_proj, W, state0): pass\n")
     done = subprocess.run(
-        [sys.executable, "-m", f"compare.{command}", "--cell", str(path)], capture_output=True, text=True
+        [sys.executable, "-m", f"compare.{command}", "--cell", str(path)], capture_output=True, text=True, cwd=ROOT
     )
     assert done.returncode == 2
     assert done.stderr == (
@@ -146,7 +151,7 @@ def test_a_cell_that_is_no_module_is_one_line(tmp_path):
         resolve_cell(str(broken))
 
 
-def test_a_cell_file_trains_checkpoints_and_samples_both_ways_and_must_load_back(tmp_path):
+def test_a_cell_file_trains_checkpoints_and_samples_both_ways_and_loads_back_only_with_its_cell(tmp_path):
     cell_file = tmp_path / "my_mgu.py"
     cell_file.write_text(MGU_FILE.read_text())
     config = parse_args(train_argv(tmp_path, impl="both", cell=cell_file, max_steps=30))
@@ -155,7 +160,7 @@ def test_a_cell_file_trains_checkpoints_and_samples_both_ways_and_must_load_back
     for name in ("manual", "torch"):
         assert summary["impls"][name]["losses"][-1] < summary["impls"][name]["losses"][0]
     checkpoint_path = tmp_path / "runs" / "run" / "manual" / "latest.npz"
-    checkpoint = load_checkpoint(checkpoint_path)
+    checkpoint = load_checkpoint(checkpoint_path, str(cell_file))
     assert checkpoint.config["cell"] == str(cell_file.resolve())
     assert checkpoint.engine.params["W"].shape == (2 * 16, 16)  # G = 2 gate blocks of H = 16 rows
 
@@ -166,13 +171,85 @@ def test_a_cell_file_trains_checkpoints_and_samples_both_ways_and_must_load_back
     }
     assert texts["manual"] == texts["torch"]
 
-    cell_file.rename(tmp_path / "moved_away.py")
     with pytest.raises(CheckpointError) as raised:
-        load_checkpoint(checkpoint_path)
+        load_checkpoint(checkpoint_path)  # without --cell: the module it names is not imported
     assert str(raised.value) == (
-        f"{checkpoint_path}: config.cell, the cell it was trained with, does not load: --cell {cell_file.resolve()}: "
-        "no such file; put its module back, or on PYTHONPATH"
+        f"{checkpoint_path}: config.cell is {cell_file.resolve()}, a cell of your own, and a checkpoint's module is "
+        f"imported only when --cell names it: pass --cell {cell_file.resolve()} if you trust that module"
     )
+    moved = cell_file.rename(tmp_path / "moved_away.py")
+    with pytest.raises(CheckpointError) as raised:
+        load_checkpoint(checkpoint_path, str(cell_file))
+    assert str(raised.value) == f"{checkpoint_path}: --cell {cell_file}: no such file"
+    # the same source elsewhere is the same cell: the checkpoint loads, and its config names the new place
+    assert load_checkpoint(checkpoint_path, str(moved)).config["cell"] == str(moved.resolve())
+
+
+def trained_mgu(tmp_path: Path, cell: str = "compare.examples.mgu") -> Path:
+    """A 5-step run of the example cell (by import path unless ``cell`` says otherwise): its latest.npz."""
+    train(parse_args(train_argv(tmp_path, cell=cell, max_steps=5, val_frac=0)))
+    return tmp_path / "runs" / "run" / "manual" / "latest.npz"
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    return err
+
+
+def test_a_plugged_checkpoint_samples_only_with_its_cell_named(tmp_path, capsys):
+    checkpoint = str(trained_mgu(tmp_path))
+    capsys.readouterr()
+    assert sample_main(["--checkpoint", checkpoint, "--length", "5"]) == 2
+    assert "pass --cell compare.examples.mgu if you trust that module" in one_line_error(capsys)
+    assert sample_main(["--checkpoint", checkpoint, "--length", "5", "--cell", "compare.examples.mgu"]) == 0
+    assert sample_main(["--checkpoint", checkpoint, "--length", "5", "--cell", str(MGU_FILE)]) == 0  # same source
+    assert sample_main(["--checkpoint", checkpoint, "--length", "5", "--cell", "gru"]) == 2
+    assert "not the built-in --cell gru: pass --cell compare.examples.mgu" in one_line_error(capsys)
+    model = load_demo_model(checkpoint, "compare.examples.mgu")  # the demo's loader takes --cell too
+    assert model.info.cell == "compare.examples.mgu"
+    flow = ["--checkpoint", checkpoint, "--data", str(tmp_path / "corpus.txt"), "--seq-length", "4"]
+    assert gradflow_main(flow) == 2
+    assert "pass --cell compare.examples.mgu if you trust that module" in one_line_error(capsys)
+    assert gradflow_main([*flow, "--cell", "compare.examples.mgu"]) == 0
+    assert "| compare.examples.mgu | trained |" in capsys.readouterr().out
+
+
+def test_a_plugged_checkpoint_refuses_a_cell_whose_source_changed(tmp_path, capsys):
+    cell_file = tmp_path / "my_mgu.py"
+    cell_file.write_text(MGU_FILE.read_text())
+    checkpoint = trained_mgu(tmp_path, cell=str(cell_file))
+    recorded = hashlib.sha256(cell_file.read_bytes()).hexdigest()
+    edited = tmp_path / "edited_mgu.py"
+    edited.write_text(MGU_FILE.read_text() + "# edited\n")
+    now = hashlib.sha256(edited.read_bytes()).hexdigest()
+    capsys.readouterr()
+    assert sample_main(["--checkpoint", str(checkpoint), "--cell", str(edited)]) == 2
+    assert one_line_error(capsys) == (
+        f"python -m compare.sample: error: {checkpoint}: --cell {edited} is not the cell it was trained with: "
+        f"its source's SHA-256 is {now[:16]}..., that of {cell_file.resolve()} when it was trained "
+        f"{recorded[:16]}...; pass the module it was trained with\n"
+    )
+    resume = ["--resume", str(checkpoint.parent.parent), "--max-steps", "6"]
+    with pytest.raises(SystemExit) as stopped:
+        parse_args([*resume, "--cell", str(edited)])
+    assert stopped.value.code == 2
+    assert "is not the cell it was trained with" in one_line_error(capsys)
+    assert parse_args([*resume, "--cell", str(cell_file)]).cell == str(cell_file.resolve())
+
+
+def test_an_old_plugged_checkpoint_without_a_digest_loads_only_with_the_name_it_records(tmp_path):
+    checkpoint = trained_mgu(tmp_path)
+    with np.load(checkpoint) as archive:
+        arrays = dict(archive)
+    header = json.loads(arrays["header"].tobytes())
+    del header["cell_sha256"]  # as written before checkpoints recorded it
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    old = tmp_path / "old.npz"
+    np.savez(old, **arrays)
+    assert load_checkpoint(old, "compare.examples.mgu").config["cell"] == "compare.examples.mgu"
+    with pytest.raises(CheckpointError, match="can only be checked by that name: pass --cell compare.examples.mgu"):
+        load_checkpoint(old, str(MGU_FILE))
 
 
 # A cell that breaks a promise of the interface, made from the example by one edit (old -> new in its

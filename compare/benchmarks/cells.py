@@ -24,7 +24,7 @@ from compare.cli.errors import run_cli
 from compare.cli.parser import CommandParser
 from compare.data.corpus import PYDOC_TOPICS, StreamBatches, Vocab, builtin_corpus
 from compare.model.cells import CELL_HELP, cell_label, cell_problem
-from compare.model.init import init_params, param_shapes
+from compare.model.init import SIZE_LIMITS, init_params, param_shapes, size_problem
 
 if TYPE_CHECKING:
     from compare.model.engines import Engine
@@ -118,6 +118,9 @@ def cells_command(argv: list) -> int:
     for name in ("batch_size", "seq_length", "num_layers", "steps", "repeats", "hidden_size"):
         if getattr(args, name) <= 0:
             build_parser().error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    problem = size_problem({name: getattr(args, name) for name in SIZE_LIMITS})
+    if problem:
+        build_parser().error(problem)
     for cell in args.cell or []:
         problem = cell_problem(cell)
         if problem:

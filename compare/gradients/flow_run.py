@@ -34,7 +34,7 @@ CELL_NAMES = ("rnn", "lstm", "gru")
 class FlowSettings:
     """Everything the curves depend on."""
 
-    cells: list[str] = field(default_factory=lambda: list(CELL_NAMES))
+    cells: list[str] = field(default_factory=lambda: list(CELL_NAMES))  # with checkpoint: [--cell] or []
     hidden_size: int = 100
     seq_length: int = 100  # T of the measured chunk: the longest lag is T
     seed: int = 42  # of init_params
@@ -91,7 +91,8 @@ def check_fits(tokens: np.ndarray, steps: int) -> None:
 def checkpoint_model(settings: FlowSettings) -> Model:
     """The checkpoint's cell, its weights as trained, and init_params as its run started."""
     assert settings.checkpoint is not None  # the caller chose this path because it is set
-    checkpoint = load_checkpoint(find_checkpoint(settings.checkpoint))
+    vouched = settings.cells[0] if settings.cells else None  # --cell: how a cell of your own loads
+    checkpoint = load_checkpoint(find_checkpoint(settings.checkpoint), vouched)
     config = checkpoint.config
     vocab = Vocab(checkpoint.vocab)
     try:

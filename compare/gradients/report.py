@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from compare.cli.errors import UsageError
 from compare.cli.parser import seed_problem
 from compare.data.corpus import StreamBatches, Vocab
 from compare.data.inputs import check_encoding, check_vocabulary, read_corpus
@@ -31,7 +32,7 @@ from compare.gradients.methods import (
     torch_single_thread,
 )
 from compare.model.cells import cell_problem, check_run_sizes, manual_cell
-from compare.model.init import init_params
+from compare.model.init import SIZE_LIMITS, estimated_memory, init_params, memory_problem, size_problem
 from manual import zero_state
 
 METHODS = {  # name -> what its column compares (printed under the table)
@@ -68,6 +69,9 @@ def invalid_setting(settings: GradcheckSettings) -> str | None:
     for name in ("hidden_size", "num_layers", "seq_length", "batch_size"):
         if getattr(settings, name) <= 0:
             return f"--{name.replace('_', '-')} must be positive, got {getattr(settings, name)}"
+    problem = size_problem({name: getattr(settings, name) for name in SIZE_LIMITS})
+    if problem:
+        return problem
     for name in ("step", "complex_step", "eps", "init_scale"):
         value = getattr(settings, name)
         if not (np.isfinite(value) and value > 0):  # also rejects nan
@@ -85,6 +89,12 @@ def build_problem(settings: GradcheckSettings) -> Problem:
     text = read_corpus(settings.data, settings.encoding, settings.errors)
     vocab = Vocab.from_text(text)
     check_vocabulary(vocab, settings.data)
+    needed = estimated_memory(
+        len(vocab), settings.hidden_size, settings.cell, settings.num_layers, settings.batch_size, settings.seq_length
+    )
+    problem = memory_problem(needed, "the gradient check", "lower --hidden-size, --num-layers or --seq-length")
+    if problem:
+        raise UsageError(problem)
     batches = StreamBatches(vocab.encode(text), settings.batch_size, settings.seq_length)
     inputs, targets = batches.get_batch(0)  # B = 1: the first seq_length + 1 characters
     check_run_sizes(settings.cell, manual_cell(settings.cell), inputs.shape, settings.hidden_size, "float64")

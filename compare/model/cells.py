@@ -18,6 +18,10 @@ carry); step_backward(d_state, t, cache), one step of the backward alone, which 
 
 ``manual`` and ``torchref`` never import this module: they take the resolved module objects.
 The resolver is the one every command uses (train, gradcheck, bench, sample, and gradflow).
+
+A checkpoint records its cell's name and, for a cell of your own, the SHA-256 of the module's source
+file (cell_digest). Loading never imports a module because a checkpoint names it: a plugged-in cell
+loads only when --cell names it too, and only if its source is the one recorded (checkpoint_cell).
 """
 
 from __future__ import annotations
@@ -332,11 +336,67 @@ def flow_problem(name: str) -> str | None:
     return None
 
 
+def source_digest(name: str) -> str:
+    """SHA-256 of the source file of the plugged-in cell ``name`` (imported, as a --cell value the user typed)."""
+    source = getattr(plugged_in(name), "__file__", None)
+    if not source or not Path(source).is_file():
+        raise CellError(f"--cell {name}: the module has no source file, so a checkpoint could not recognise it")
+    return hashlib.sha256(Path(source).read_bytes()).hexdigest()
+
+
+def cell_digest(name: str) -> str | None:
+    """What a checkpoint records to recognise its cell besides the name: None for a built-in cell."""
+    return None if name in BUILTIN_CELLS else source_digest(name)
+
+
+def checkpoint_cell(recorded: str, recorded_digest: str | None, given: str | None) -> str:
+    """The cell to load a checkpoint with: the one it records (config.cell), checked against --cell (None: not typed).
+
+    A checkpoint is untrusted, so a module that only it names is never imported: a built-in cell
+    loads by name; a cell of your own only when --cell names it, and only if its source's SHA-256
+    is the recorded one (from a checkpoint that records none, written before digests were, only if
+    --cell is the very name it records). Returns the --cell value to use; CellError (one line) otherwise.
+    """
+    trained = f"config.cell is {recorded}"
+    if recorded in BUILTIN_CELLS:
+        if given is not None and given != recorded:
+            raise CellError(f"{trained}, the built-in cell it was trained with, not --cell {given}: leave --cell out")
+        return recorded
+    if given is None:
+        raise CellError(
+            f"{trained}, a cell of your own, and a checkpoint's module is imported only when --cell names it: "
+            f"pass --cell {recorded} if you trust that module"
+        )
+    if given in BUILTIN_CELLS:
+        raise CellError(f"{trained}, a cell of your own, not the built-in --cell {given}: pass --cell {recorded}")
+    if recorded_digest is None:
+        if record_name(given) != recorded:
+            raise CellError(
+                f"{trained}, and the checkpoint, written before checkpoints recorded their cell's SHA-256, can only "
+                f"be checked by that name: pass --cell {recorded}, not --cell {given}"
+            )
+        plugged_in(given)  # its interface checked, as for a checkpoint with a digest
+        return record_name(given)
+    digest = source_digest(given)
+    if digest != recorded_digest:
+        raise CellError(
+            f"--cell {given} is not the cell it was trained with: its source's SHA-256 is {digest[:16]}..., "
+            f"that of {recorded} when it was trained {recorded_digest[:16]}...; pass the module it was trained with"
+        )
+    return record_name(given)
+
+
 def cell_pair(cell: str | CellPair) -> CellPair:
     """A --cell value resolved, or a pair the caller built (a test's deliberately broken variant, say)."""
     return cell if isinstance(cell, CellPair) else resolve_cell(cell)
 
 
+CHECKPOINT_DOC = "docs/cells.md#checkpoints-of-a-cell-of-your-own"
+CHECKPOINT_CELL_HELP = (
+    "the cell of your own the checkpoint was trained with, as an import path or a file: a module a checkpoint "
+    "names is imported only when --cell names it too, and only if its source is the one the checkpoint "
+    f"recorded (SHA-256); a checkpoint of rnn, lstm or gru needs no --cell, see {CHECKPOINT_DOC}"
+)
 CELL_HELP = (
     "recurrent cell: rnn (vanilla tanh), lstm (forget-gate bias 1), gru (PyTorch's variant), "
     f"or your own as an import path (mypackage.mycell) or a file (path/to/mycell.py), see {DOC}"

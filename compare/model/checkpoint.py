@@ -1,7 +1,8 @@
 """Checkpoints that both implementations write and read: one versioned ``.npz`` file.
 
 Why ``.npz`` with a JSON header and not safetensors: both store float64 arrays bit for
-bit and neither runs code on load (we load with ``allow_pickle=False``). ``.npz`` needs
+bit and neither runs code on load (we read no pickle, and import no module a header names:
+a cell of your own loads only with --cell, compare.model.cells.checkpoint_cell). ``.npz`` needs
 no new dependency (NumPy is what ``manual`` already speaks, safetensors is not
 installed here), and any NumPy can open a checkpoint with ``np.load``. safetensors'
 metadata is a flat string-to-string map, so the nested config would end up as a JSON
@@ -10,7 +11,9 @@ string anyway.
 Layout, version 1; every entry is a plain array:
 
     header               uint8: UTF-8 JSON {format, version, impl, step, updates,
-                         vocab, data_sha256, config, progress}
+                         vocab, data_sha256, cell_sha256, config, progress}; cell_sha256 is the
+                         SHA-256 of a plugged-in cell's source (null for a built-in cell; absent
+                         from checkpoints written before it was recorded)
     params/<name>        float64, for every parameter (U W V b c, U2 W2 b2 ... with layers)
     accumulators/<name>  float64: AdaGrad's running sum of squared gradients
     hidden               float64 (L, P, B, H): the state carried into the next chunk
@@ -33,15 +36,18 @@ import os
 import uuid
 import zipfile
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
+from compare.model.cells import CellError, cell_digest, checkpoint_cell
 from compare.model.checkpoint_header import FORMAT, FORMAT_VERSION, IMPL_DIRS, CheckpointError, model_shapes
 from compare.model.checkpoint_reading import check_values, expected_arrays, read_header, read_member
+from compare.model.init import estimated_memory, memory_problem
 from compare.model.state import EngineState
 
 LATEST = "latest.npz"
@@ -80,6 +86,7 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> None:
         "updates": checkpoint.engine.updates,
         "vocab": checkpoint.vocab,
         "data_sha256": checkpoint.data_sha256,
+        "cell_sha256": cell_digest(checkpoint.config["cell"]),  # the run's own cell: already imported to train
         "config": checkpoint.config,
         "progress": asdict(checkpoint.progress),
     }
@@ -128,31 +135,36 @@ def fsync_directory(directory: Path) -> None:
         os.close(handle)
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
+def load_checkpoint(path: str | Path, cell: str | None = None) -> Checkpoint:
     """Read and check a checkpoint; CheckpointError says what is wrong with it, naming the field.
 
     The file is untrusted input: the header is checked field by field, and each array by
     the dtype and shape its .npy header declares, before its data is read, so a hand-edited
     or foreign file is refused in one line and a small file cannot make us allocate gigabytes.
+    ``cell`` is the --cell the user typed (None: none): the only way a cell of your own is
+    imported (compare.model.cells.checkpoint_cell); the checkpoint's config then names it.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file; give a .npz written by compare.train")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            header = read_header(archive, path)
-            expected = expected_arrays(header)
-            arrays = {name: read_member(archive, name, spec, path) for name, spec in expected.items()}
-    except CheckpointError:  # a ValueError too, but already the message to show
-        raise
-    except OSError as error:
-        raise CheckpointError(f"{path}: cannot read it ({error.strerror or error})") from error
-    except (ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:  # not an .npz, or truncated
-        raise unreadable(path) from error
+    with opened(path) as archive:
+        header = read_header(archive, path)
+        try:
+            header["config"]["cell"] = checkpoint_cell(header["config"]["cell"], header.get("cell_sha256"), cell)
+        except CellError as error:
+            raise CheckpointError(f"{path}: {error}") from None
+        config = header["config"]
+        vocab_size = len(header["vocab"])
+        needed = estimated_memory(
+            vocab_size, config["hidden_size"], config["cell"], config["num_layers"], config["batch_size"]
+        )
+        problem = memory_problem(needed, f"{path}: loading it", "use a machine with more memory")
+        if problem:
+            raise CheckpointError(problem)
+        expected = expected_arrays(header)
+        arrays = {name: read_member(archive, name, spec, path) for name, spec in expected.items()}
     present = {name: array for name, array in arrays.items() if array is not None}  # all but perhaps hidden
     for name, array in present.items():
         check_values(array, name, expected[name], path)
-    names = list(model_shapes(header["config"], len(header["vocab"])))
+    names = list(model_shapes(config, vocab_size))
     engine = EngineState(
         params={name: present[f"params/{name}"] for name in names},
         accumulators={name: present[f"accumulators/{name}"] for name in names},
@@ -164,11 +176,34 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         step=header["step"],
         vocab=header["vocab"],
         data_sha256=header["data_sha256"],
-        config=header["config"],
+        config=config,
         progress=RunProgress(**header["progress"]),
         engine=engine,
         torch_rng_state=present["torch_rng_state"],
     )
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The step a checkpoint is at, from its header alone (checked; no array read, no cell resolved)."""
+    path = Path(path)
+    with opened(path) as archive:
+        return int(read_header(archive, path)["step"])
+
+
+@contextmanager
+def opened(path: Path) -> Iterator[zipfile.ZipFile]:
+    """The checkpoint's archive, open; any way reading it fails leaves as one CheckpointError naming the file."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file; give a .npz written by compare.train")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            yield archive
+    except CheckpointError:  # a ValueError too, but already the message to show
+        raise
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot read it ({error.strerror or error})") from error
+    except (ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:  # not an .npz, or truncated
+        raise unreadable(path) from error
 
 
 def unreadable(path: Path) -> CheckpointError:

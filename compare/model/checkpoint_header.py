@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from compare.cli.errors import UsageError
-from compare.model.init import param_shapes
+from compare.model.init import SIZE_LIMITS, SIZES_DOC, param_shapes
 
 FORMAT = "bptt-compare-checkpoint"
 FORMAT_VERSION = 1
@@ -41,6 +41,10 @@ def is_str(value: object) -> bool:
 
 def is_none(value: object) -> bool:
     return value is None
+
+
+def is_sha256(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 64 and not value.strip("0123456789abcdef")
 
 
 # The JSON type of each TrainConfig setting (this package sits below compare.training; a test keeps the
@@ -134,9 +138,9 @@ def header_problem(header: dict[str, Any]) -> str | None:
         return f"vocab is {vocab!r}, expected the training text's characters as a string"
     if len(set(vocab)) != len(vocab):
         return "vocab repeats characters, so token ids would be ambiguous"
-    digest = header["data_sha256"]
-    if not isinstance(digest, str) or len(digest) != 64 or digest.strip("0123456789abcdef"):
-        return f"data_sha256 is {digest!r}, expected 64 hexadecimal digits"
+    for key in ("data_sha256", "cell_sha256"):  # cell_sha256: null for a built-in cell; absent before it was recorded
+        if key in header and not (is_sha256(header[key]) or (key == "cell_sha256" and header[key] is None)):
+            return f"{key} is {header[key]!r}, expected 64 hexadecimal digits"
     return config_problem(header["config"]) or progress_problem(header["progress"])
 
 
@@ -155,6 +159,9 @@ def config_problem(config: object) -> str | None:
     for key in POSITIVE_CONFIG:
         if key in config and config[key] <= 0:
             return f"config.{key} is {config[key]}, expected a positive integer"
+    for key, limit in SIZE_LIMITS.items():  # before any shape is built from them
+        if key in config and config[key] > limit:
+            return f"config.{key} is {config[key]:,}, expected at most {limit:,} (see {SIZES_DOC})"
     return None
 
 

@@ -1,13 +1,16 @@
 """Reading a checkpoint's .npz without trusting it: the header first, then each array by what it declares.
 
 Each array's .npy header (dtype and shape) is checked against what the checkpoint's header says
-it must hold before its data is read, so a hand-edited or foreign file is refused in one line
-and a small file cannot make us allocate gigabytes. Nothing is ever unpickled.
+it must hold before its data is read, and against the size the archive declares for it, so a
+hand-edited or foreign file is refused in one line and a small file cannot make us allocate
+gigabytes. Nothing is ever unpickled, and no module the header names is imported (the cell is
+compare.model.cells.checkpoint_cell's to resolve).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +18,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from compare.model.cells import cell_problem, manual_cell
+from compare.model.cells import manual_cell
 from compare.model.checkpoint_header import (
     FORMAT,
     FORMAT_VERSION,
@@ -27,7 +30,7 @@ from compare.model.checkpoint_header import (
 )
 
 MAX_HEADER_BYTES = 64 << 20  # the vocabulary (at most 0x110000 characters) and the settings fit in far less
-MAX_RNG_STATE_BYTES = 1 << 20  # torch's CPU generator state is about 5 KB
+MAX_HEADER_DEPTH = 4  # the header nests 2 deep (header, config); deeper JSON is not one of ours
 
 
 @dataclass(frozen=True)
@@ -35,9 +38,8 @@ class ArraySpec:
     """What an array of a checkpoint must be: its dtype kind ('f' real floating, 'u' unsigned) and shape."""
 
     kind: str
-    shape: tuple[int, ...] | None  # None: one dimension of at most max_size entries
+    shape: tuple[int, ...]
     required: bool = True
-    max_size: int = 0
 
 
 def read_member(archive: zipfile.ZipFile, name: str, spec: ArraySpec, path: Path) -> np.ndarray | None:
@@ -51,6 +53,8 @@ def read_member(archive: zipfile.ZipFile, name: str, spec: ArraySpec, path: Path
     with archive.open(info) as file:
         shape, fortran, dtype = read_npy_header(file)
         check_declared(name, spec, shape, dtype, path)
+        if math.prod(shape) * dtype.itemsize > info.file_size:  # the archive holds less than the array needs
+            raise EOFError(f"{name} declares more data than its {info.file_size} bytes")
         return read_data(file, shape, fortran, dtype)
 
 
@@ -83,12 +87,7 @@ def check_declared(name: str, spec: ArraySpec, shape: tuple[int, ...], dtype: np
     if dtype.kind != spec.kind or (spec.kind == "u" and dtype.itemsize != 1):
         wanted = "uint8" if spec.kind == "u" else "a real floating-point type (float64)"
         raise CheckpointError(f"{path}: {name} holds {dtype.name} values, expected {wanted}; {REWRITE}")
-    if spec.shape is None:
-        if len(shape) != 1 or not 0 < shape[0] <= spec.max_size:
-            raise CheckpointError(
-                f"{path}: {name} has shape {shape}, expected one dimension of at most {spec.max_size:,}; {REWRITE}"
-            )
-    elif tuple(shape) != spec.shape:
+    if tuple(shape) != spec.shape:
         raise CheckpointError(f"{path}: {name} has shape {tuple(shape)}, expected {spec.shape}; {REWRITE}")
 
 
@@ -103,7 +102,11 @@ def check_values(array: np.ndarray, name: str, spec: ArraySpec, path: Path) -> N
 
 
 def expected_arrays(header: dict[str, Any]) -> dict[str, ArraySpec]:
-    """Every array the checkpoint that ``header`` describes holds, with its dtype kind and shape."""
+    """Every array the checkpoint that ``header`` describes holds, with its dtype kind and shape.
+
+    ``header["config"]["cell"]`` must be a cell already vouched for (compare.model.cells.checkpoint_cell):
+    its module gives the shapes.
+    """
     config = header["config"]
     shapes = model_shapes(config, len(header["vocab"]))
     specs = {
@@ -112,8 +115,15 @@ def expected_arrays(header: dict[str, Any]) -> dict[str, ArraySpec]:
     parts = manual_cell(config["cell"]).STATE_PARTS
     hidden_shape = (config["num_layers"], parts, config["batch_size"], config["hidden_size"])
     specs["hidden"] = ArraySpec("f", hidden_shape, required=False)  # absent before the first step
-    specs["torch_rng_state"] = ArraySpec("u", None, max_size=MAX_RNG_STATE_BYTES)
+    specs["torch_rng_state"] = ArraySpec("u", (torch_rng_state_bytes(),))
     return specs
+
+
+def torch_rng_state_bytes() -> int:
+    """The size of torch's CPU generator state, which torch.set_rng_state takes at exactly this size."""
+    import torch  # here: only a whole load needs it, and the commands that load import torch anyway
+
+    return torch.get_rng_state().numel()
 
 
 def read_header(archive: zipfile.ZipFile, path: Path) -> dict[str, Any]:
@@ -132,6 +142,10 @@ def read_header(archive: zipfile.ZipFile, path: Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: no readable header; not a {FORMAT} file: give a .npz written by compare.train"
         ) from error
+    except RecursionError as error:  # JSON nested thousands deep: the parser runs out of stack
+        raise too_deep(path) from error
+    if json_depth(header) > MAX_HEADER_DEPTH:  # before any check recurses into it (repr, say)
+        raise too_deep(path)
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a {FORMAT} file: give a .npz written by compare.train")
     version = header.get("version")
@@ -147,10 +161,22 @@ def read_header(archive: zipfile.ZipFile, path: Path) -> dict[str, Any]:
     problem = header_problem(header)
     if problem:
         raise CheckpointError(f"{path}: {problem}; {REWRITE}")
-    problem = cell_problem(header["config"]["cell"])  # a plugged-in cell: its module must still load
-    if problem:
-        raise CheckpointError(
-            f"{path}: config.cell, the cell it was trained with, does not load: {problem}; put its module back, "
-            "or on PYTHONPATH"
-        )
     return header
+
+
+def too_deep(path: Path) -> CheckpointError:
+    return CheckpointError(
+        f"{path}: the header's JSON nests deeper than {MAX_HEADER_DEPTH} levels; not a {FORMAT} file: "
+        "give a .npz written by compare.train"
+    )
+
+
+def json_depth(value: object) -> int:
+    """How deep JSON ``value`` nests (a scalar 0, [] or {} 1), without recursion: a hostile file may nest deep."""
+    deepest, pending = 0, [(value, 0)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict | list):
+            deepest = max(deepest, depth + 1)
+            pending.extend((item, depth + 1) for item in (value.values() if isinstance(value, dict) else value))
+    return deepest

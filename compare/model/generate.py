@@ -23,6 +23,7 @@ class SampleConfig:
     top_k: int | None = None
     prime: str | None = None  # None: start after a newline
     seed: int = 0
+    cell: str | None = None  # --cell: the cell of your own the checkpoint records, vouched for (None: built-in)
 
 
 def sampling_engine(checkpoint: Checkpoint, impl: str | None = None) -> ManualEngine | TorchEngine:
@@ -48,7 +49,7 @@ def sampling_engine(checkpoint: Checkpoint, impl: str | None = None) -> ManualEn
 
 def generate_from_checkpoint(config: SampleConfig) -> str:
     """The prime followed by ``config.length`` generated characters."""
-    checkpoint = load_checkpoint(find_checkpoint(config.checkpoint, config.impl, names=(BEST, LATEST)))
+    checkpoint = load_checkpoint(find_checkpoint(config.checkpoint, config.impl, names=(BEST, LATEST)), config.cell)
     vocab = Vocab(checkpoint.vocab)
     if config.prime:
         try:

@@ -10,9 +10,16 @@ Parameters (H hidden size, V vocabulary size, G gate blocks: 1 rnn, 3 gru, 4 lst
     c  (V,)       output bias
 
 Gate blocks are stacked in PyTorch's order: lstm i, f, g, o; gru r, z, n.
+
+The sizes are bounded (SIZE_LIMITS) and the memory a model of given sizes needs is estimated
+(estimated_memory) before any array of it exists, for the flags and for a checkpoint's header alike.
 """
 
 from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -21,6 +28,14 @@ from manual import layer_param_names
 
 INIT_STD = 0.01  # the original write-up's sigma (min-char-rnn's 0.01 * randn)
 FORGET_BIAS = 1.0  # char-rnn starts the LSTM forget gate open, so memories last from the start
+SIZES_DOC = "docs/training.md#sizes"
+# The largest value of each size that a flag or a checkpoint may give (SIZES_DOC says why each).
+SIZE_LIMITS = {
+    "hidden_size": 65_536,  # an rnn's W alone, H x H, is 32 GiB of float64 here: past any machine this runs on
+    "num_layers": 1_024,  # a few Python objects per layer whatever H is; char-rnn stacks 2 or 3
+    "seq_length": 1_000_000,  # T steps whose caches wait for the backward: a larger T is a typo, not a truncation
+    "batch_size": 1_000_000,  # streams of at least T + 1 characters each: more than any text here holds
+}
 
 
 def param_shapes(
@@ -58,3 +73,70 @@ def init_params(
         for layer in range(num_layers):
             params[layer_param_names(layer)["b"]][hidden_size : 2 * hidden_size] = FORGET_BIAS  # rows of f
     return params
+
+
+def size_problem(sizes: Mapping[str, int]) -> str | None:
+    """'--hidden-size must be at most 65,536 ..., got ...' for the first of ``sizes`` above its SIZE_LIMITS."""
+    for name, value in sizes.items():
+        limit = SIZE_LIMITS[name]
+        if value > limit:
+            return f"--{name.replace('_', '-')} must be at most {limit:,} (see {SIZES_DOC}), got {value:,}"
+    return None
+
+
+def estimated_memory(
+    vocab_size: int,
+    hidden_size: int,
+    cell: str = "rnn",
+    num_layers: int = 1,
+    batch_size: int = 1,
+    seq_length: int = 0,
+    dtype_bytes: int = 8,
+    engines: int = 1,
+) -> int:
+    """Bytes that ``engines`` models of these sizes hold, at the least: a lower estimate, known before any array is.
+
+    Per engine: the P parameters, their gradients and AdaGrad's sums (3 P numbers), the carried
+    state (L x parts x B x H), and, for a training step of T = ``seq_length`` characters (0: no
+    step, as when a checkpoint is loaded to sample), what the forward keeps for the backward: per
+    layer and time step the gate pre-activations, the state and the output, (G + parts + 1) B H,
+    and the logits and probabilities, 2 B V. NumPy's, torch's and Python's temporaries come on top.
+    """
+    module = manual_cell(cell)
+    gates, parts = int(module.GATES), int(module.STATE_PARTS)
+    parameters = sum(math.prod(shape) for shape in param_shapes(vocab_size, hidden_size, cell, num_layers).values())
+    state = num_layers * parts * batch_size * hidden_size
+    step = seq_length * batch_size * (num_layers * (gates + parts + 1) * hidden_size + 2 * vocab_size)
+    return engines * dtype_bytes * (3 * parameters + state + step)
+
+
+def available_memory() -> int | None:
+    """Bytes this machine can give without swapping: MemAvailable of /proc/meminfo, else the free physical
+    pages (os.sysconf); None where neither is known."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as file:
+            for line in file:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # in kB
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system, or it does not say
+        return None
+
+
+def memory_problem(needed: int, what: str, fix: str) -> str | None:
+    """'<what> needs at least 6.4 GB of memory, more than the 3.1 GB available...; <fix>', or None when it fits."""
+    available = available_memory()
+    if available is None or needed <= available:
+        return None
+    return (
+        f"{what} needs at least {amount(needed)} of memory (an estimate), more than the "
+        f"{amount(available)} this machine has available; {fix}"
+    )
+
+
+def amount(count: int) -> str:
+    """A byte count in words: '6.4 GB', '120 MB'."""
+    return f"{count / 1e9:,.1f} GB" if count >= 1e9 else f"{count / 1e6:,.0f} MB"

@@ -3,7 +3,8 @@
 "Newest" is the run directory (``<logdir>/<run>``) holding the checkpoint written last:
 the largest modification time among its ``<impl>/latest.npz`` and ``<impl>/best.npz``. A
 run that is still training is newest while it saves; a run name or a directory's own
-time says nothing of when training wrote.
+time says nothing of when training wrote. Only file times are read: no checkpoint is opened
+here, and loading the one chosen imports no module it names (compare.model.cells.checkpoint_cell).
 """
 
 from __future__ import annotations

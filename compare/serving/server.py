@@ -75,12 +75,12 @@ class DemoModel:
         }
 
 
-def load_demo_model(path: str) -> DemoModel:
-    """Load the checkpoint that ``path`` means (a file or a run directory: best.npz first)."""
+def load_demo_model(path: str, cell: str | None = None) -> DemoModel:
+    """Load the checkpoint that ``path`` means (a file or a run directory: best.npz first); ``cell``: --cell."""
     from compare.model.generate import sampling_engine  # imports torch
 
     checkpoint_path = find_checkpoint(path, names=(BEST, LATEST))
-    checkpoint = load_checkpoint(checkpoint_path)
+    checkpoint = load_checkpoint(checkpoint_path, cell)
     info = ModelInfo(
         run_name=checkpoint.config.get("run_name") or checkpoint_path.stem,
         impl=checkpoint.impl,

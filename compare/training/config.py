@@ -17,8 +17,9 @@ from typing import Any
 
 from compare.data.corpus import PROSE
 from compare.data.inputs import DEFAULT_VAL_MAX_CHARS, check_encoding
-from compare.model.cells import cell_problem, flow_problem
+from compare.model.cells import BUILTIN_CELLS, cell_problem, flow_problem
 from compare.model.checkpoint import CheckpointError, load_checkpoint, run_dir_of
+from compare.model.init import SIZE_LIMITS, estimated_memory, memory_problem, size_problem
 from compare.model.sampling import MAX_SAMPLE_LENGTH
 from compare.training.ranks import DEFAULT_TIMEOUT_S
 from compare.training.rundir import resume_source, run_name_problem
@@ -132,6 +133,9 @@ def config_problem(config: TrainConfig) -> str | None:
                 f"--{name.replace('_', '-')} must be positive, got {getattr(config, name)} "
                 f"(the default is {getattr(defaults, name)})"
             )
+    sizes = {name: getattr(config, name) for name in SIZE_LIMITS}
+    if problem := size_problem(sizes):  # before the memory they need is estimated (compare.training.loop)
+        return problem
     if not (math.isfinite(config.lr) and config.lr > 0):  # also rejects nan and inf
         return f"--lr must be a positive number, got {config.lr} (the default is {defaults.lr})"
     if config.gradflow_every < 0:
@@ -169,6 +173,22 @@ def config_problem(config: TrainConfig) -> str | None:
     return device_problem(config) or check_encoding(config.encoding)
 
 
+def run_memory_problem(config: TrainConfig, vocab_size: int) -> str | None:
+    """Whether the run's engines fit in the memory this machine has available (compare.model.init.estimated_memory)."""
+    needed = estimated_memory(
+        vocab_size,
+        config.hidden_size,
+        config.cell,
+        config.num_layers,
+        config.batch_size,
+        config.seq_length,
+        dtype_bytes=4 if config.dtype == "float32" else 8,
+        engines=2 if config.impl == "both" else 1,
+    )
+    what = f"training (--hidden-size {config.hidden_size}, --num-layers {config.num_layers}, vocabulary {vocab_size})"
+    return memory_problem(needed, what, "lower --hidden-size, --num-layers, --batch-size or --seq-length")
+
+
 def device_problem(config: TrainConfig) -> str | None:
     """--device cuda needs the torch implementation and a GPU that torch can see."""
     if config.device != "cuda":
@@ -200,13 +220,15 @@ def config_conflicts(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str
 def resumed_settings(resume: str, given: dict[str, Any]) -> dict[str, Any]:
     """The settings of the run that ``resume`` points at, with the ``given`` flags applied.
 
-    ``given`` holds only what was typed on the command line. The run continues in the run
+    ``given`` holds only what was typed on the command line (its --cell is how a cell of your own the
+    checkpoint records is vouched for: compare.model.cells.checkpoint_cell). The run continues in the run
     directory that holds the checkpoint file unless --logdir or --run-name say otherwise; for a
     file kept outside any run directory, run_name is None: train() names a new run under --logdir
     (default runs/). The logdir and run name stored in the checkpoint are never used.
     """
     source = resume_source(resume)
-    stored = load_checkpoint(source).config
+    vouched = given.get("cell")  # how a cell of your own is vouched for; a built-in one is compared below
+    stored = load_checkpoint(source, None if vouched in BUILTIN_CELLS else vouched).config
     conflicts = config_conflicts(stored, given)
     if conflicts:
         raise CheckpointError(

@@ -204,6 +204,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     preset = PRESETS.get(settings.pop("preset", None) or "", {})
     typed = vars(build_parser(with_defaults=False).parse_args(argv))
     typed.pop("preset", None)
+    if "cell" in typed:  # as the checkpoint records it: a file's path made absolute
+        typed["cell"] = record_name(typed["cell"])
     config = TrainConfig(**{**settings, **preset, **typed})  # typed flags win over the preset, it over the defaults
     if config.resume:
         try:

@@ -12,7 +12,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from compare.cli.errors import TrainingFailed, UsageError
-from compare.model.checkpoint import LATEST, CheckpointError, load_checkpoint
+from compare.model.checkpoint import LATEST, CheckpointError, checkpoint_step
 from compare.training.distributed import DataParallel, RankLost, StopVote, short_reason
 from compare.training.ranks import backend_for, batch_split_problem
 
@@ -82,7 +82,7 @@ def describe_checkpoint(path: Path) -> str:
     if not path.exists():
         return f"no checkpoint at {path} yet"
     try:
-        return f"the last checkpoint, {path} (step {load_checkpoint(path).step}), is intact"
+        return f"the last checkpoint, {path} (step {checkpoint_step(path)}), is intact"
     except CheckpointError as error:
         return f"the checkpoint {path} cannot be read ({error})"
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compare.cli.errors import TrainingFailed
-from compare.model.checkpoint import IMPL_DIRS, LATEST, CheckpointError, load_checkpoint
+from compare.model.checkpoint import IMPL_DIRS, LATEST, CheckpointError, checkpoint_step
 
 if TYPE_CHECKING:
     from compare.training.config import TrainConfig
@@ -87,7 +87,7 @@ def describe_kept(run_dir: Path, names: Iterable[str]) -> tuple[str, bool]:
             parts.append(f"no checkpoint had been saved in {path.parent} yet")
             continue
         try:
-            parts.append(f"the last good checkpoint, {path} (step {load_checkpoint(path).step}), is intact")
+            parts.append(f"the last good checkpoint, {path} (step {checkpoint_step(path)}), is intact")
             any_kept = True
         except CheckpointError as error:
             parts.append(f"the checkpoint {path} cannot be read ({error})")

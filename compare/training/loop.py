@@ -26,7 +26,7 @@ from compare.model.cells import cell_label
 from compare.model.checkpoint import BEST, RunProgress
 from compare.model.init import init_params
 from compare.model.sampling import sample_text
-from compare.training.config import TrainConfig
+from compare.training.config import TrainConfig, run_memory_problem
 from compare.training.divergence import check_before_saving, diverged, divergence
 from compare.training.joining import join_ranks, naming_kept_checkpoints
 from compare.training.logger import Logger, NullLogger
@@ -153,6 +153,9 @@ def train(config: TrainConfig, stop: StopRequest | None = None) -> dict[str, Any
 def build_run(config: TrainConfig, parallel: DataParallel) -> Run:
     """Read the corpus, seed everything, and make one engine per implementation from one init."""
     corpus = load_corpus(config)  # a bad --data fails here, in a second, before torch is even imported
+    problem = run_memory_problem(config, len(corpus.vocab))  # before any weight exists
+    if problem:
+        raise UsageError(problem)
     import torch
 
     from compare.model.engines import make_engine

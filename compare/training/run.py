@@ -95,7 +95,9 @@ def restore(run: Run) -> int:
     import torch  # as in Run.save
 
     assert run.config.resume is not None  # train() restores only a run given --resume
-    checkpoints = [load_checkpoint(find_checkpoint(run.config.resume, engine.name)) for engine in run.engines]
+    checkpoints = [
+        load_checkpoint(find_checkpoint(run.config.resume, engine.name), run.config.cell) for engine in run.engines
+    ]
     for checkpoint in checkpoints:
         if checkpoint.data_sha256 != run.data_sha256:
             raise CheckpointError(

@@ -24,7 +24,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from compare.cli.errors import UsageError
-from compare.model.checkpoint import BEST, IMPL_DIRS, LATEST, CheckpointError, find_checkpoint, load_checkpoint
+from compare.model.checkpoint import BEST, IMPL_DIRS, LATEST, CheckpointError, checkpoint_step, find_checkpoint
 
 LOCK_FILE = ".lock"
 # What compare.model.checkpoint.atomic_write names its temporary file: .<name>.<uuid4 hex>.tmp
@@ -129,7 +129,7 @@ def newer_checkpoint_problem(run_dir: Path, impls: Iterable[str], source: Path, 
             if not path.is_file() or path.resolve() == source.resolve():
                 continue
             try:
-                existing = load_checkpoint(path).step
+                existing = checkpoint_step(path)
             except CheckpointError:  # a file that cannot be read holds nothing to lose
                 continue
             if existing > step:

@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from compare.model.cells import BUILTIN_CELLS
 from compare.model.checkpoint import BEST, LATEST
 from compare.model.sampling import sample_text
 
@@ -26,7 +27,7 @@ def chars_per_sec(steps: int, batch_size: int, seq_length: int, seconds: float) 
 def summarize(run: Run, step: int) -> dict[str, Any]:
     """Final figures per implementation (a Run at ``step``), and a sample at temperature 0.8."""
     impls: dict[str, dict[str, Any]] = {}
-    summary = {"run_dir": str(run.run_dir), "steps": step, "impls": impls}
+    summary = {"run_dir": str(run.run_dir), "steps": step, "cell": run.config.cell, "impls": impls}
     for engine in run.engines:
         progress = run.progress[engine.name]
         val_loss = math.nan if progress.val_loss is None else progress.val_loss
@@ -45,12 +46,17 @@ def next_commands(summary: dict[str, Any]) -> list[str]:
     """What to run on a finished run: TensorBoard on it, then compare.sample and compare.demo on its checkpoint.
 
     The checkpoint is the first implementation's best.npz, or latest.npz when the run had no
-    validation (--val-frac 0 writes no best.npz).
+    validation (--val-frac 0 writes no best.npz). A cell of your own is named with --cell: loading
+    imports it only then.
     """
     impl, result = next(iter(summary["impls"].items()))
     checkpoint = Path(summary["run_dir"]) / impl / (LATEST if math.isnan(result["val_loss"]) else BEST)
+    cell = summary.get("cell", "rnn")
+    flags = f"--checkpoint {shlex.quote(str(checkpoint))}"
+    if cell not in BUILTIN_CELLS:
+        flags += f" --cell {shlex.quote(cell)}"
     return [
         f"tensorboard --logdir {shlex.quote(summary['run_dir'])}",
-        f"python -m compare.sample --checkpoint {shlex.quote(str(checkpoint))}",
-        f"python -m compare.demo --checkpoint {shlex.quote(str(checkpoint))}",
+        f"python -m compare.sample {flags}",
+        f"python -m compare.demo {flags}",
     ]
