@@ -149,7 +149,7 @@ def test_a_request_without_seed_reports_the_seed_that_reproduces_it(server):
         ({"impl": "tensorflow"}, "impl"),
         ({"seed": -1}, "seed"),
         ({"seed": 1.5}, "seed must be a whole number from 0 to 2**63 - 1, got 1.5"),  # no rounding to 1
-        ({"seed": "7"}, "seed must be a whole number from 0 to 2**63 - 1, got '7'"),  # no parsing of text
+        ({"seed": "7"}, 'seed must be a whole number from 0 to 2**63 - 1, got "7"'),  # no parsing of text
         ({"lenght": 10}, "unknown fields: lenght"),
     ],
 )
@@ -158,6 +158,33 @@ def test_bad_fields_are_400_with_a_message(server, fields, message):
     assert status == 400
     assert message in answer["error"]
     assert "\n" not in answer["error"]  # one line, as the page shows it
+
+
+EXPECTED = {  # field -> what its message says it must be
+    "length": "length must be a whole number from 1 to 10,000",
+    "temperature": "randomness (temperature) must be a number from 0 to 1.5",
+    "prime": "prime must be text (a JSON string) of at most 1,000 characters",
+    "impl": "impl must be one of manual, torch",
+    "seed": "seed must be a whole number from 0 to 2**63 - 1",
+}
+WRONG_TYPES = [None, False, True, 0, [], {}, "", 2.5]  # JSON null, false, true, 0, [], {}, "", 2.5
+VALID = [("temperature", int, 0), ("seed", int, 0), ("prime", str, "")]  # (field, type, value) that is right
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        pytest.param(field, value, id=f"{field}={json.dumps(value)}")
+        for field in EXPECTED
+        for value in WRONG_TYPES
+        if (field, type(value), value) not in VALID
+    ],
+)
+def test_a_field_of_the_wrong_type_is_400_naming_it_and_what_was_given(server, field, value):
+    # Never the default in its place: "impl": false used to sample with the checkpoint's implementation.
+    status, answer = generate(server, **{field: value})
+    assert status == 400
+    assert answer["error"] == f"{EXPECTED[field]}, got {json.dumps(value)}"
 
 
 @pytest.mark.parametrize(
