@@ -3,6 +3,7 @@
     python -m compare.bench                                   # seed, mid, large, then the scaling sweeps
     python -m compare.bench --configs seed --impls naive,manual --json speed.json
     python -m compare.bench --memory --no-speed --no-scaling  # compare.train on 100 MB, ASCII and multibyte
+    python -m compare.bench --demo --checkpoint runs/quickstart  # the demo server under 200 hammering clients
 
 Implementations (``--impls``):
 
@@ -77,6 +78,12 @@ def add_what_flags(what: argparse._ArgumentGroup) -> None:
         action="store_true",
         help="instead: the C calls, Python calls and operators one seed-config training step executes, "
         "for the frozen f287690 baseline and manual (python -m compare.bench --calls --help)",
+    )
+    what.add_argument(
+        "--demo",
+        action="store_true",
+        help="instead: the demo server's short requests (the page, the info) while 200 clients hammer "
+        "POST /api/generate (python -m compare.bench --demo --help)",
     )
     what.add_argument(
         "--cells",
@@ -272,6 +279,10 @@ def bench_command(argv: list) -> int:
         from compare.benchmarks.calls import main as calls_main
 
         return calls_main([arg for arg in argv if arg != "--calls"])
+    if "--demo" in argv:  # the demo server under clients that retry a 503 at once
+        from compare.benchmarks.demo_load import main as demo_main
+
+        return demo_main([arg for arg in argv if arg != "--demo"])
     if "--cells" in argv:  # rnn, lstm and gru at about equal parameter counts
         from compare.benchmarks.cells import main as cells_main
 

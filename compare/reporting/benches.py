@@ -1,4 +1,4 @@
-"""The sections that time things: bench (speed and scaling), memory, distributed, hosts.
+"""The sections that time things: bench (speed and scaling), memory, distributed, hosts, overload.
 
 Each block is what the benchmark prints on stdout, inserted as it is: its tables stay
 tables, and each other line becomes a paragraph of its own (Markdown would run adjacent
@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 
 from compare.reporting.runner import Block, Context
+from compare.reporting.training import QUICKSTART_RUN
 
 # the fewest steps and repeats each benchmark accepts: checks the plumbing, measures nothing
 TINY_TIMING = ["--steps", 1, "--warmup", 0, "--repeats", 1]
+TINY_OVERLOAD = ["--clients", 5, "--seconds", 1, "--short", 5]
 
 
 def as_markdown(stdout: str) -> str:
@@ -76,3 +78,10 @@ def hosts(ctx: Context) -> list:
         return [Block("hosts", f"Not measured: {reason}.", [shown], threads="1 thread per host")]
     finished = ctx.run("compare.bench_distributed", args)
     return [Block("hosts", as_markdown(finished.stdout), [finished.shown], threads="1 thread per host")]
+
+
+def overload(ctx: Context) -> list:
+    """docs/demo.md's figure: the demo's short requests while 200 clients hammer it, on the quick-start run."""
+    flags = ["--demo", "--checkpoint", ctx.results[QUICKSTART_RUN], "--json", ctx.workdir / "overload.json"]
+    finished = ctx.run("compare.bench", [*flags, *(TINY_OVERLOAD if ctx.tiny else [])])
+    return [Block("overload", as_markdown(finished.stdout), [finished.shown])]

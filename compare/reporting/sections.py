@@ -90,6 +90,13 @@ SECTIONS = {
         Section("memory", benches.memory, ("memory",), "peak memory on a 100 MB text"),
         Section("distributed", benches.distributed, ("distributed",), "1 and 2 processes"),
         Section("hosts", benches.hosts, ("hosts",), "1 and 2 hosts (network namespaces; needs root)"),
+        Section(
+            "overload",
+            benches.overload,
+            ("overload",),
+            "the demo's short requests while 200 clients hammer it",
+            needs=("quickstart",),
+        ),
     )
 }
 BLOCKS = {block: section for section in SECTIONS.values() for block in section.blocks}

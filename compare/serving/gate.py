@@ -7,11 +7,18 @@ that finds no free slot may wait ``Limits.max_wait`` seconds for one, if fewer t
 ``Limits.waiting`` of its kind already wait, and is otherwise answered 503 with Retry-After at
 once (compare.serving.server turns Busy into that answer). Limits also holds the server's other
 limits (connections, timeouts), so that one object configures the whole server.
+
+Before all that, generate requests take turns (GenerationGate.turn): the event loop checks, admits
+or refuses one at a time, in order of arrival, while requests that generate nothing (the page, the
+info) never wait for a turn. Clients that send a new request the moment they get a 503 therefore
+cannot fill every pass of the event loop with their work, and a short request is answered within a
+few passes however many of them there are (python -m compare.bench --demo measures it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,6 +107,22 @@ class GenerationGate:
         self.general = Lane(limits.generations, limits.waiting)
         self.quick = Lane(limits.quick_generations, limits.waiting)
         self.threads: anyio.CapacityLimiter | None = None
+        self.turns: anyio.Lock | None = None  # made on first use, inside the loop that serves
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """Wait, in order of arrival, until no other generate request is being checked, admitted or refused.
+
+        The event loop runs every task that is ready once per pass, in order. Without turns, each
+        pass would run a step of every generate request in hand, and a short request's steps would
+        wait behind all of theirs; with them, a pass does one generate request's work at most,
+        however many clients send them. The turn must not span an await on the client (its body,
+        its answer being sent) or on a generation, or one slow client would hold up every other.
+        """
+        if self.turns is None:
+            self.turns = anyio.Lock()  # first come, first served
+        async with self.turns:
+            yield
 
     def is_quick(self, request: GenerateRequest) -> bool:
         return request.length + len(request.prime) <= self.limits.quick_length

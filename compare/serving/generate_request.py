@@ -15,8 +15,6 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from compare.data.corpus import Vocab
-
 MAX_LENGTH = 10_000  # characters per request: about 0.6 s of sampling with manual, 2 s with torch
 MAX_PRIME = 1_000  # characters: the prime is run through the model too
 MAX_TEMPERATURE = 1.5  # the slider's range; above it the text is mostly noise
@@ -64,19 +62,21 @@ def parse_generate_request(body: bytes, info: ModelInfo) -> GenerateRequest:
     unknown = sorted(set(fields) - {field.name for field in dataclasses.fields(GenerateRequest)})
     if unknown:  # a misspelt field would otherwise be ignored without a word
         raise RequestError(f"unknown fields: {', '.join(unknown)}")
-    request = GenerateRequest(**fields)
+    # A field left out takes its default; one that is there is checked as it is (null, false, 0, [] and {}
+    # included), never replaced by the default because it looks empty.
+    given = {**dataclasses.asdict(GenerateRequest(impl=info.impl)), **fields}
     return GenerateRequest(
-        length=checked_length(request.length),
-        temperature=checked_temperature(request.temperature),
-        prime=checked_prime(request.prime, info.vocab),
-        impl=checked_impl(request.impl or info.impl, info.implementations),
-        seed=checked_seed(request.seed),
+        length=checked_length(given["length"]),
+        temperature=checked_temperature(given["temperature"]),
+        prime=checked_prime(given["prime"], info.vocab),
+        impl=checked_impl(given["impl"], info.implementations),
+        seed=checked_seed(fields["seed"]) if "seed" in fields else secrets.randbelow(2**32),
     )
 
 
 def shown(value: object) -> str:
-    """``value`` as a message quotes it: its repr, cut short (a 60 kB string makes no better message)."""
-    text = repr(value)
+    """``value`` as the client wrote it (JSON), cut short: a 60 kB string makes no better message."""
+    text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 40 else f"{text[:36]}..."
 
 
@@ -103,12 +103,15 @@ def checked_temperature(temperature: Any) -> float:
 
 
 def checked_prime(prime: Any, vocab: str) -> str:
-    if not isinstance(prime, str) or len(prime) > MAX_PRIME:
-        raise RequestError(f"prime must be text of at most {MAX_PRIME:,} characters")
-    try:
-        Vocab(vocab).encode(prime)
-    except ValueError as error:  # names the characters the model never saw
-        raise RequestError(f"the prime has {error}") from None
+    if not isinstance(prime, str):
+        raise RequestError(
+            f"prime must be text (a JSON string) of at most {MAX_PRIME:,} characters, got {shown(prime)}"
+        )
+    if len(prime) > MAX_PRIME:
+        raise RequestError(f"prime must be text of at most {MAX_PRIME:,} characters, got {len(prime):,} characters")
+    unknown = sorted(set(prime) - set(vocab))
+    if unknown:  # a set difference: Vocab.encode would build its table of every code point (4 MB) per request
+        raise RequestError(f"the prime has characters not in the vocabulary: {''.join(unknown)!r}")
     return prime
 
 
@@ -119,8 +122,6 @@ def checked_impl(impl: Any, implementations: tuple[str, ...]) -> str:
 
 
 def checked_seed(seed: Any) -> int:
-    if seed is None:
-        return secrets.randbelow(2**32)
     if not is_integer(seed) or not 0 <= seed < 2**63:
         raise RequestError(f"seed must be a whole number from 0 to 2**63 - 1, got {shown(seed)}")
     return seed

@@ -9,8 +9,9 @@ and the CLI print the same text for the same seed.
 The app is Starlette, served by uvicorn on one event loop (compare.serving.connections adds
 the connection timeouts uvicorn lacks). Generation is CPU-bound, so it runs in worker threads,
 only a few at once (compare.serving.gate); a request is checked first, by
-compare.serving.generate_request. Everything else (the page, the info, bad requests) is
-answered on the event loop, never behind a generation.
+compare.serving.generate_request, one generate request at a time (GenerationGate.turn).
+Everything else (the page, the info) is answered on the event loop, never behind a generation,
+nor behind the generate requests that came before it.
 
 The checkpoint is loaded once. Sampling only reads the weights, and every request gets
 its own random generator (seeded from the request) and its own hidden state, so the
@@ -161,12 +162,13 @@ def demo_app(model: DemoModel, limits: Limits = DEFAULT_LIMITS) -> Starlette:
             return error_response(error.status, str(error), {"Connection": "close"})
         except ClientDisconnect:
             return error_response(HTTPStatus.BAD_REQUEST, "the client went away")  # nobody reads it
+        async with gate.turn():  # one generate request checked at a time, so that short requests never queue
+            try:
+                generate_request = parse_generate_request(body, model.info)
+            except RequestError as error:
+                return error_response(HTTPStatus.BAD_REQUEST, str(error))
         try:
-            generate_request = parse_generate_request(body, model.info)
-        except RequestError as error:
-            return error_response(HTTPStatus.BAD_REQUEST, str(error))
-        try:
-            answer = await gate.run(model.generate, generate_request)
+            answer = await gate.run(model.generate, generate_request)  # a 503 at once: still this pass, no await
         except Busy:
             return error_response(
                 HTTPStatus.SERVICE_UNAVAILABLE,
