@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import compare
@@ -90,3 +91,10 @@ def test_every_docs_page_is_linked_from_the_readme():
     readme = (ROOT / "README.md").read_text()
     for page in sorted((ROOT / "docs").glob("*.md")):
         assert f"(docs/{page.name}" in readme, f"README.md's table does not link docs/{page.name}"
+
+
+def test_every_module_the_map_names_exists():
+    the_map = compare.__doc__
+    files = {path.name for path in (ROOT / "compare").rglob("*.py")} | {"page.html"}
+    named = set(re.findall(r"\b(\w+\.(?:py|html))\b", the_map))
+    assert named <= files, f"the map in compare/__init__.py names modules that do not exist: {sorted(named - files)}"

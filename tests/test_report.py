@@ -154,7 +154,7 @@ def test_a_tiny_report_of_the_quick_start_shows_its_output_and_redraws_the_demo(
     assert run_report(pages, "--tiny", "--sections", "quickstart,prose,demo") == 0
     after = read_all(pages)
     assert_regenerated(before, after, {"quickstart", "prose", "demo"})
-    quickstart = blocks_of(after["README.md"])["quickstart"]
+    quickstart = blocks_of(after["docs/training.md"])["quickstart"]
     assert "--- sample (manual, temperature 0.8) ---" in quickstart and "\nnext:\n" in quickstart
     assert "python -m compare.demo --checkpoint $TMP/runs/quickstart/manual/best.npz" in quickstart
     assert "| `prose` (default) |" in quickstart and "| `pydoc-topics` |" in quickstart
