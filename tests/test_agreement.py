@@ -43,6 +43,7 @@ def without_flag(argv: list, flag: str) -> list:
     return argv[:index] + argv[index + 2 :]
 
 
+@pytest.mark.exactness
 def test_the_implementation_error_stays_at_rounding_while_the_trajectories_drift_apart(tmp_path):
     # H 100, as at the defaults: AdaGrad's first steps amplify the rounding of the tiny gradients
     run_dir = train_both(tmp_path, "h100", hidden_size=100, max_steps=60, agree_every=1)
@@ -53,6 +54,7 @@ def test_the_implementation_error_stays_at_rounding_while_the_trajectories_drift
     assert logged(run_dir / "both", "chaos/max_abs_param")[-1] > -6  # while the free-running weights part by 1e-6+
 
 
+@pytest.mark.exactness
 def test_a_planted_gradient_bug_shows_in_its_own_parameter_only(tmp_path, monkeypatch):
     """The measurement compares the hand-written gradient with autograd's, not a run with itself."""
     correct_backward = manual.backward
@@ -70,6 +72,7 @@ def test_a_planted_gradient_bug_shows_in_its_own_parameter_only(tmp_path, monkey
     assert max(logged(run_dir / "both", "agree/loss")) <= -12  # the forward pass has no bug
 
 
+@pytest.mark.exactness
 def test_measuring_leaves_both_trajectories_untouched(tmp_path):
     measured = train_both(tmp_path, "measured", max_steps=30, agree_every=1)
     unmeasured = train_both(tmp_path, "unmeasured", max_steps=30, agree_every=0)
@@ -144,6 +147,7 @@ def test_agree_every_must_be_a_count(tmp_path, value, capsys):
     assert "--agree-every" in capsys.readouterr().err
 
 
+@pytest.mark.exactness
 def test_under_the_original_preset_the_summed_loss_is_what_is_compared(tmp_path, monkeypatch):
     """--preset original trains on the sum: the probe must compare that loss's gradients, not the mean's."""
     run_dir = train_both(tmp_path, "original", preset="original", max_steps=20, agree_every=1)

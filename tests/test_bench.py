@@ -28,6 +28,7 @@ from compare.model.engines import ManualEngine
 NAIVE_TOLERANCE = 1e-12  # float64: the baseline sums the same terms as manual in another order
 
 
+@pytest.mark.exactness
 @pytest.mark.parametrize("batch_size", [1, 3])
 def test_naive_loss_and_gradients_equal_manual_in_float64(batch_size):
     problem = random_problem(batch_size=batch_size, seed=batch_size)  # one-layer rnn: what the baseline runs
@@ -42,6 +43,7 @@ def test_naive_loss_and_gradients_equal_manual_in_float64(batch_size):
     assert np.allclose(naive.h_last, cache.state_last[0, 0], rtol=0, atol=NAIVE_TOLERANCE)
 
 
+@pytest.mark.exactness
 def test_naive_engine_trains_in_lockstep_with_manual():
     params = random_params(seed=7)
     engines = [ManualEngine(params, 0.1, 5.0, "float64"), NaiveEngine(params, 0.1, 5.0, "float64")]

@@ -14,6 +14,8 @@ from compare.benchmarks.baseline import BaselineEngine
 from compare.model.engines import ManualEngine
 from compare.model.init import init_params
 
+pytestmark = pytest.mark.exactness  # docs/tolerances.md: run under every BLAS kernel and CPU capability
+
 VOCAB, HIDDEN, BATCH, STEPS, SEQ = 11, 16, 3, 5, 7
 
 

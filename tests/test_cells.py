@@ -15,6 +15,8 @@ from compare.model.sampling import sample_text
 from compare.training.flags import parse_args
 from compare.training.loop import train
 
+pytestmark = pytest.mark.exactness  # docs/tolerances.md: run under every BLAS kernel and CPU capability
+
 
 @pytest.mark.parametrize("cell, num_layers", CELLS_AND_LAYERS)
 def test_training_checkpoints_and_sampling_cover_every_cell(tmp_path, cell, num_layers):

@@ -133,6 +133,7 @@ def trained_engine(impl: str, batches: StreamBatches, params: dict, steps: int):
     return engine
 
 
+@pytest.mark.exactness
 @pytest.mark.parametrize(
     "writer, reader", [("manual", "torch"), ("torch", "manual"), ("manual", "manual"), ("torch", "torch")]
 )
@@ -166,6 +167,7 @@ def final_checkpoint(tmp_path, run_name: str, impl: str) -> Checkpoint:
     return load_checkpoint(tmp_path / "runs" / run_name / impl / "latest.npz")
 
 
+@pytest.mark.exactness
 @pytest.mark.parametrize("impl", ["manual", "torch", "both"])
 def test_resumed_training_equals_uninterrupted_training(tmp_path, impl):
     # 80 steps in one go, or 40 + 40. Epochs are 42 steps: the resume point is mid-epoch
@@ -185,6 +187,7 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path, impl):
         assert resumed.progress.val_loss == uninterrupted.progress.val_loss
 
 
+@pytest.mark.exactness
 def test_a_manual_checkpoint_resumes_in_torch_with_the_same_losses(tmp_path):
     whole = train(parse_args(train_argv(tmp_path, "whole", impl="manual", max_steps=60)))
     train(parse_args(train_argv(tmp_path, "split", impl="manual", max_steps=40)))
@@ -206,6 +209,7 @@ def test_a_manual_checkpoint_resumes_in_torch_with_the_same_losses(tmp_path):
     assert (tmp_path / "runs" / "split" / "torch" / "latest.npz").is_file()
 
 
+@pytest.mark.exactness
 @pytest.mark.parametrize("cell, num_layers", CELLS_AND_LAYERS)
 def test_a_checkpoint_resumes_in_the_other_implementation(tmp_path, cell, num_layers):
     flags = {"cell": cell, "num_layers": num_layers}

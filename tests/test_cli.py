@@ -100,6 +100,7 @@ def test_train_cli_writes_the_documented_tags(tmp_path, corpus, impl):
         assert not (tmp_path / "cli" / "both").exists()
 
 
+@pytest.mark.exactness
 def test_float64_drift_is_rounding_only(tmp_path, corpus):
     result = run_train(
         "--impl",

@@ -12,6 +12,8 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from compare.benchmarks.denormals import restart_openblas_threads, set_flush_denormal
 
+pytestmark = pytest.mark.exactness  # docs/tolerances.md: run under every BLAS kernel and CPU capability
+
 SIZE = 512  # large enough that OpenBLAS splits the product between its threads
 DENORMAL = np.float32(1e-40)  # below float32's smallest normal, 1.18e-38
 

@@ -47,6 +47,7 @@ def loss_curve(impl_dir: Path) -> list:
     return [(event.step, event.value) for event in events.Scalars("loss/train")]
 
 
+@pytest.mark.exactness
 @pytest.mark.slow  # four processes that import torch: about 15 s
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_the_same_flags_give_the_same_run_bit_for_bit(tmp_path, dtype):

@@ -146,6 +146,7 @@ QUANTITY_WORDS = {  # what the diagnosis's last line says for each first wrong q
 }
 
 
+@pytest.mark.exactness
 @pytest.mark.parametrize("bug", list(CELL_BUGS))
 def test_a_bug_in_the_recurrence_is_located(bug):
     cell, correct, slip, layers, layer, step, path, gates = CELL_BUGS[bug]
@@ -166,6 +167,7 @@ def test_a_bug_in_the_recurrence_is_located(bug):
     assert QUANTITY_WORDS[quantity] in diagnosis.lines[-1]
 
 
+@pytest.mark.exactness
 def test_a_dropped_cell_state_carry_is_named_as_such():
     cell, correct, slip, *_ = CELL_BUGS["lstm: cell-state carry dropped"]
     diagnosis = diagnose(small_problem(broken_cell(cell, correct, slip)))
@@ -173,6 +175,7 @@ def test_a_dropped_cell_state_carry_is_named_as_such():
     assert "The carry into h_4 agrees: it is the carry of s (the cell state) alone." in diagnosis.lines[-1]
 
 
+@pytest.mark.exactness
 def test_a_cell_without_trace_is_diagnosed_on_dx_proj_and_says_so(tmp_path):
     path = tmp_path / "softsign.py"
     path.write_text(SOFTSIGN_CELL.replace("d_h_next = d_x_proj[t] @ W", "d_h_next = d_x_proj[t] @ W.T"))
@@ -191,6 +194,7 @@ def test_a_cell_without_trace_is_diagnosed_on_dx_proj_and_says_so(tmp_path):
     )
 
 
+@pytest.mark.exactness
 @pytest.mark.parametrize("cell", list(ALL_GATES))
 def test_a_bias_gradient_summed_over_the_wrong_axis_is_in_the_summing(cell):
     # db summed over time only, and of stream 0: every per-step gradient is still right
@@ -203,12 +207,14 @@ def test_a_bias_gradient_summed_over_the_wrong_axis_is_in_the_summing(cell):
     assert "the error is where b is summed" in diagnosis.lines[-1]
 
 
+@pytest.mark.exactness
 def test_a_wrong_dW_sum_in_a_cell_is_in_the_summing():
     slip = broken_cell("rnn", "@ cache.hidden[:-1].reshape(rows, size)", "@ cache.hidden[1:].reshape(rows, size)")
     diagnosis = diagnose(small_problem(slip))
     assert diagnosis.verdict == "summing" and list(diagnosis.blocks) == ["W"]
 
 
+@pytest.mark.exactness
 @pytest.mark.parametrize("cell", list(ALL_GATES))
 def test_a_loss_scaled_by_T_is_a_correct_gradient_of_another_loss(cell):
     # the sum over time instead of the mean: every gradient T times autograd's
@@ -218,6 +224,7 @@ def test_a_loss_scaled_by_T_is_a_correct_gradient_of_another_loss(cell):
     assert f"k = {T} = T, the chunk length" in diagnosis.lines[-1]
 
 
+@pytest.mark.exactness
 @pytest.mark.parametrize("cell, layers", [(cell, layers) for cell in ALL_GATES for layers in (1, 2)])
 def test_a_right_backward_is_diagnosed_right(cell, layers):
     diagnosis = diagnose(small_problem(cell, Sizes(layers=layers)))
@@ -227,6 +234,7 @@ def test_a_right_backward_is_diagnosed_right(cell, layers):
     assert diagnosis.traced and len(diagnosis.heat) == layers * (len(ALL_GATES[cell]) + 1 + PARTS[cell])
 
 
+@pytest.mark.exactness
 def test_a_forward_that_disagrees_is_said_first():
     slip = broken_cell(
         "rnn", "np.dot(hidden[t], W_T), out=", "0.5 * np.dot(hidden[t], W_T), out=", function="recurrence_forward"
@@ -274,6 +282,7 @@ def step(x_proj, W, state):
 '''
 
 
+@pytest.mark.exactness
 def test_a_forward_that_is_not_analytic_falls_back_to_centred_differences(tmp_path):
     path = tmp_path / "softsign.py"
     path.write_text(SOFTSIGN_CELL)
@@ -308,6 +317,7 @@ def test_the_command_prints_the_diagnosis_draws_the_heat_map_and_exits_1_on_a_bu
     assert right.returncode == 0 and "the backward is right" in right.stdout
 
 
+@pytest.mark.exactness
 def test_a_forward_that_fails_in_complex128_falls_back_to_centred_differences(tmp_path):
     # a ReLU written with np.heaviside, which has no complex loop: the complex-step forward raises
     relu = (
@@ -323,6 +333,7 @@ def test_a_forward_that_fails_in_complex128_falls_back_to_centred_differences(tm
     assert "manual vs centred differences" in diagnosis.lines[2]
 
 
+@pytest.mark.exactness
 def test_tiny_weights_do_not_make_an_analytic_forward_look_non_analytic():
     # gradcheck's own weights, N(0, 0.01^2): centred differences are then only ~1e-6 close, worse than
     # ORACLES_AGREE; the complex step still matches autograd to rounding, so it stays the oracle

@@ -86,6 +86,7 @@ def two_process_run(tmp_path_factory):
     return directory, torchrun(directory, run_argv(directory, "two"))
 
 
+@pytest.mark.exactness
 @pytest.mark.slow
 def test_two_processes_train_like_one_process_with_the_full_batch(tmp_path, two_process_run):
     directory, parallel_losses = two_process_run
@@ -97,6 +98,7 @@ def test_two_processes_train_like_one_process_with_the_full_batch(tmp_path, two_
         assert_close_states(one, two, TOLERANCE)
 
 
+@pytest.mark.exactness
 @pytest.mark.slow
 def test_a_two_process_run_resumes_under_two_processes_or_one(tmp_path, two_process_run):
     directory, uninterrupted = two_process_run

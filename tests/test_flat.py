@@ -4,9 +4,12 @@ that a caller replaced instead of writing in place (then the buffer no longer ho
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import manual
 from compare.model.engines import ManualEngine
+
+pytestmark = pytest.mark.exactness  # docs/tolerances.md: run under every BLAS kernel and CPU capability
 
 SHAPES = {"U": (4, 6), "W": (4, 4), "V": (6, 4), "b": (4,), "c": (6,)}
 

@@ -41,17 +41,20 @@ def max_errors(report: dict, method: str) -> dict:
 # ----- the report's targets --------------------------------------------------------------
 
 
+@pytest.mark.exactness
 @pytest.mark.parametrize("method", ["central", "torch-central"])
 def test_centred_differences_reach_the_originals_order(report, method):
     errors = max_errors(report, method)
     assert all(error <= CENTRAL_MAX for error in errors.values()), errors
 
 
+@pytest.mark.exactness
 def test_complex_step_agrees_with_manual_gradient_to_rounding(report):
     errors = max_errors(report, "complex")
     assert all(error <= EXACT_MAX for error in errors.values()), errors
 
 
+@pytest.mark.exactness
 def test_manual_gradient_agrees_with_autograd_to_rounding(report):
     errors = max_errors(report, "manual-vs-autograd")
     assert all(error <= EXACT_MAX for error in errors.values()), errors
@@ -72,6 +75,7 @@ def test_all_row_takes_the_largest_error_of_any_parameter(report):
         assert summary["All"]["avg"] == pytest.approx(pooled, rel=1e-12, abs=0), method
 
 
+@pytest.mark.exactness
 @pytest.mark.parametrize("cell, num_layers", CELLS_AND_LAYERS)
 def test_gradient_check_report_for_every_cell(cell, num_layers):
     # The report's default settings (H 5, T 25, B 1) with this cell, on 40 random entries of each
@@ -98,6 +102,7 @@ def with_slip(monkeypatch, slip) -> None:
     monkeypatch.setattr(manual.rnn, "recurrence_backward", mutant(manual.rnn, "recurrence_backward", *slip))
 
 
+@pytest.mark.exactness
 def test_a_backward_pass_off_by_one_step_fails_both_checks(monkeypatch):
     """tanh' taken at the previous step's h: with weights of std 0.01, h is ~1e-2 and tanh' = 1 - h^2 is
     off by ~1e-3 relative, the size of a subtle real bug."""
@@ -110,6 +115,7 @@ def test_a_backward_pass_off_by_one_step_fails_both_checks(monkeypatch):
     assert all(results["complex"][name]["max"] <= EXACT_MAX for name in ("c", "V"))
 
 
+@pytest.mark.exactness
 def test_only_the_complex_step_sees_a_float32_buffer_in_the_backward_pass(monkeypatch):
     """Why the complex step column exists: da_t rounded to float32 (one dtype in one buffer) makes
     errors of ~1e-7 to 1e-6 that hide in the finite-difference noise (~1e-6) but stand out by

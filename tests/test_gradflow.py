@@ -35,6 +35,7 @@ def chunk_of(problem: dict) -> Chunk:
     return Chunk(problem["params"], problem["inputs"], problem["targets"], problem["state0"], problem["cell"])
 
 
+@pytest.mark.exactness
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("cell", CELLS)
 def test_the_manual_and_autograd_curves_agree(cell, layers):
@@ -45,6 +46,7 @@ def test_the_manual_and_autograd_curves_agree(cell, layers):
     assert max_relative_difference(by_hand, by_autograd) <= 1e-10
 
 
+@pytest.mark.exactness
 @pytest.mark.parametrize("cell", CELLS)
 def test_the_curve_at_lag_0_is_the_direct_gradient_of_the_last_loss(cell):
     problem = random_problem(seq_length=5, cell=cell, seed=1)
@@ -66,6 +68,7 @@ def last_step_loss(params: dict, inputs_tb: np.ndarray, targets_last: np.ndarray
     return mean_loss * len(targets_last)
 
 
+@pytest.mark.exactness
 @pytest.mark.parametrize("cell", CELLS)
 def test_the_curve_equals_the_complex_step_derivative_with_respect_to_each_hidden_state(cell):
     """An oracle that shares no backward code: Im L_T(h_{T-k} + i eps e_j) / eps, entry by entry."""
@@ -137,6 +140,7 @@ def test_bad_input_is_one_line_and_exit_code_2(argv, message, capsys):
     assert error.count("\n") == 1 and message in error
 
 
+@pytest.mark.exactness
 def test_the_train_flag_logs_the_curve_of_each_implementation(tmp_path):
     config = parse_args(train_argv(tmp_path, impl="both", max_steps=4, gradflow_every=2))
     train(config)
@@ -178,6 +182,7 @@ def test_a_resume_may_change_the_flag_and_the_command_measures_the_checkpoint(tm
     assert curves[0]["manual"] != curves[1]["manual"]
 
 
+@pytest.mark.exactness
 @pytest.mark.parametrize("layers", [1, 2])
 def test_a_plugged_cells_step_backward_agrees_with_autograd(layers):
     problem = small_problem(MGU, Sizes(steps=12, layers=layers))  # a nonzero carried-in state, float64

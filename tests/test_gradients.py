@@ -15,6 +15,8 @@ from twins import as_tensors, manual_loss_and_grads, torch_loss_and_grads, torch
 
 import manual
 
+pytestmark = pytest.mark.exactness  # docs/tolerances.md: run under every BLAS kernel and CPU capability
+
 
 def relative_error(analytic, numeric, eps=1e-16):
     """The original write-up's measure: |ga - gn| / max(eps, |ga| + |gn|), element-wise."""

@@ -42,6 +42,7 @@ def assert_matches_dense(d_U: np.ndarray, d_x_proj_rows: np.ndarray, tokens: np.
     assert excess.max() <= 0, f"dU off the one-hot reference by {excess.max():.3g} beyond the rounding bound"
 
 
+@pytest.mark.exactness
 @pytest.mark.parametrize(
     "tokens",
     [
@@ -60,6 +61,7 @@ def test_scatter_matches_one_hot_product(tokens: list[int]) -> None:
     assert_matches_dense(d_U, d_x_proj_rows, ids, vocab_size)
 
 
+@pytest.mark.exactness
 def test_scatter_is_dtype_generic() -> None:
     """float32 stays float32 and complex128 (the complex-step check's dtype) keeps its imaginary part."""
     rng = np.random.default_rng(0)
@@ -71,6 +73,7 @@ def test_scatter_is_dtype_generic() -> None:
     assert manual.model.input_lookup_grad(rows.real.astype(np.float32), ids, 6).dtype == np.float32
 
 
+@pytest.mark.exactness
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_backward_scatters_the_right_tokens(cell: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Through manual.backward, batch of 3 streams x 5 steps with repeats across and within streams: dU is

@@ -13,6 +13,8 @@ from compare.model.engines import ADAGRAD_EPS, make_engine
 from compare.model.init import init_params
 from compare.model.state import EngineState
 
+pytestmark = pytest.mark.exactness  # docs/tolerances.md: run under every BLAS kernel and CPU capability
+
 
 def lockstep_run(
     steps, cell="rnn", num_layers=1, eps=ADAGRAD_EPS, hidden_size=16, batch_size=4, seq_length=10, clip=0.1

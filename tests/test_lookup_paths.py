@@ -11,6 +11,8 @@ import pytest
 
 import manual.model
 
+pytestmark = pytest.mark.exactness  # docs/tolerances.md: run under every BLAS kernel and CPU capability
+
 VOCAB = 7
 GATE_ROW_COUNTS = {"short-rows": 5, "long-rows": manual.model.ROW_SCATTER_MIN}
 # rows (T*B) below the vocabulary take the column route, at or above it the row route

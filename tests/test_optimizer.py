@@ -15,6 +15,8 @@ from problems import random_params
 
 from manual import Adagrad
 
+pytestmark = pytest.mark.exactness  # docs/tolerances.md: run under every BLAS kernel and CPU capability
+
 LR, EPS = 0.1, 1e-10  # EPS: torch.optim.Adagrad's default, which both take
 U = 2.0**-53  # float64 unit roundoff: one rounding moves a value by at most U relative
 # Sizes that take torch's vectorised loops, their remainders, and the scalar path.

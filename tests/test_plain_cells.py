@@ -13,6 +13,8 @@ from plain_cells import gru_backward, gru_forward, lstm_backward, lstm_forward
 
 from manual import gru, lstm
 
+pytestmark = pytest.mark.exactness  # docs/tolerances.md: run under every BLAS kernel and CPU capability
+
 PLAIN = {"lstm": (lstm, lstm_forward, lstm_backward), "gru": (gru, gru_forward, gru_backward)}
 
 

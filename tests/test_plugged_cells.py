@@ -58,6 +58,7 @@ def every_entry(problem: Problem) -> dict[str, np.ndarray]:
     return {name: np.arange(value.size) for name, value in problem.params.items()}
 
 
+@pytest.mark.exactness
 @pytest.mark.parametrize("num_layers", [1, 2])
 def test_the_example_cells_backward_matches_every_oracle(num_layers):
     problem = mgu_problem(num_layers)
@@ -76,6 +77,7 @@ def test_the_example_cells_backward_matches_every_oracle(num_layers):
             torch.testing.assert_close(analytic[param], numerical[param], rtol=tolerance, atol=tolerance, msg=name)
 
 
+@pytest.mark.exactness
 def test_the_example_cells_two_sides_compute_the_same_hidden_states():
     problem = mgu_problem(1)
     x_proj = np.random.default_rng(1).normal(size=(5, 2, 8))  # (T, B, 2H)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from functools import cache
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
@@ -27,6 +28,7 @@ PROPERTY_SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)
 VOCAB = Vocab.from_text(PHRASE + "\n")
 
 
+@pytest.mark.exactness
 @PROPERTY_SETTINGS
 @given(
     vocab_size=st.integers(2, 9),

@@ -33,6 +33,7 @@ def trained_run(tmp_path_factory):
     return directory / "runs" / "run"
 
 
+@pytest.mark.exactness
 def test_probabilities_are_float64_and_sum_to_one_even_from_float32_logits():
     rng = np.random.default_rng(0)
     for _ in range(200):
@@ -48,6 +49,7 @@ def test_temperature_zero_puts_everything_on_the_argmax_lowest_id_on_ties():
     assert probabilities(np.array([3.0, 1.0, 3.0]), 0).tolist() == [1.0, 0.0, 0.0]
 
 
+@pytest.mark.exactness
 @pytest.mark.parametrize("temperature", [1e-3, 1e-12, 1e-300, 5e-324])
 def test_tiny_temperatures_approach_argmax_without_overflow(temperature):
     # Dividing first would overflow: 50 / 1e-300 is inf, and inf - inf is NaN.
@@ -58,6 +60,7 @@ def test_tiny_temperatures_approach_argmax_without_overflow(temperature):
     assert np.all(np.isfinite(probs)) and probs[0] > 0.999 and abs(probs.sum() - 1) < 1e-15
 
 
+@pytest.mark.exactness
 @pytest.mark.parametrize("temperature", [0.25, 0.5, 1.0])
 def test_logits_of_order_1000_give_exact_probabilities(temperature):
     # exp(1000) overflows float64: without subtracting the max first every probability is inf / inf = NaN.
@@ -81,6 +84,7 @@ def test_negative_or_nan_temperature_is_a_clear_error(temperature):
         probabilities(np.zeros(3), temperature)
 
 
+@pytest.mark.exactness
 def test_top_k_keeps_only_the_k_most_likely_characters():
     logits = np.array([1.0, 4.0, 3.0, -2.0, 2.0])
     probs = probabilities(logits, 1.0, top_k=2)
@@ -103,6 +107,7 @@ def test_same_seed_same_text_other_seed_other_text():
     assert sample_text(engine, VOCAB, 200, seed=6) != first
 
 
+@pytest.mark.exactness
 @pytest.mark.parametrize("temperature, top_k", [(0.0, None), (0.5, None), (1.0, None), (2.0, None), (1.0, 3)])
 def test_both_implementations_write_the_same_text(temperature, top_k):
     manual_engine, torch_engine = engines_with_random_weights()
@@ -126,6 +131,7 @@ def greedy_reference(params: dict, prime_id: int, length: int) -> list:
     return ids
 
 
+@pytest.mark.exactness
 def test_temperature_zero_equals_argmax_decoding():
     engine = engines_with_random_weights()[0]
     greedy = greedy_reference(engine.numpy_params(), int(VOCAB.encode("t")[0]), 100)
@@ -144,6 +150,7 @@ def test_a_trained_model_spells_words_of_its_corpus_and_an_untrained_one_does_no
     assert not any(word in untrained_text for word in WORDS), untrained_text
 
 
+@pytest.mark.exactness
 def test_the_command_prints_the_same_text_with_either_implementation(trained_run, capsys):
     outputs = []
     for impl in ("manual", "torch"):

@@ -30,6 +30,8 @@ from compare.training.config import TrainConfig
 from compare.training.loop import train
 from compare.training.validation import estimate_loss, validation_batches
 
+pytestmark = pytest.mark.exactness  # docs/tolerances.md: run under every BLAS kernel and CPU capability
+
 GAP = 6  # filler characters between a letter and its copy: the copy is GAP + 1 steps after it
 SETTINGS = {
     "hidden_size": 16,
