@@ -15,14 +15,14 @@ Commands (``python -m compare.<name> --help`` lists each one's flags):
 
 Subpackages (each imports only downward: never a command module):
     cli         parser.py: the one argument parser (one-line errors, --debug); errors.py: run_cli, exit codes
-    data        corpus.py: vocabulary, batches, built-in corpus, text digest; prose.py: the built-in prose
-                corpus; inputs.py: checks on --data
+    data        corpus.py: --data (or a built-in corpus) read and checked, its vocabulary, the held-out split,
+                the batches; prose.py: the built-in prose corpus
     model       init.py: the shared initializer, the sizes' bounds, the memory a model needs; state.py: what
-                an engine exports; engines.py: both implementations behind one step; sampling.py; generate.py:
-                text from a checkpoint;
-                checkpoint.py: the .npz format, saved and loaded; checkpoint_header.py: its header's fields and
-                their checks; checkpoint_reading.py: an untrusted .npz read, the header first, then each array;
-                newest.py: the newest run, without --checkpoint;
+                an engine exports; engines.py: both implementations behind one step; sampling.py: text from
+                an engine, and from a checkpoint (compare.sample, the demo);
+                checkpoint.py: the .npz format, saved, loaded and found (a file, a run directory, the newest
+                run under --logdir); checkpoint_reading.py: an untrusted .npz read, the header's fields
+                checked first, then each array;
                 cells.py: --cell, a built-in cell or your own by import path; a checkpoint's cell, never imported
                 unless --cell names it
     training    config.py: TrainConfig, presets, the checks on the settings, how a resume merges them;

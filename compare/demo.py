@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from compare.cli.errors import UsageError, run_cli
 from compare.cli.parser import CommandParser
 from compare.model.cells import CHECKPOINT_CELL_HELP
-from compare.model.checkpoint import BEST, LATEST
-from compare.model.newest import NEWEST_RULE, checkpoint_or_newest
+from compare.model.checkpoint import BEST, LATEST, NEWEST_RULE, checkpoint_or_newest
 from compare.serving.server import DemoServer, load_demo_model
 
 PROG = "python -m compare.demo"
@@ -26,7 +25,7 @@ PROG = "python -m compare.demo"
 
 @dataclass
 class DemoConfig:
-    checkpoint: str  # --checkpoint, or the newest run under --logdir (compare.model.newest)
+    checkpoint: str  # --checkpoint, or the newest run under --logdir (compare.model.checkpoint)
     host: str = "127.0.0.1"
     port: int = 8000
     cell: str | None = None  # --cell: the cell of your own the checkpoint records, vouched for (None: built-in)

@@ -14,10 +14,8 @@ import sys
 from compare.cli.errors import UsageError, run_cli
 from compare.cli.parser import CommandParser, seed_problem
 from compare.model.cells import CHECKPOINT_CELL_HELP
-from compare.model.checkpoint import BEST, LATEST
-from compare.model.generate import SampleConfig, generate_from_checkpoint
-from compare.model.newest import NEWEST_RULE, checkpoint_or_newest
-from compare.model.sampling import MAX_SAMPLE_LENGTH
+from compare.model.checkpoint import BEST, LATEST, NEWEST_RULE, checkpoint_or_newest
+from compare.model.sampling import MAX_SAMPLE_LENGTH, SampleConfig, generate_from_checkpoint
 
 PROG = "python -m compare.sample"
 

@@ -9,9 +9,8 @@ from tiny_runs import train_argv
 
 from compare.data.corpus import Vocab
 from compare.model.checkpoint import load_checkpoint
-from compare.model.generate import sampling_engine
 from compare.model.init import param_shapes
-from compare.model.sampling import sample_text
+from compare.model.sampling import sample_text, sampling_engine
 from compare.training.flags import parse_args
 from compare.training.loop import train
 

@@ -28,7 +28,7 @@ from compare.model.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from compare.model.checkpoint_header import CONFIG_TYPES
+from compare.model.checkpoint_reading import CONFIG_TYPES
 from compare.model.init import init_params
 from compare.model.state import EngineState
 from compare.sample import main as sample_main

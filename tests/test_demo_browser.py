@@ -15,7 +15,7 @@ import pytest
 from browser import require_chromium
 from tiny_runs import train_argv
 
-from compare.model.generate import SampleConfig, generate_from_checkpoint
+from compare.model.sampling import SampleConfig, generate_from_checkpoint
 from compare.reporting.browser import Generation, chromium, demo_server, open_page, screenshot_on
 from compare.training.flags import parse_args
 from compare.training.loop import train

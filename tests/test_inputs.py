@@ -20,8 +20,7 @@ from error_cases import FAST
 from tiny_runs import PHRASE
 
 from compare.cli.errors import UsageError
-from compare.data.corpus import Vocab, text_digest
-from compare.data.inputs import check_encoding, load_corpus, read_corpus
+from compare.data.corpus import Vocab, check_encoding, load_corpus, read_corpus, text_digest
 from compare.train import main
 from compare.training.config import TrainConfig, config_conflicts
 from compare.training.flags import parse_args
@@ -111,7 +110,6 @@ def test_training_reads_the_file_in_pieces_never_as_one_str(tmp_path, monkeypatc
         raise AssertionError("the whole text was read into one str")
 
     monkeypatch.setattr("compare.data.corpus.load_text", whole_text)
-    monkeypatch.setattr("compare.data.inputs.load_text", whole_text, raising=False)
     monkeypatch.setattr(Path, "read_text", whole_text)
     monkeypatch.setattr(Vocab, "from_text", whole_text)
     corpus = load_corpus(settings(path, val_frac=0.1))
@@ -135,7 +133,7 @@ MEASURE = textwrap.dedent(
     """
     import sys, types
     import numpy, torch
-    from compare.data.inputs import load_corpus
+    from compare.data.corpus import load_corpus
 
     def peak():
         with open("/proc/self/status") as status:

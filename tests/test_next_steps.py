@@ -10,7 +10,7 @@ import pytest
 from tiny_runs import train_argv
 
 from compare import demo, sample, train
-from compare.model.newest import newest_run
+from compare.model.checkpoint import newest_run
 from compare.training.summary import next_commands
 
 CHECKPOINT_BYTES = b"not read: newest_run only looks at the file's time"

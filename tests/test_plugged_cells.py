@@ -32,9 +32,8 @@ from compare.gradients.methods import (
 )
 from compare.model.cells import CellError, cell_label, record_name, resolve_cell
 from compare.model.checkpoint import CheckpointError, load_checkpoint
-from compare.model.generate import sampling_engine
 from compare.model.init import param_shapes
-from compare.model.sampling import sample_text
+from compare.model.sampling import sample_text, sampling_engine
 from compare.sample import main as sample_main
 from compare.serving.server import load_demo_model
 from compare.training.flags import parse_args

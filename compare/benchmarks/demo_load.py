@@ -38,7 +38,7 @@ import numpy as np
 
 from compare.cli.errors import UsageError, run_cli
 from compare.cli.parser import CommandParser
-from compare.model.newest import NEWEST_RULE, checkpoint_or_newest
+from compare.model.checkpoint import NEWEST_RULE, checkpoint_or_newest
 
 PROG = "python -m compare.bench --demo"
 REQUEST_TIMEOUT = 30.0  # seconds any one request may take before it counts as failed (status 0)

@@ -15,8 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from compare.cli.errors import TrainingFailed, UsageError
-from compare.data.corpus import StreamBatches, Vocab
-from compare.data.inputs import check_vocabulary, read_corpus
+from compare.data.corpus import StreamBatches, Vocab, check_vocabulary, read_corpus
 from compare.gradients.flow import THRESHOLD, Chunk, lag_below, manual_flow, max_relative_difference
 from compare.gradients.flow_autograd import autograd_flow
 from compare.gradients.methods import torch_single_thread

@@ -17,8 +17,7 @@ import numpy as np
 
 from compare.cli.errors import UsageError
 from compare.cli.parser import seed_problem
-from compare.data.corpus import StreamBatches, Vocab
-from compare.data.inputs import check_encoding, check_vocabulary, read_corpus
+from compare.data.corpus import StreamBatches, Vocab, check_encoding, check_vocabulary, read_corpus
 from compare.gradients.methods import (
     Problem,
     TorchLoss,

@@ -1,4 +1,5 @@
-"""Checkpoints that both implementations write and read: one versioned ``.npz`` file.
+"""Checkpoints that both implementations write and read: one versioned ``.npz`` file, saved, loaded
+and found (a file, a run directory, or the newest run under --logdir).
 
 Why ``.npz`` with a JSON header and not safetensors: both store float64 arrays bit for
 bit and neither runs code on load (we read no pickle, and import no module a header names:
@@ -27,12 +28,24 @@ Each implementation's run directory holds ``latest.npz`` (written every
 --checkpoint-every steps, at the end and when interrupted) and ``best.npz`` (lowest
 validation loss so far). A file is replaced atomically, so a crash while saving
 leaves the previous good file in place.
+
+Loading reads the file without trusting it: compare.model.checkpoint_reading checks the header
+field by field, then each array by what it declares, before anything is used.
+
+Without --checkpoint, compare.sample and compare.demo take the newest run under --logdir: the
+run directory (``<logdir>/<run>``) holding the checkpoint written last, the largest modification
+time among its ``<impl>/latest.npz`` and ``<impl>/best.npz``. A run that is still training is
+newest while it saves; a run name or a directory's own time says nothing of when training wrote.
+Only file times are read: no checkpoint is opened to choose, and loading the one chosen imports
+no module it names (compare.model.cells.checkpoint_cell). Before training writes anything,
+``check_writable_directory`` makes sure it can write under --logdir.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import uuid
 import zipfile
 import zlib
@@ -44,14 +57,26 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from compare.cli.errors import UsageError
 from compare.model.cells import CellError, cell_digest, checkpoint_cell
-from compare.model.checkpoint_header import FORMAT, FORMAT_VERSION, IMPL_DIRS, CheckpointError, model_shapes
-from compare.model.checkpoint_reading import check_values, expected_arrays, read_header, read_member
+from compare.model.checkpoint_reading import (
+    FORMAT,
+    FORMAT_VERSION,
+    IMPL_DIRS,
+    CheckpointError,
+    check_values,
+    expected_arrays,
+    model_shapes,
+    read_header,
+    read_member,
+)
 from compare.model.init import estimated_memory, memory_problem
 from compare.model.state import EngineState
 
 LATEST = "latest.npz"
 BEST = "best.npz"
+TRAIN_COMMAND = "python -m compare.train"
+NEWEST_RULE = "the newest run under --logdir: the one whose latest.npz or best.npz was written last"
 
 
 @dataclass
@@ -242,3 +267,80 @@ def run_dir_of(checkpoint_path: Path) -> Path | None:
     if parent.name not in IMPL_DIRS:
         parent = parent.resolve()  # "latest.npz" typed inside runs/<run>/manual has parent "."
     return parent.parent if parent.name in IMPL_DIRS else None
+
+
+def checkpoint_or_newest(checkpoint: str | None, logdir: str) -> str:
+    """``checkpoint`` as given, or the newest run under ``logdir`` (said on stderr, so that stdout stays the output)."""
+    if checkpoint is not None:
+        return checkpoint
+    run_dir = newest_run(logdir)
+    print(f"using {run_dir} (the newest run under {logdir.rstrip('/')}/)", file=sys.stderr)
+    return str(run_dir)
+
+
+def newest_run(logdir: str | Path) -> Path:
+    """The run directory under ``logdir`` whose checkpoint was written last; UsageError when there is none."""
+    logdir = Path(logdir)
+    problem = not_a_directory(logdir)
+    if problem:
+        raise UsageError(
+            f"--logdir {logdir}: {problem}; pass the directory {TRAIN_COMMAND} wrote its runs into, or --checkpoint"
+        )
+    try:
+        written = checkpoint_times(logdir)
+    except OSError as error:  # a directory we may not list
+        raise UsageError(
+            f"--logdir {logdir}: cannot list its runs ({error.strerror or error}); pass a --logdir you can read, "
+            "or --checkpoint"
+        ) from None
+    if not written:
+        raise UsageError(
+            f"no run with a checkpoint under {logdir}/; train one first with {TRAIN_COMMAND}, "
+            "or pass --checkpoint (or --logdir)"
+        )
+    return max(written, key=lambda run_dir: written[run_dir])
+
+
+def checkpoint_times(logdir: Path) -> dict[Path, int]:
+    """Each run directory under ``logdir`` that holds a checkpoint -> when it was last written (ns)."""
+    written = {}
+    if logdir.is_dir():
+        for run_dir in sorted(logdir.iterdir()):  # sorted: equal times resolve the same way every time
+            when = last_written(run_dir) if run_dir.is_dir() else None
+            if when is not None:
+                written[run_dir] = when
+    return written
+
+
+def last_written(run_dir: Path) -> int | None:
+    """Modification time (ns) of the newest checkpoint in ``run_dir``'s implementation directories; None if none."""
+    times = [
+        (run_dir / impl / name).stat().st_mtime_ns
+        for impl in IMPL_DIRS
+        for name in (LATEST, BEST)
+        if (run_dir / impl / name).is_file()
+    ]
+    return max(times, default=None)
+
+
+def check_writable_directory(directory: Path, flag_value: str) -> None:
+    """Create ``directory`` and write a file in it, so that an unwritable --logdir fails now."""
+    probe = directory / f".write-test-{uuid.uuid4().hex}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        reason = not_a_directory(directory) or error.strerror or str(error)
+        raise UsageError(
+            f"--logdir {flag_value}: cannot write to {directory} ({reason}); choose a --logdir you can write to"
+        ) from None
+
+
+def not_a_directory(path: Path) -> str | None:
+    """'<p> is a file, not a directory' for the first of ``path`` and its parents that exists and is
+    no directory (a symlink to one is followed), or None when there is none."""
+    for part in reversed((path, *path.parents)):
+        if part.exists() and not part.is_dir():
+            return f"{part} is a file, not a directory"
+    return None

@@ -63,7 +63,7 @@ def samples(ctx: Context) -> list:
 def spaces(ctx: Context, checkpoint: Path) -> Block:
     """How much of a temperature-0.5 sample is spaces, per seed; in this process, through what compare.sample calls."""
     from compare.data.corpus import builtin_corpus
-    from compare.model.generate import SampleConfig, generate_from_checkpoint
+    from compare.model.sampling import SampleConfig, generate_from_checkpoint
 
     seeds, length = (range(3), 50) if ctx.tiny else (range(10), 400)
     shares = {}

@@ -3,7 +3,7 @@
 The page (compare/serving/page.html, one file, no external assets) has a blue Generate
 button and a "Randomness" slider (the sampling temperature). It posts JSON to
 ``POST /api/generate``; ``GET /api/info`` describes the loaded checkpoint. The text comes
-from compare.model.generate, the code behind ``python -m compare.sample``, so the page
+from compare.model.sampling, the code behind ``python -m compare.sample``, so the page
 and the CLI print the same text for the same seed.
 
 The app is Starlette, served by uvicorn on one event loop (compare.serving.connections adds
@@ -78,7 +78,7 @@ class DemoModel:
 
 def load_demo_model(path: str, cell: str | None = None) -> DemoModel:
     """Load the checkpoint that ``path`` means (a file or a run directory: best.npz first); ``cell``: --cell."""
-    from compare.model.generate import sampling_engine  # imports torch
+    from compare.model.sampling import sampling_engine  # imports torch
 
     checkpoint_path = find_checkpoint(path, names=(BEST, LATEST))
     checkpoint = load_checkpoint(checkpoint_path, cell)

@@ -15,8 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from compare.data.corpus import PROSE
-from compare.data.inputs import DEFAULT_VAL_MAX_CHARS, check_encoding
+from compare.data.corpus import DEFAULT_VAL_MAX_CHARS, PROSE, check_encoding
 from compare.model.cells import BUILTIN_CELLS, cell_problem, flow_problem
 from compare.model.checkpoint import CheckpointError, load_checkpoint, run_dir_of
 from compare.model.init import SIZE_LIMITS, estimated_memory, memory_problem, size_problem

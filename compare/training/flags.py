@@ -14,8 +14,7 @@ import argparse
 from dataclasses import asdict
 
 from compare.cli.parser import CommandParser
-from compare.data.corpus import BUILTIN_CORPORA, PROSE, PYDOC_TOPICS
-from compare.data.inputs import DEFAULT_VAL_MAX_CHARS
+from compare.data.corpus import BUILTIN_CORPORA, DEFAULT_VAL_MAX_CHARS, PROSE, PYDOC_TOPICS
 from compare.model.cells import CELL_HELP, record_name
 from compare.model.checkpoint import CheckpointError
 from compare.training.config import PRESETS, TrainConfig, config_problem, resumed_settings

@@ -19,11 +19,10 @@ import numpy as np
 from tqdm import tqdm
 
 from compare.cli.errors import UsageError
-from compare.data.corpus import StreamBatches
-from compare.data.inputs import check_writable_directory, load_corpus
+from compare.data.corpus import StreamBatches, load_corpus
 from compare.gradients.flow import log_gradient_flow
 from compare.model.cells import cell_label
-from compare.model.checkpoint import BEST, RunProgress
+from compare.model.checkpoint import BEST, RunProgress, check_writable_directory
 from compare.model.init import init_params
 from compare.model.sampling import sample_text
 from compare.training.config import TrainConfig, run_memory_problem
