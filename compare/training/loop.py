@@ -127,7 +127,7 @@ def train(config: TrainConfig, stop: StopRequest | None = None) -> dict[str, Any
         for impl in impls:
             check_writable_directory(run.run_dir / impl, config.logdir)  # now, not after an hour of training
         resumed = (resume_source(config.resume), start_step) if config.resume else None
-        with opening(run.run_dir, impls, resumed, run.is_main, parallel.agree_on):  # this run's, until it ends
+        with opening(run.run_dir, impls, resumed, run.is_main, parallel.agree_on, config.overwrite):
             if new_run_from_copy and run.is_main:
                 print(
                     f"{config.resume} is not inside a run directory: continuing from its step {start_step} "
