@@ -26,6 +26,7 @@ from compare.model.cells import cell_label
 from compare.model.checkpoint import BEST, RunProgress
 from compare.model.init import init_params
 from compare.model.sampling import sample_text
+from compare.training.agreement import worst
 from compare.training.config import TrainConfig, run_memory_problem
 from compare.training.divergence import check_before_saving, diverged, divergence
 from compare.training.joining import join_ranks, naming_kept_checkpoints
@@ -237,7 +238,8 @@ def train_steps(run: Run, logger: Logger | NullLogger, start_step: int, total_st
 
         # implementation error: manual against autograd on identical weights, state and batch, before the update
         if probe is not None and (step % config.agree_every == 0 or final):
-            log_agreement(logger, probe, (inputs, targets), step)
+            agreement = log_agreement(logger, probe, (inputs, targets), step)
+            run.agreement = worst(run.agreement, agreement.verdict(probe.dtype, f" at step {step}"))
 
         # forward backward update, every engine on the same batch
         for engine in engines:
