@@ -28,9 +28,11 @@ Subpackages (each imports only downward: never a command module):
     training    config.py: TrainConfig, presets, the checks on the settings, how a resume merges them;
                 flags.py: the train command's flags, in groups, and parse_args; loop.py: the training loop;
                 scalars.py: what it logs;
-                run.py: save and restore; rundir.py: where a run writes, its lock, leftovers of a killed save;
+                run.py: save and restore; rundir.py: where a run writes, its lock, leftovers of a killed save,
+                no new training over a run's checkpoints without --overwrite;
                 validation.py; divergence.py; summary.py; logger.py: TensorBoard;
-                agreement.py: --impl both's implementation error on identical inputs; stop.py: signals;
+                agreement.py: --impl both's implementation error on identical inputs, and the verdict (the bound
+                per dtype) that gradcheck, gradflow and train --impl both exit with; stop.py: signals;
                 ranks.py, distributed.py, joining.py, parallel_engine.py: data parallelism on torch.distributed
                 elastic.py: a run restarted by torchrun --max-restarts resumes from its run directory
                 threads.py: torch's thread count without --threads, by a rule on the configuration

@@ -38,7 +38,7 @@ from compare.gradients.report import (
     invalid_setting,
     run_gradcheck,
 )
-from compare.gradients.table import format_report
+from compare.gradients.table import format_report, report_verdict
 from compare.model.cells import CELL_HELP
 from compare.model.init import INIT_STD
 
@@ -175,7 +175,11 @@ def build_parser() -> CommandParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line; errors end as one line on stderr, exit code 2 for bad input."""
+    """The command line; errors end as one line on stderr, exit code 2 for bad input.
+
+    Every mode ends with the verdict's line: exit code 0 when manual BPTT and autograd agree within
+    float64's bound, 1 when they do not (compare.training.agreement.Verdict).
+    """
     return run_cli(PROG, gradcheck_command, argv)
 
 
@@ -208,20 +212,24 @@ def gradcheck_command(argv: list[str]) -> int:
             Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
         except OSError as error:
             raise UsageError(f"--json {json_path}: cannot write it ({error.strerror or error})") from None
-    return 0
+    return report_verdict(report).exit_code
 
 
 def diagnose_command(problem: Problem, heatmap: Path) -> int:
-    """Print the diagnosis and draw its heat map; 0 when the backward is right, 1 when it is not."""
+    """Print the diagnosis, draw its heat map, then the verdict; 0 when the backward is right, 1 when it is not."""
     from compare.gradients.diagnose import diagnose
     from compare.gradients.heatmap import save_heatmap
+    from compare.gradients.report import implementation_verdict
 
     diagnosis = diagnose(problem)
     print("\n".join(diagnosis.lines))
     if diagnosis.heat is not None:
         save_heatmap(diagnosis, heatmap)
         print(f"Heat map (time step x gate block, dL/dh_t, carry): {heatmap}")
-    return 0 if diagnosis.verdict == "agree" else 1
+    verdict = implementation_verdict(problem)
+    print(verdict.line())
+    # the diagnosis localizes at its own, looser threshold; either finding a difference is a disagreement
+    return 1 if diagnosis.verdict != "agree" else verdict.exit_code
 
 
 if __name__ == "__main__":

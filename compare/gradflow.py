@@ -19,7 +19,7 @@ from pathlib import Path
 
 from compare.cli.errors import UsageError, run_cli
 from compare.cli.parser import CommandParser, comma_list, seed_problem
-from compare.gradients.flow_run import CELL_NAMES, FlowSettings, format_table, report_json, run_gradflow
+from compare.gradients.flow_run import CELL_NAMES, FlowSettings, flow_verdict, format_table, report_json, run_gradflow
 from compare.model.cells import CHECKPOINT_DOC, FLOW_DOC, flow_problem
 from compare.model.init import size_problem
 from compare.plotting.events import PlotError
@@ -115,7 +115,11 @@ def settings_from(parser: CommandParser, argv: list[str]) -> tuple[FlowSettings,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line; errors end as one line on stderr, exit code 2 for bad input."""
+    """The command line; errors end as one line on stderr, exit code 2 for bad input.
+
+    The table ends with the verdict's line: exit code 0 when the hand-written and autograd curves agree
+    within the dtype's bound, 1 when they do not (compare.gradients.flow_run.flow_verdict).
+    """
     return run_cli(PROG, gradflow_command, argv)
 
 
@@ -126,6 +130,8 @@ def gradflow_command(argv: list[str]) -> int:
             require_matplotlib()  # before the work, not after
         curves = run_gradflow(settings)
         print(format_table(curves, settings.seq_length))
+        verdict = flow_verdict(curves, settings.dtype)
+        print(f"\n{verdict.line()}")  # a paragraph of its own: Markdown would read a line under the table as a row
         if out:
             from compare.plotting.flow_figure import draw_flow
 
@@ -137,7 +143,7 @@ def gradflow_command(argv: list[str]) -> int:
             Path(json_path).write_text(json.dumps(report_json(settings, curves), indent=1) + "\n")
         except OSError as error:
             raise UsageError(f"--json {json_path}: cannot write it ({error.strerror or error})") from None
-    return 0
+    return verdict.exit_code
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ Each implementation logs to ``<logdir>/<run-name>/<impl>`` with the same tags, s
 TensorBoard overlays the two curves; ``--impl both`` also logs the drift between
 them to ``<logdir>/<run-name>/diff``. Each implementation's directory also gets the
 checkpoints ``latest.npz`` and ``best.npz``. A finished run prints its losses, a sample
-and the next three commands for it (TensorBoard, compare.sample, compare.demo). Ctrl-C
+and the next three commands for it (TensorBoard, compare.sample, compare.demo); with ``--impl both``
+the largest implementation error measured and its verdict (exit code 1 beyond the dtype's bound). Ctrl-C
 or SIGTERM finishes the current step, saves ``latest.npz`` and exits with 130 or 143.
 The loop is compare.training.loop.
 """
@@ -34,6 +35,7 @@ PROG = "python -m compare.train"
 
 
 def print_summary(summary: dict[str, Any]) -> None:
+    agreement = summary["agreement"]  # --impl both: the largest implementation error measured, judged
     print(f"\nrun directory: {summary['run_dir']}  ({summary['steps']} steps)")
     for name, result in summary["impls"].items():
         val = (
@@ -45,15 +47,28 @@ def print_summary(summary: dict[str, Any]) -> None:
             f"[{name}] smooth train loss {result['train_loss']:.4f} nats/char | {val} | "
             f"{result['chars_per_sec']:,.0f} chars/s"
         )
+    if agreement is not None:
+        print(
+            f"[both] implementation error, manual vs autograd on the same weights, state and batch: "
+            f"{agreement.difference:.1e} at worst ({agreement.where})"
+        )
+    elif len(summary["impls"]) == 2:  # --impl both, and nothing measured
+        print("[both] implementation error: not measured (--agree-every 0)")
     for name, result in summary["impls"].items():
         print(f"\n--- sample ({name}, temperature {SAMPLE_TEMPERATURE}) ---\n{result['sample']}")
     print("\nnext:")
     for command in next_commands(summary):
         print(f"  {command}")
+    if agreement is not None:  # the verdict is the last line
+        print(f"\n{agreement.line()}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line; errors end as one line on stderr, exit code 2 (bad input) or 1 (training failed)."""
+    """The command line; errors end as one line on stderr, exit code 2 (bad input) or 1 (training failed).
+
+    --impl both also ends with exit code 1 when manual and autograd disagreed beyond the dtype's bound
+    at any measurement (the summary's verdict line; compare.training.agreement).
+    """
     return run_cli(cli_prog(PROG), train_command, argv)  # under torchrun, each line names its rank
 
 
@@ -80,7 +95,8 @@ def train_command(argv: list[str]) -> int:
         return 128 + stop.signal_number
     if is_main_process():
         print_summary(summary)
-    return 0
+    agreement = summary["agreement"]  # measured on rank 0 only: under torchrun its exit code speaks for the run
+    return 0 if agreement is None else agreement.exit_code
 
 
 if __name__ == "__main__":

@@ -599,6 +599,17 @@ CASES = [
         0,
         note="trains on in a new run directory under --logdir (stdout names it); the run it came from is untouched",
     ),
+    train_case(
+        "run-name-taken",
+        "Checkpoints",
+        "a new training (no `--resume`) with the `--run-name` of a run that holds checkpoints",
+        lambda d: ["--data", corpus(d), *FAST, "--run-name", Path(trained_run(d)).name],
+        2,
+        "runs/trained already holds the checkpoints of a training (manual/latest.npz (step 5)",
+        "--resume runs/trained to continue it",
+        "--run-name NAME",
+        "--overwrite",
+    ),
 ]
 
 

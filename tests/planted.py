@@ -2,11 +2,13 @@
 
 Each is the real cell with one realistic slip in its hand-written backward (``mutants.mutant``),
 paired with the cell's untouched torch step, so autograd still differentiates the right function.
+planted_cell_file writes such a cell as a file, for the commands' --cell.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -16,6 +18,32 @@ import manual
 from compare.gradients.localize import gate_names, part_names
 from compare.gradients.methods import Problem
 from compare.model.cells import CellPair, resolve_cell
+
+MGU_FILE = Path(__file__).resolve().parents[1] / "compare" / "examples" / "mgu.py"
+# Slips in the example MGU's backward: (correct, slip, how many times the file holds the fragment). Each
+# keeps every shape, so that a command sees a wrong gradient, not a wrong shape.
+SLIPS = {
+    # the direct carry (1 - f_t) dh_t into h_{t-1} dropped, in recurrence_backward and in step_backward
+    "carry-dropped": ("d_h * (1 - f) + d_gated", "d_gated", 2),
+    # dW_f = sum_t df_pre_t h_{t-1}^T summed as its transpose: W_f is (H, H), so it fits; the carry is right
+    "dW-transposed": (
+        "d_W_f = d_f_rows.T @ cache.hidden[:-1].reshape(rows, size)",
+        "d_W_f = cache.hidden[:-1].reshape(rows, size).T @ d_f_rows",
+        1,
+    ),
+    # W_f^T df_pre_t carried back as W_f df_pre_t, in recurrence_backward and in step_backward
+    "carry-transposed": ("d_f_pre @ W_f", "d_f_pre @ W_f.T", 2),
+}
+
+
+def planted_cell_file(directory: Path, slip: str) -> Path:
+    """The example MGU with the slip SLIPS[slip] in it, as ``directory``/mgu_<slip>.py."""
+    correct, wrong, count = SLIPS[slip]
+    source = MGU_FILE.read_text(encoding="utf-8")
+    assert source.count(correct) == count, f"{MGU_FILE} holds {correct!r} {source.count(correct)} times: update it"
+    path = directory / f"mgu_{slip.replace('-', '_')}.py"
+    path.write_text(source.replace(correct, wrong), encoding="utf-8")
+    return path
 
 
 def broken_cell(cell: str, correct: str, slip: str, function: str = "recurrence_backward") -> CellPair:

@@ -50,7 +50,8 @@ def test_every_command_on_the_page_runs_and_the_planted_bug_is_diagnosed(tmp_pat
     assert "in gate f: rows 0-3 (f) of U/W/b" in planted and "output path" in planted
     assert "Wrong gradients: W (gate f, n); b (gate f, n); U (gate f, n)." in planted
     assert (tmp_path / "diagnosis.png").read_bytes()[:4] == b"\x89PNG"
-    assert done[7].stdout.splitlines()[-2] == "Every gradient agrees with autograd: the backward is right."
+    assert done[7].stdout.splitlines()[-3] == "Every gradient agrees with autograd: the backward is right."
+    assert done[7].stdout.splitlines()[-1].startswith("verdict: manual and autograd agree: ")
     assert (tmp_path / "runs" / "mgu-demo" / "manual" / "latest.npz").is_file()
     assert len(done[2].stdout) >= 40  # the sample
     assert "| mgu | 16 |" in done[3].stdout

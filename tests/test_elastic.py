@@ -40,3 +40,19 @@ def test_max_restarts_without_a_run_name_is_refused(tmp_path):
     argv = [arg for arg in train_argv(tmp_path) if arg not in ("--run-name", "run")]
     with pytest.raises(UsageError, match="--max-restarts 3 .* name it with --run-name NAME"):
         restarted_config(argv, parse_args(argv), environ=ELASTIC)
+
+
+def test_under_max_restarts_an_attempt_that_left_only_best_npz_is_begun_again(tmp_path):
+    # the first attempt died after its first validation and before its first save of latest.npz
+    argv = train_argv(tmp_path, "run", max_steps=10)
+    train(parse_args([*argv, "--max-steps", "5"]))
+    (tmp_path / "runs" / "run" / "manual" / "latest.npz").unlink()
+    again = restarted_config(argv, parse_args(argv), environ=ELASTIC)
+    assert again.resume is None and again.overwrite  # the same run from step 0, over what it left: not refused
+    assert train(again)["steps"] == 10
+
+
+def test_overwrite_under_max_restarts_is_refused(tmp_path):
+    argv = [*train_argv(tmp_path, "run"), "--overwrite"]  # every restart would delete what the attempts saved
+    with pytest.raises(UsageError, match="--max-restarts 3 .* leave out --overwrite and pass a new --run-name"):
+        restarted_config(argv, parse_args(argv), environ=ELASTIC)

@@ -175,7 +175,8 @@ def test_command_writes_the_json_interface(tmp_path):
     assert completed.returncode == 0, completed.stderr
     assert "| weights |" in completed.stdout
     written = json.loads(path.read_text())
-    assert set(written) == {"settings", "results"}
+    assert set(written) == {"settings", "results", "verdict"}
+    assert written["verdict"]["agree"] and written["verdict"]["bound"] == 1e-12  # float64: docs/tolerances.md#verdicts
     assert written["settings"]["step"] == 1e-4 and written["settings"]["eps"] == 1e-16
     assert written["settings"]["entries_checked"] == {name: 3 for name in PARAMS}
     assert list(written["results"]) == list(METHODS)

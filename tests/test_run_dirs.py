@@ -1,5 +1,6 @@
-"""Run directories: a resume writes only where the command says, one training owns a run directory at a
-time, --run-name is one plain name, and what an interrupted save leaves is cleaned up."""
+"""Run directories: a resume writes only where the command says, a new training never replaces a run's
+checkpoints unless --overwrite says so, one training owns a run directory at a time, --run-name is one plain
+name, and what an interrupted save leaves is cleaned up."""
 
 from __future__ import annotations
 
@@ -81,6 +82,52 @@ def test_a_resume_refuses_to_replace_a_newer_checkpoint(tmp_path, monkeypatch, c
     assert main(["--resume", "runs/orig/manual/step20.npz", "--max-steps", "30", "--run-name", "fork"]) == 0
     assert load_checkpoint(tmp_path / "runs" / "fork" / "manual" / "latest.npz").step == 30
     assert digests(original) == before
+
+
+def files_as_they_are(run_dir: Path) -> dict:
+    """Every file of the run (its lock aside) -> its bytes and modification time."""
+    return {
+        path: (path.read_bytes(), path.stat().st_mtime_ns)
+        for path in run_dir.rglob("*")
+        if path.is_file() and path.name != ".lock"
+    }
+
+
+def test_a_new_training_into_a_run_with_checkpoints_is_refused_and_leaves_them_untouched(tmp_path, capsys):
+    assert main(train_argv(tmp_path, "taken", impl="both", max_steps=6, eval_every=3)) == 0
+    run_dir = tmp_path / "runs" / "taken"
+    before = files_as_they_are(run_dir)
+    assert {path.name for path in before if path.suffix == ".npz"} == {"latest.npz", "best.npz"}
+    capsys.readouterr()
+    assert main(train_argv(tmp_path, "taken", max_steps=3)) == 2  # the same --run-name, no --resume
+    message = one_line_of(capsys)
+    assert f"{run_dir} already holds the checkpoints of a training" in message, message
+    assert "manual/latest.npz (step 6)" in message and "torch/best.npz (step 6)" in message, message
+    assert f"--resume {run_dir}" in message and "--run-name NAME" in message and "--overwrite" in message, message
+    assert files_as_they_are(run_dir) == before  # every checkpoint, event file and config.json: same bytes, same time
+
+
+def test_overwrite_replaces_the_run_whole_and_a_resume_continues_it(tmp_path, capsys):
+    run_dir = tmp_path / "runs" / "taken"
+    assert main(train_argv(tmp_path, "taken", impl="both", max_steps=6, eval_every=3)) == 0
+    assert main([*train_argv(tmp_path, "taken", max_steps=3, val_frac=0), "--overwrite"]) == 0
+    assert "a new training replaces the one in" in capsys.readouterr().out
+    # nothing of the earlier run is left to be taken for this one's: not its torch/ checkpoints, not its
+    # best.npz (this run validates nothing), not its event files
+    assert sorted(path.relative_to(run_dir).as_posix() for path in run_dir.rglob("*.npz")) == ["manual/latest.npz"]
+    assert load_checkpoint(run_dir / "manual" / "latest.npz").step == 3
+    events = [path.relative_to(run_dir).parent.as_posix() for path in run_dir.rglob("events.out.tfevents.*")]
+    assert events == ["manual"]
+    assert main(["--resume", str(run_dir), "--max-steps", "5"]) == 0  # a resume into its own run: as before
+    assert load_checkpoint(run_dir / "manual" / "latest.npz").step == 5
+
+
+def test_without_a_run_name_each_training_takes_a_new_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the README's quick start, twice in a row (into runs/ under the working directory)
+    argv = [arg for arg in train_argv(tmp_path, max_steps=3) if arg not in ("--run-name", "run")]
+    assert main(argv) == 0 and main(argv) == 0
+    assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == ["rnn-1", "rnn-2"]
+    assert all((tmp_path / "runs" / name / "manual" / "latest.npz").is_file() for name in ("rnn-1", "rnn-2"))
 
 
 @pytest.mark.parametrize("name", ["../x", "/tmp/absolute", "a/b", "", ".", ".."])
@@ -166,7 +213,11 @@ def test_temporary_files_of_an_interrupted_save_are_removed_when_the_run_is_next
     kept = manual / "notes.tmp"  # not a name a save uses: not ours to remove
     kept.write_text("mine")
     capsys.readouterr()
-    argv = ["--resume", "runs/run", "--max-steps", "8"] if resume else train_argv(tmp_path, "run", max_steps=3)
+    argv = (
+        ["--resume", "runs/run", "--max-steps", "8"]
+        if resume
+        else [*train_argv(tmp_path, "run", max_steps=3), "--overwrite"]
+    )
     assert main(argv) == 0
     assert not any(stray.exists() for stray in strays)
     assert kept.read_text() == "mine"

@@ -23,6 +23,7 @@ from compare.model.cells import manual_cell
 from compare.model.checkpoint import find_checkpoint, load_checkpoint
 from compare.model.engines import NUMPY_DTYPES, make_engine
 from compare.model.init import init_params
+from compare.training.agreement import Verdict, relative_difference, worst
 from compare.training.config import TrainConfig
 from manual import zero_state
 
@@ -59,6 +60,10 @@ class Curve:
     @property
     def difference(self) -> float:
         return max_relative_difference(self.manual, self.autograd)
+
+    @property
+    def where(self) -> str:
+        return f"the {self.cell} curve, {self.state}"
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -158,8 +163,26 @@ def run_gradflow(settings: FlowSettings) -> list[Curve]:
     return curves
 
 
+def flow_verdict(curves: list[Curve], dtype: str) -> Verdict:
+    """The two computations of every curve, judged: max_k |manual g_k - autograd g_k| / max_k autograd g_k.
+
+    Relative to the curve's largest norm, not to each g_k (the table's column): far lags, where g_k has
+    shrunk by orders of magnitude (to 0 in float32), carry rounding that is large relative to themselves.
+    """
+    found: Verdict | None = None
+    for curve in curves:
+        found = worst(found, Verdict(relative_difference(curve.manual, curve.autograd), curve.where, dtype))
+    assert found is not None, "run_gradflow measures at least one curve"
+    return found
+
+
 def report_json(settings: FlowSettings, curves: list[Curve]) -> dict[str, Any]:
-    return {"settings": asdict(settings), "threshold": THRESHOLD, "curves": [curve.as_json() for curve in curves]}
+    return {
+        "settings": asdict(settings),
+        "threshold": THRESHOLD,
+        "curves": [curve.as_json() for curve in curves],
+        "verdict": flow_verdict(curves, settings.dtype).as_json(),
+    }
 
 
 def format_table(curves: list[Curve], steps: int) -> str:

@@ -6,6 +6,11 @@ For every entry of each parameter the relative error
 
 between two gradient estimates (see compare.gradients.methods); the report keeps its
 max and average per parameter, for each comparison in METHODS.
+
+Its verdict is a separate measurement: manual against autograd on every entry, whatever --methods
+and --sample say, as a norm-wise relative difference per parameter (compare.training.agreement),
+judged against float64's bound. An entry's relative error above is no verdict: an entry whose
+gradient is a near-cancelling sum has a large one from rounding alone.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+import manual
 from compare.cli.errors import UsageError
 from compare.cli.parser import seed_problem
 from compare.data.corpus import StreamBatches, Vocab, check_encoding, check_vocabulary, read_corpus
@@ -30,8 +36,9 @@ from compare.gradients.methods import (
     table_order,
     torch_single_thread,
 )
-from compare.model.cells import cell_problem, check_run_sizes, manual_cell
+from compare.model.cells import cell_pair, cell_problem, check_run_sizes, manual_cell
 from compare.model.init import SIZE_LIMITS, estimated_memory, init_params, memory_problem, size_problem
+from compare.training.agreement import Agreement, Verdict, relative_difference
 from manual import zero_state
 
 METHODS = {  # name -> what its column compares (printed under the table)
@@ -150,4 +157,18 @@ def check_problem(problem: Problem, settings: GradcheckSettings) -> dict[str, An
     record["vocab_size"] = int(problem.params["c"].size)
     record["entries_checked"] = {name: int(indices.size) for name, indices in entries.items()}
     results = {method: run_method(method, problem, entries, settings) for method in dict.fromkeys(settings.methods)}
-    return {"settings": record, "results": results}
+    return {"settings": record, "results": results, "verdict": implementation_verdict(problem).as_json()}
+
+
+def implementation_verdict(problem: Problem) -> Verdict:
+    """Manual BPTT against autograd on the whole problem: the losses and every gradient, float64."""
+    recurrence = cell_pair(problem.cell).manual
+    manual_loss, cache = manual.forward(problem.params, problem.inputs, problem.targets, problem.state0, recurrence)
+    mine = manual.backward(cache)
+    with torch_single_thread():
+        twin = TorchLoss(problem)
+        theirs = twin.gradient()
+        torch_loss = twin(problem.params)
+    loss = relative_difference(np.asarray(manual_loss), np.asarray(torch_loss))
+    grads = {name: relative_difference(mine[name], theirs[name]) for name in mine}
+    return Agreement(loss, grads).verdict("float64")

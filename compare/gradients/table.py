@@ -1,4 +1,4 @@
-"""The gradient-check report as Markdown: the settings, the table, a legend of its columns."""
+"""The gradient-check report as Markdown: the settings, the table, a legend of its columns, the verdict."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Any
 
 from compare.gradients.report import METHODS
 from compare.model.init import INIT_STD
+from compare.training.agreement import Verdict
 
 # The original write-up's Table 1: (max, avg); it gave no average over all weights.
 ORIGINAL_TABLE1: dict[str, tuple[float, float | None]] = {
@@ -58,12 +59,25 @@ def format_table(results: dict[str, dict[str, dict[str, float]]], with_original:
     return "\n".join([header, rule, *rows])
 
 
+def report_verdict(report: dict[str, Any]) -> Verdict:
+    """The verdict the report holds (compare.gradients.report.implementation_verdict), as a Verdict."""
+    return Verdict.from_json(report["verdict"])
+
+
 def format_report(report: dict[str, Any], with_original: bool = False) -> str:
-    """Settings, table and a legend of the columns, all Markdown."""
+    """Settings, table and a legend of the columns, all Markdown; the verdict's line last."""
     legend = [f"- `{method}`: {METHODS[method]}" for method in report["results"]]
     if with_original:
         legend.insert(0, "- `original`: the original write-up's Table 1 (manual vs centred differences, h = 1e-4)")
     legend.append("- `All`: max over every entry; avg over every entry pooled.")
     return "\n".join(
-        [describe_settings(report["settings"]), "", format_table(report["results"], with_original), "", *legend]
+        [
+            describe_settings(report["settings"]),
+            "",
+            format_table(report["results"], with_original),
+            "",
+            *legend,
+            "",
+            report_verdict(report).line(),
+        ]
     )

@@ -110,6 +110,10 @@ def is_str(value: object) -> bool:
     return isinstance(value, str)
 
 
+def is_bool(value: object) -> bool:
+    return isinstance(value, bool)
+
+
 def is_none(value: object) -> bool:
     return value is None
 
@@ -157,8 +161,10 @@ CONFIG_TYPES: dict[str, tuple[Callable[[object], bool], ...]] = {
     ),
     **dict.fromkeys(("max_steps", "threads", "eval_every"), (is_int, is_none)),
     **dict.fromkeys(("val_frac", "lr", "clip", "dist_timeout", "adagrad_eps"), (is_number,)),
+    "overwrite": (is_bool,),
 }
 TYPE_NAMES: dict[Callable[[object], bool], str] = {
+    is_bool: "true or false",
     is_str: "a string",
     is_none: "null",
     is_int: "an integer",
@@ -175,6 +181,7 @@ CONFIG_ADDED_LATER = {
     "loss_reduction": "mean",  # PyTorch's conventions, the only ones before these settings existed
     "adagrad_eps": 1e-10,
     "adagrad_eps_placement": "outside",
+    "overwrite": False,  # what a run was started with, stored with the rest; a resume never uses it
 }
 POSITIVE_CONFIG = ("hidden_size", "num_layers", "batch_size", "seq_length")
 PROGRESS_TYPES: dict[str, tuple[Callable[[object], bool], ...]] = {

@@ -16,13 +16,16 @@ forward/backward and autograd (torchref), and the two losses and gradients are c
 In float64 these stay at rounding level (about 1e-15) for the whole run while the chaos grows.
 A difference of exactly 0 (bit-identical) is logged a decade below the dtype's unit roundoff
 (exact_floor): -8.2 in float32, -17.0 in float64, just under the rounding-level band, not far below it.
+
+A Verdict judges one such difference against AGREEMENT_BOUND, the dtype's bound: gradcheck, gradflow and
+train --impl both end with its line, and exit with code 1 when the difference is beyond it.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +34,12 @@ from compare.model.cells import resolve_cell
 
 if TYPE_CHECKING:
     from compare.model.engines import Engine
+
+# How far manual and autograd may be apart on identical inputs, relative (relative_difference): float64's
+# rounding, ~1e-15 measured, with room for longer chunks; float32's (u = 6e-8) summed over a chunk, ~1e-6
+# measured. A wrong term in a backward is off by the size of the gradient itself (docs/tolerances.md#verdicts).
+AGREEMENT_BOUND = {"float64": 1e-12, "float32": 1e-4}
+VERDICT_DOC = "docs/tolerances.md#verdicts"
 
 # torch is imported inside AgreementProbe: the training loop imports this module before the
 # corpus is read, and a bad --data must fail in a second, before torch is loaded.
@@ -46,6 +55,66 @@ class Agreement:
     @property
     def grad_rel_max(self) -> float:
         return max(self.grads.values())
+
+    def verdict(self, dtype: str, when: str = "") -> Verdict:
+        """The largest of the loss's and the gradients' differences, judged; ``when`` is added to where it is."""
+        differences = {"the loss": self.loss, **{f"dL/d{name}": value for name, value in self.grads.items()}}
+        where = max(differences, key=lambda name: severity(differences[name]))
+        return Verdict(differences[where], f"{where}{when}", dtype)
+
+
+@dataclass
+class Verdict:
+    """Manual against autograd, judged: the largest relative difference found, what it is of, and the dtype."""
+
+    difference: float  # relative_difference of the worst array; NaN (a NaN in either) is within no bound
+    where: str  # what differs most: 'dL/dW', 'the loss', 'the rnn curve, init', ...
+    dtype: str  # 'float32' or 'float64': it sets the bound
+
+    @property
+    def bound(self) -> float:
+        return AGREEMENT_BOUND[self.dtype]
+
+    @property
+    def agree(self) -> bool:
+        return self.difference <= self.bound  # False for NaN
+
+    def as_json(self) -> dict[str, Any]:
+        """What a command's --json file holds of it."""
+        found = {"agree": self.agree, "largest_relative_difference": self.difference, "where": self.where}
+        return {**found, "bound": self.bound, "dtype": self.dtype}
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> Verdict:
+        return cls(record["largest_relative_difference"], record["where"], record["dtype"])
+
+    @property
+    def exit_code(self) -> int:
+        """0 when manual and autograd agree, 1 when the check found them apart (2 stays for bad input)."""
+        return 0 if self.agree else 1
+
+    def line(self) -> str:
+        """The one line a command ends with."""
+        found = f"the largest relative difference is {self.difference:.1e} ({self.where})"
+        if self.agree:
+            return (
+                f"verdict: manual and autograd agree: {found}, within {self.bound:g}, the {self.dtype} bound "
+                f"({VERDICT_DOC})"
+            )
+        return (
+            f"verdict: manual and autograd DISAGREE: {found}, beyond {self.bound:g}, the {self.dtype} bound "
+            f"({VERDICT_DOC}); exit code 1"
+        )
+
+
+def severity(difference: float) -> float:
+    """How bad a relative difference is, for max(): NaN is the worst of all."""
+    return math.inf if math.isnan(difference) else difference
+
+
+def worst(first: Verdict | None, second: Verdict) -> Verdict:
+    """Of two verdicts the one with the larger difference (the first on a tie: the earlier measurement)."""
+    return second if first is None or severity(second.difference) > severity(first.difference) else first
 
 
 def exact_floor(dtype: str) -> float:

@@ -46,6 +46,7 @@ RESUME_MAY_CHANGE = frozenset(
         "checkpoint_every",
         "gradflow_every",
         "resume",
+        "overwrite",
         "device",
         "dist_timeout",
     }
@@ -88,6 +89,7 @@ class TrainConfig:
     gradflow_every: int = 0  # steps between gradient-flow scalars (compare.gradients.flow); 0: never
     checkpoint_every: int = 1000
     resume: str | None = None  # a run directory or checkpoint file to continue from
+    overwrite: bool = False  # a new training may replace the checkpoints a run directory holds (rundir.opening)
 
 
 # min-char-rnn.py's training, field by field (docs/original.md says what each reproduces).

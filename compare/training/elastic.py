@@ -14,6 +14,11 @@ A run directory every attempt can name is needed: under ``--max-restarts`` the r
 ``--run-name`` (or a ``--resume`` inside a run directory), since the default name is the first
 number not yet taken under --logdir, which a restart would not find again.
 
+An attempt that finds no latest.npz starts from the beginning, over whatever an attempt that died
+before its first save of latest.npz left (a best.npz, event files): it is the same run begun again,
+so the refusal to replace a run's checkpoints (compare.training.rundir) gives way. ``--overwrite`` is
+refused under ``--max-restarts``: every attempt would begin by deleting what the ones before it saved.
+
 (TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 is for torchrun itself: without it the restarted workers
 wait forever on the rendezvous store of the first attempt, pytorch issue #135712.)
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from compare.cli.errors import UsageError
@@ -29,6 +35,7 @@ from compare.model.checkpoint import IMPL_DIRS, LATEST
 from compare.training.config import TrainConfig
 from compare.training.flags import parse_args
 from compare.training.ranks import is_main_process
+from compare.training.rundir import checkpoints_in
 
 
 def max_restarts(environ: Mapping[str, str] = os.environ) -> int:
@@ -55,9 +62,14 @@ def restarted_config(argv: list[str], config: TrainConfig, environ: Mapping[str,
             "from its run directory: name it with --run-name NAME (the default name, the first free number "
             "under --logdir, would name a new directory on a restart)"
         )
+    if config.overwrite:
+        raise UsageError(
+            f"torchrun --max-restarts {max_restarts(environ)} resumes a failed run from its run directory, which "
+            "--overwrite would delete on every restart: leave out --overwrite and pass a new --run-name"
+        )
     run_dir = Path(config.logdir) / config.run_name
-    if not latest_in(run_dir):
-        return config
+    if not latest_in(run_dir):  # nothing to resume: begin again, over what an attempt left (the docstring)
+        return replace(config, overwrite=True) if checkpoints_in(run_dir) else config
     resumed = parse_args([*argv, "--resume", str(run_dir)])  # the last --resume typed is the one argparse keeps
     if is_main_process(environ):
         attempt = environ.get("TORCHELASTIC_RESTART_COUNT", "0")

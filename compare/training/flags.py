@@ -195,6 +195,12 @@ def add_checkpoints_flags(parser: CommandParser) -> None:
         "differ. It trains on in the run directory that holds the checkpoint (or in --logdir/"
         "--run-name when given); a checkpoint kept elsewhere starts a new run under --logdir",
     )
+    checkpoints.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="a new training (no --resume) into a --run-name whose directory holds checkpoints replaces that "
+        "run: its checkpoints and TensorBoard events are deleted first. Without it such a training is refused",
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:

@@ -25,6 +25,7 @@ from compare.model.cells import cell_label
 from compare.model.checkpoint import BEST, RunProgress, check_writable_directory
 from compare.model.init import init_params
 from compare.model.sampling import sample_text
+from compare.training.agreement import worst
 from compare.training.config import TrainConfig, run_memory_problem
 from compare.training.divergence import check_before_saving, diverged, divergence
 from compare.training.joining import join_ranks, naming_kept_checkpoints
@@ -126,7 +127,7 @@ def train(config: TrainConfig, stop: StopRequest | None = None) -> dict[str, Any
         for impl in impls:
             check_writable_directory(run.run_dir / impl, config.logdir)  # now, not after an hour of training
         resumed = (resume_source(config.resume), start_step) if config.resume else None
-        with opening(run.run_dir, impls, resumed, run.is_main, parallel.agree_on):  # this run's, until it ends
+        with opening(run.run_dir, impls, resumed, run.is_main, parallel.agree_on, config.overwrite):
             if new_run_from_copy and run.is_main:
                 print(
                     f"{config.resume} is not inside a run directory: continuing from its step {start_step} "
@@ -236,7 +237,8 @@ def train_steps(run: Run, logger: Logger | NullLogger, start_step: int, total_st
 
         # implementation error: manual against autograd on identical weights, state and batch, before the update
         if probe is not None and (step % config.agree_every == 0 or final):
-            log_agreement(logger, probe, (inputs, targets), step)
+            agreement = log_agreement(logger, probe, (inputs, targets), step)
+            run.agreement = worst(run.agreement, agreement.verdict(probe.dtype, f" at step {step}"))
 
         # forward backward update, every engine on the same batch
         for engine in engines:

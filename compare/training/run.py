@@ -25,6 +25,7 @@ from compare.training.config import TrainConfig, config_conflicts
 
 if TYPE_CHECKING:
     from compare.model.engines import Engine
+    from compare.training.agreement import Verdict
     from compare.training.threads import ThreadChoice
 
 
@@ -44,6 +45,7 @@ class Run:
     saved_steps: dict[str, int] = field(default_factory=dict)  # impl name -> step of the latest.npz written here
     is_main: bool = True  # writes files and prints: the only process, or rank 0 under torchrun
     torch_threads: ThreadChoice | None = None  # what torch ran on and why (torch/config.json records it)
+    agreement: Verdict | None = None  # --impl both: the largest implementation error measured in this run so far
 
     @property
     def run_dir(self) -> Path:

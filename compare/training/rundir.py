@@ -2,8 +2,14 @@
 
     <logdir>/<run-name>/.lock           held (flock) by the training that owns the run; holds its pid
     <logdir>/<run-name>/<impl>/*.npz    the checkpoints (compare.model.checkpoint)
+    <logdir>/<run-name>/<dir>/events.out.tfevents.*, <impl>/config.json   TensorBoard's (compare.training.logger)
 
 Rules (compare.training.config applies the first when it merges a resume's settings):
+
+- a new training (no --resume) never replaces the checkpoints of a run directory it did not start,
+  unless --overwrite says to: then what the earlier training left (checkpoints, events, config.json)
+  is deleted first, so that nothing of it is taken for the new run's. The default run name is always
+  a new directory (compare.training.loop.default_run_name).
 
 - a resume writes into --logdir/--run-name when they are typed; otherwise into the run directory
   that holds the checkpoint it resumes from; a checkpoint kept outside any run directory starts a
@@ -142,6 +148,46 @@ def newer_checkpoint_problem(run_dir: Path, impls: Iterable[str], source: Path, 
     return None
 
 
+def checkpoints_in(run_dir: Path) -> list[Path]:
+    """The checkpoints (latest.npz, best.npz of each implementation) that ``run_dir`` holds."""
+    paths = (run_dir / impl / name for impl in IMPL_DIRS for name in (LATEST, BEST))
+    return [path for path in paths if path.is_file()]
+
+
+def described(path: Path, run_dir: Path) -> str:
+    """'manual/latest.npz (step 60)': the checkpoint's name in its run and, if it can be read, its step."""
+    try:
+        return f"{path.relative_to(run_dir)} (step {checkpoint_step(path)})"
+    except CheckpointError:
+        return str(path.relative_to(run_dir))
+
+
+def overwrite_problem(run_dir: Path) -> str | None:
+    """A new training into ``run_dir`` would replace the checkpoints there: what it holds, and what to pass instead."""
+    found = checkpoints_in(run_dir)
+    if not found:
+        return None
+    # --resume of the directory takes latest.npz; where only best.npz is left, that file is what resumes
+    resume = run_dir if any(path.name == LATEST for path in found) else found[0]
+    return (
+        f"{run_dir} already holds the checkpoints of a training ({', '.join(described(p, run_dir) for p in found)}), "
+        f"which a new training would replace: pass --resume {resume} to continue it, --run-name NAME to train "
+        "anew in a new run directory, or --overwrite to replace it"
+    )
+
+
+def clear_previous_run(run_dir: Path) -> list[Path]:
+    """What an earlier training left in ``run_dir`` (checkpoints, event files, config.json), deleted; returns it."""
+    removed = []
+    for directory in sorted(path for path in run_dir.iterdir() if path.is_dir()):  # <impl>/, and both/'s events
+        events = sorted(directory.glob("events.out.tfevents.*"))
+        for path in [directory / LATEST, directory / BEST, directory / "config.json", *events]:
+            if path.is_file():
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
 @contextmanager
 def opening(
     run_dir: Path,
@@ -149,21 +195,27 @@ def opening(
     resumed: tuple[Path, int] | None,
     is_main: bool,
     agree: Callable[[str], str],
+    overwrite: bool = False,
 ) -> Iterator[None]:
-    """Own ``run_dir`` for the body: lock it, clean it, and check that nothing newer would be replaced.
+    """Own ``run_dir`` for the body: lock it, clean it, and check that nothing it must keep would be replaced.
 
-    ``resumed`` is the checkpoint a resume starts from and its step (None for a new run). Only
-    the main process (rank 0 under torchrun) touches the directory; ``agree`` hands its verdict
-    to every rank, so that all of them stop with the same one-line error.
+    ``resumed`` is the checkpoint a resume starts from and its step (None for a new run): a resume
+    must not replace a newer checkpoint, a new run any checkpoint unless ``overwrite``. Only the
+    main process (rank 0 under torchrun) touches the directory; ``agree`` hands its verdict to every
+    rank, so that all of them stop with the same one-line error.
     """
     with ExitStack() as stack:
-        problem, removed = "", []
+        problem, removed, replaced = "", [], []
         if is_main:
             try:
                 stack.enter_context(owning(run_dir))
                 removed = remove_stray_temporaries(run_dir)
                 if resumed is not None:
                     problem = newer_checkpoint_problem(run_dir, impls, *resumed) or ""
+                elif overwrite:
+                    replaced = clear_previous_run(run_dir)
+                else:
+                    problem = overwrite_problem(run_dir) or ""
             except UsageError as error:
                 problem = str(error)
             except OSError as error:
@@ -176,5 +228,10 @@ def opening(
             print(
                 f"removed {len(removed)} temporary {files} left in {run_dir} by a save that was "
                 f"interrupted: {', '.join(path.name for path in removed)}"
+            )
+        if replaced:
+            print(
+                f"a new training replaces the one in {run_dir}: deleted "
+                f"{', '.join(str(path.relative_to(run_dir)) for path in replaced)}"
             )
         yield

@@ -19,7 +19,7 @@ from compare.training.summary import chars_per_sec
 
 if TYPE_CHECKING:
     from compare.model.engines import StepStats
-    from compare.training.agreement import AgreementProbe
+    from compare.training.agreement import Agreement, AgreementProbe
     from compare.training.run import Run
 
 
@@ -82,14 +82,16 @@ def log_chaos(logger: Logger | NullLogger, run: Run, last: dict[str, StepStats],
     logger.scalar(BOTH_DIR, "chaos/max_abs_param", log10_or_floor(params_apart, dtype), step)
 
 
-def log_agreement(logger: Logger | NullLogger, probe: AgreementProbe, batch: tuple, step: int) -> None:
-    """--impl both: manual against autograd on the manual engine's weights, state and this batch, in log10."""
+def log_agreement(logger: Logger | NullLogger, probe: AgreementProbe, batch: tuple, step: int) -> Agreement:
+    """--impl both: manual against autograd on the manual engine's weights, state and this batch, in log10;
+    returns the measurement."""
     agreement = probe.measure(*batch)
     dtype = probe.dtype
     logger.scalar(BOTH_DIR, "agree/loss", log10_or_floor(agreement.loss, dtype), step)
     logger.scalar(BOTH_DIR, "agree/grad_rel_max", log10_or_floor(agreement.grad_rel_max, dtype), step)
     for name, value in agreement.grads.items():
         logger.scalar(BOTH_DIR, f"agree/grad_rel/{name}", log10_or_floor(value, dtype), step)
+    return agreement
 
 
 def agreement_probe(run: Run) -> AgreementProbe | None:

@@ -1,4 +1,5 @@
-"""What a finished run reports: final losses, speed and a sample per implementation."""
+"""What a finished run reports: final losses, speed and a sample per implementation; with --impl both the
+largest implementation error measured (compare.training.agreement) and its verdict."""
 
 from __future__ import annotations
 
@@ -27,7 +28,14 @@ def chars_per_sec(steps: int, batch_size: int, seq_length: int, seconds: float) 
 def summarize(run: Run, step: int) -> dict[str, Any]:
     """Final figures per implementation (a Run at ``step``), and a sample at temperature 0.8."""
     impls: dict[str, dict[str, Any]] = {}
-    summary = {"run_dir": str(run.run_dir), "steps": step, "cell": run.config.cell, "impls": impls}
+    # agreement: the largest implementation error of --impl both (None: not measured), judged
+    summary = {
+        "run_dir": str(run.run_dir),
+        "steps": step,
+        "cell": run.config.cell,
+        "impls": impls,
+        "agreement": run.agreement,
+    }
     for engine in run.engines:
         progress = run.progress[engine.name]
         val_loss = math.nan if progress.val_loss is None else progress.val_loss
