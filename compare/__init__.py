@@ -36,13 +36,13 @@ Subpackages (each imports only downward: never a command module):
                 ranks.py, distributed.py, joining.py, parallel_engine.py: data parallelism on torch.distributed
                 elastic.py: a run restarted by torchrun --max-restarts resumes from its run directory
                 threads.py: torch's thread count without --threads, by a rule on the configuration
-    gradients   methods.py: the oracles (centred, complex step, autograd); report.py: the check; table.py;
-                flow.py: gradient flow through time by hand (and its TensorBoard scalars); flow_autograd.py: the
-                same by autograd; flow_run.py: what compare.gradflow measures, init and trained
-                gradcheck --diagnose: oracles.py (every oracle, whole gradients), localize.py (per-step
-                dL/dx_proj_t, dL/dh_t and the carry, manual beside autograd), diagnose.py (the verdict in
-                words), backward_location.py (where a backward first goes wrong: layer, step, gate, path),
-                heatmap.py
+    gradients   oracles.py: every way to get a gradient (manual, autograd, centred differences, complex step), at
+                chosen entries or whole, and the errors between them; check.py: gradcheck's table, its settings,
+                its verdict, as Markdown; localize.py: per-step dL/dx_proj_t, dL/dh_t and the carry, manual beside
+                autograd; diagnose.py: gradcheck --diagnose, the verdict in words, where a backward first goes
+                wrong (layer, step, gate, path), the heat map;
+                flow.py: gradient flow through time, by hand (and its TensorBoard scalars) and by autograd;
+                flow_run.py: what compare.gradflow measures, init and trained
     examples    mgu.py: the minimal gated unit, a cell plugged in with --cell compare.examples.mgu (docs/cells.md)
     benchmarks  suite.py: what bench runs; timing.py; report.py; flops.py: FLOP formulas, matmul peak;
                 naive.py: the min-char-rnn baseline; cells.py; distributed.py, rank.py: bench --distributed,

@@ -12,7 +12,7 @@ N(0, 0.01^2), biases zero). For every entry of b, c, U, W, V the relative error
     |ga - gn| / max(eps, |ga| + |gn|)
 
 between two gradient estimates; the table shows its max and average per parameter.
-The comparisons (columns), see ``compare.gradients.methods`` for the estimates:
+The comparisons (columns), see ``compare.gradients.oracles`` for the estimates:
 
     central             manual BPTT  vs  centred differences of the manual loss
     complex             manual BPTT  vs  complex step Im L(theta + ih) / h, manual loss in complex128
@@ -28,17 +28,18 @@ from pathlib import Path
 
 from compare.cli.errors import UsageError, run_cli
 from compare.cli.parser import CommandParser
-from compare.gradients.methods import Problem
-from compare.gradients.report import (
+from compare.gradients.check import (
     METHODS,
     GradcheckSettings,
     build_problem,
     check_problem,
     choose_entries,
+    format_report,
     invalid_setting,
+    report_verdict,
     run_gradcheck,
 )
-from compare.gradients.table import format_report, report_verdict
+from compare.gradients.oracles import Problem
 from compare.model.cells import CELL_HELP
 from compare.model.init import INIT_STD
 
@@ -217,9 +218,8 @@ def gradcheck_command(argv: list[str]) -> int:
 
 def diagnose_command(problem: Problem, heatmap: Path) -> int:
     """Print the diagnosis, draw its heat map, then the verdict; 0 when the backward is right, 1 when it is not."""
-    from compare.gradients.diagnose import diagnose
-    from compare.gradients.heatmap import save_heatmap
-    from compare.gradients.report import implementation_verdict
+    from compare.gradients.check import implementation_verdict
+    from compare.gradients.diagnose import diagnose, save_heatmap
 
     diagnosis = diagnose(problem)
     print("\n".join(diagnosis.lines))

@@ -16,7 +16,7 @@ from mutants import mutant
 
 import manual
 from compare.gradients.localize import gate_names, part_names
-from compare.gradients.methods import Problem
+from compare.gradients.oracles import Problem
 from compare.model.cells import CellPair, resolve_cell
 
 MGU_FILE = Path(__file__).resolve().parents[1] / "compare" / "examples" / "mgu.py"

@@ -337,8 +337,8 @@ def test_a_forward_that_fails_in_complex128_falls_back_to_centred_differences(tm
 def test_tiny_weights_do_not_make_an_analytic_forward_look_non_analytic():
     # gradcheck's own weights, N(0, 0.01^2): centred differences are then only ~1e-6 close, worse than
     # ORACLES_AGREE; the complex step still matches autograd to rounding, so it stays the oracle
+    from compare.gradients.check import GradcheckSettings, build_problem
     from compare.gradients.oracles import ORACLES_AGREE, run_oracles, worst_error
-    from compare.gradients.report import GradcheckSettings, build_problem
 
     oracles = run_oracles(build_problem(GradcheckSettings(cell="lstm", hidden_size=5, seq_length=10)))
     assert worst_error(oracles.central, oracles.autograd) > ORACLES_AGREE  # the case this test is about

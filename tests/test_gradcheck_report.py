@@ -18,7 +18,7 @@ from problems import CELLS_AND_LAYERS
 import manual
 import manual.rnn
 from compare.gradcheck import GradcheckSettings, choose_entries, format_report, main, run_gradcheck
-from compare.gradients.methods import relative_error
+from compare.gradients.oracles import relative_error
 from compare.model.init import param_shapes
 
 PARAMS = ("b", "c", "U", "W", "V")

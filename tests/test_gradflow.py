@@ -20,8 +20,7 @@ from tiny_runs import train_argv, write_corpus
 import manual
 from compare.data.corpus import Vocab
 from compare.gradflow import main as gradflow_main
-from compare.gradients.flow import Chunk, lag_below, logged_lags, manual_flow, max_relative_difference
-from compare.gradients.flow_autograd import autograd_flow
+from compare.gradients.flow import Chunk, autograd_flow, lag_below, logged_lags, manual_flow, max_relative_difference
 from compare.model.checkpoint import load_checkpoint
 from compare.plotting.events import read_scalars
 from compare.training.flags import parse_args

@@ -22,7 +22,7 @@ import manual
 from compare.data.corpus import Vocab
 from compare.examples import mgu
 from compare.gradflow import main as gradflow_main
-from compare.gradients.methods import (
+from compare.gradients.oracles import (
     Problem,
     autograd_gradient,
     central_differences,

@@ -12,7 +12,7 @@ Frobenius norm over the (B, H) streams and units. Two computations of the same c
     manual    the hand-written recursion dstate_{t-1} = step_backward(dstate_t, t), started at
               dstate_T = [V^T (p_T - onehot(y_T)), 0] (``manual.rnn/lstm/gru.step_backward``)
     autograd  torchref's cell stepped over the chunk, retain_grad() on every h_t, one backward of L_T
-              (``compare.gradients.flow_autograd``: this module needs no torch, so training imports it freely)
+              (``autograd_flow``: torch is imported there, so training imports this module freely)
 
 With stacked layers it is the top layer's h: the layers below do not depend on it, so its
 gradient flows back through the top layer's recurrence alone.
@@ -26,7 +26,7 @@ from typing import Protocol
 import numpy as np
 
 import manual
-from compare.model.cells import manual_cell
+from compare.model.cells import manual_cell, resolve_cell
 
 THRESHOLD = 1e-3  # the lag reported is where g_k first falls below THRESHOLD * g_0
 
@@ -66,6 +66,51 @@ def manual_flow(chunk: Chunk) -> np.ndarray:
         norms[lag] = np.linalg.norm(d_state[0].astype(np.float64))  # g_k = ||dL_T/dh_{T-k}||
         if lag < steps:
             d_state = step_backward(d_state, steps - lag, top)  # through step T - k: dstate_{T-k-1}
+    return norms
+
+
+def autograd_flow(chunk: Chunk) -> np.ndarray:
+    """g_k for k = 0..T by autograd through torchref's cell, (T + 1,) float64.
+
+    torchref's own cell, stepped over the chunk as ``torchref.CharRNN.forward`` steps it, but
+    with retain_grad() on every h_t of the top layer, so that one backward of L_T leaves
+    dL_T/dh_t on each; h_0's gradient is that of the initial state, a leaf.
+    """
+    import torch  # imported here, not above: compare.train imports this module for the hand-written side
+    import torch.nn.functional as F
+
+    import torchref
+    from compare.model.engines import TORCH_DTYPES
+
+    dtype = TORCH_DTYPES[str(chunk.params["V"].dtype)]
+    twin = resolve_cell(chunk.cell).torch
+    model = torchref.CharRNN(chunk.params, cell=twin, dtype=dtype)
+    step = twin.step
+    inputs = torch.from_numpy(chunk.inputs).long()
+    state0 = torch.from_numpy(chunk.state0).to(dtype).requires_grad_(True)  # a leaf: its grad is dL_T/dh_0
+    below: torch.Tensor | None = None  # the layer below's hidden states; None under layer 1 (tokens)
+    hidden: list[torch.Tensor] = []
+    for layer in range(model.num_layers):
+        names = torchref.model.layer_param_names(layer)
+        U, W, b = (getattr(model, names[key]) for key in ("U", "W", "b"))
+        x_proj = F.embedding(inputs, U.T) + b if below is None else below @ U.T + b  # (B, T, G*H)
+        state, hidden = state0[layer], []
+        for x_proj_t in x_proj.unbind(dim=1):
+            h, state = step(x_proj_t, W, state)
+            h.retain_grad()  # h_t is not a leaf: keep its gradient, dL_T/dh_t
+            hidden.append(h)
+        below = torch.stack(hidden, dim=1)
+    logits_last = hidden[-1] @ model.V.T + model.c  # (B, V): o_T = c + V h_T
+    loss = F.cross_entropy(logits_last, torch.from_numpy(chunk.targets[:, -1]).long(), reduction="sum")
+    loss.backward()
+    assert state0.grad is not None  # state0 requires grad and h_0 enters h_1
+    grads = [state0.grad[-1, 0], *(h.grad for h in hidden)]  # dL_T/dh_0 .. dL_T/dh_T
+    steps = len(hidden)
+    norms = np.empty(steps + 1)
+    for lag in range(steps + 1):
+        grad = grads[steps - lag]
+        assert grad is not None  # every h_t reaches h_T, so backward filled each retained grad
+        norms[lag] = float(torch.linalg.norm(grad.double()))
     return norms
 
 

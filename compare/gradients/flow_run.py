@@ -16,9 +16,8 @@ from tqdm import tqdm
 
 from compare.cli.errors import TrainingFailed, UsageError
 from compare.data.corpus import StreamBatches, Vocab, check_vocabulary, read_corpus
-from compare.gradients.flow import THRESHOLD, Chunk, lag_below, manual_flow, max_relative_difference
-from compare.gradients.flow_autograd import autograd_flow
-from compare.gradients.methods import torch_single_thread
+from compare.gradients.flow import THRESHOLD, Chunk, autograd_flow, lag_below, manual_flow, max_relative_difference
+from compare.gradients.oracles import torch_single_thread
 from compare.model.cells import manual_cell
 from compare.model.checkpoint import find_checkpoint, load_checkpoint
 from compare.model.engines import NUMPY_DTYPES, make_engine

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 import manual
-from compare.gradients.methods import Problem
+from compare.gradients.oracles import Problem
 from compare.model.cells import cell_pair, traces
 
 TINY = 1e-300  # the floor of a block error's denominator: only blocks that are exactly zero on both sides reach it
