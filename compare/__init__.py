@@ -54,10 +54,9 @@ Subpackages (each imports only downward: never a command module):
                 between network hosts; netns.py: hosts as network namespaces of this machine;
                 denormals.py: flush denormals, NumPy's BLAS worker threads included;
                 demo_load.py: bench --demo, the demo server's short requests under clients that hammer it
-    serving     server.py + page.html: the demo's HTTP server (Starlette on uvicorn); generate_request.py: what
-                POST /api/generate takes, checked against the model; gate.py: how many generations run at
-                once, and how long a request waits for one; connections.py: its listening socket and
-                connection timeouts
+    serving     server.py + page.html: the demo's HTTP server (Starlette on uvicorn): what POST /api/generate
+                takes, checked against the model; how many generations run at once, and how long a request
+                waits for one; the app; connections.py: its listening socket and connection timeouts
     plotting    events.py: TensorBoard events read back; figure.py: the matplotlib figure; flow_figure.py: gradflow's
     reporting   markers.py: the generated blocks; provenance.py: commit, CPU, threads, load; runner.py;
                 text.py; quickstart.py, training.py, agreement.py, original.py, cells.py, benches.py, flow.py,

@@ -24,9 +24,14 @@ from compare.bench import main as bench_main
 from compare.benchmarks.demo_load import LoadSettings, measure
 from compare.model.checkpoint import BEST, load_checkpoint
 from compare.model.sampling import SampleConfig, generate_from_checkpoint
-from compare.serving.gate import Limits
-from compare.serving.generate_request import MAX_LENGTH, parse_generate_request
-from compare.serving.server import MAX_BODY_BYTES, DemoServer, load_demo_model
+from compare.serving.server import (
+    MAX_BODY_BYTES,
+    MAX_LENGTH,
+    DemoServer,
+    Limits,
+    load_demo_model,
+    parse_generate_request,
+)
 from compare.training.flags import parse_args
 from compare.training.loop import train
 
