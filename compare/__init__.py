@@ -45,12 +45,12 @@ Subpackages (each imports only downward: never a command module):
                 flow_run.py: what compare.gradflow measures, init and trained
     examples    mgu.py: the minimal gated unit, a cell plugged in with --cell compare.examples.mgu (docs/cells.md)
     benchmarks  suite.py: what bench runs; timing.py; report.py; flops.py: FLOP formulas, matmul peak;
-                naive.py: the min-char-rnn baseline; cells.py; distributed.py, rank.py: bench --distributed,
-                its launcher and what each rank runs; memory.py;
-                fused.py: nn.RNN/LSTM/GRU as a peer; peers.py: every cell against it, 1 and 2 threads;
-                peers_table.py: its tables; baseline.py: the vanilla step frozen at f287690, the "before";
+                naive.py: the min-char-rnn baseline; cells.py; distributed.py: bench --distributed, its launcher
+                and what each rank runs; memory.py;
+                fused.py: nn.RNN/LSTM/GRU as a peer; peers.py: every cell against it, 1 and 2 threads, and its
+                tables; baseline.py: the vanilla step frozen at f287690, the "before";
                 products.py: that step's matrix products alone, the ceiling of its FLOP rate;
-                calls.py: bench --calls, what one step executes; counting.py: its counter; hosts.py:
+                calls.py: bench --calls, what one step executes, and its counter; hosts.py:
                 between network hosts; netns.py: hosts as network namespaces of this machine;
                 denormals.py: flush denormals, NumPy's BLAS worker threads included;
                 demo_load.py: bench --demo, the demo server's short requests under clients that hammer it

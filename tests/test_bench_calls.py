@@ -1,4 +1,4 @@
-"""compare.bench --calls and its counter (compare.benchmarks.counting): what one training step executes."""
+"""compare.bench --calls and its counter (compare.benchmarks.calls): what one training step executes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from compare.bench import main
 from compare.benchmarks import baseline
 from compare.benchmarks.baseline import BaselineEngine
-from compare.benchmarks.counting import OperationCounts, count_operations
+from compare.benchmarks.calls import OperationCounts, count_operations
 from compare.model.engines import ManualEngine
 from compare.model.init import init_params
 

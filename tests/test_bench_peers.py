@@ -58,7 +58,7 @@ def test_every_cell_and_thread_count_gets_a_row_with_its_ratios_and_flop_rates(t
         gates = {"rnn": 1, "gru": 3, "lstm": 4}[row["cell"]]
         assert row["flops_per_char"] == flops_per_char(100, row["vocab_size"], gates)
         for impl, rate in rates.items():
-            # the same expressions as compare.benchmarks.peers_table, so exactly equal
+            # the same expressions as compare.benchmarks.peers, so exactly equal
             assert row["gflops"][impl] == rate * row["flops_per_char"] / 1e9
             assert row["pct_of_1_thread_peak"][impl] == 100 * row["gflops"][impl] / peaks["1"]
             assert row["pct_of_own_peak"][impl] == 100 * row["gflops"][impl] / peaks[str(row["threads"])]

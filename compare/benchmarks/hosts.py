@@ -56,7 +56,7 @@ def hosts_problem(args: argparse.Namespace) -> str | None:
 
 
 def host_command(index: int, addresses: list, args: argparse.Namespace, impl: str, config: str, out: Path) -> list:
-    """torchrun on host ``index`` of ``addresses``, its rank running compare.benchmarks.rank's rank_main."""
+    """torchrun on host ``index`` of ``addresses``, its rank running compare.benchmarks.distributed's rank_main."""
     return [
         sys.executable,
         "-m",
