@@ -27,7 +27,7 @@ from compare.model.sampling import SampleConfig, generate_from_checkpoint
 from compare.serving.gate import Limits
 from compare.serving.generate_request import MAX_LENGTH, parse_generate_request
 from compare.serving.server import MAX_BODY_BYTES, DemoServer, load_demo_model
-from compare.training.flags import parse_args
+from compare.training.config import parse_args
 from compare.training.loop import train
 
 

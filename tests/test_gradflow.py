@@ -24,7 +24,7 @@ from compare.gradients.flow import Chunk, lag_below, logged_lags, manual_flow, m
 from compare.gradients.flow_autograd import autograd_flow
 from compare.model.checkpoint import load_checkpoint
 from compare.plotting.events import read_scalars
-from compare.training.flags import parse_args
+from compare.training.config import parse_args
 from compare.training.loop import train
 
 CELLS = ("rnn", "lstm", "gru")

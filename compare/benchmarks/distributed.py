@@ -1,4 +1,4 @@
-"""Throughput of data-parallel training (compare.training.distributed) with 1 and 2 processes.
+"""Throughput of data-parallel training (compare.training.parallel) with 1 and 2 processes.
 
     python -m compare.bench_distributed                     # large: hidden 512, batch 128, T 25, float32
     python -m compare.bench_distributed --impls manual --json dist.json

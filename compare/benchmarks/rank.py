@@ -28,7 +28,7 @@ def rank_main(args: argparse.Namespace) -> None:
     from compare.data.corpus import PYDOC_TOPICS, StreamBatches, Vocab, builtin_corpus
     from compare.model.engines import make_engine
     from compare.model.init import init_params
-    from compare.training.distributed import DataParallel
+    from compare.training.parallel import DataParallel
 
     config, impl, threads = CONFIGS[args.configs], args.impls, int(os.environ["BENCH_THREADS"])
     torch.set_num_threads(threads)

@@ -44,7 +44,7 @@ class StepStats:
 class Engine(Protocol):
     """What the training loop, validation, sampling and checkpoints ask of an engine.
 
-    ManualEngine and TorchEngine below, and compare.training.parallel_engine.DataParallelEngine
+    ManualEngine and TorchEngine below, and compare.training.parallel.DataParallelEngine
     around either one. Every array crosses as NumPy (float64 where a docstring says so), whatever
     the engine computes in.
     """
@@ -69,7 +69,7 @@ class Engine(Protocol):
 
 
 class GradientAverager(Protocol):
-    """The hook between backward and clipping in a data-parallel run: compare.training.distributed.DataParallel."""
+    """The hook between backward and clipping in a data-parallel run: compare.training.parallel.DataParallel."""
 
     def average_arrays(self, grads: dict[str, np.ndarray], loss: SupportsFloat) -> float: ...
 
@@ -104,7 +104,7 @@ class ManualEngine:
         self.updates = 0  # AdaGrad steps taken; torch's optimizer counts them as 'step'
         self.clip = clip
         self.hidden: np.ndarray | None = None  # (L, P, B, H) state carried from chunk to chunk
-        # data-parallel runs: averages over the ranks (compare.training.distributed)
+        # data-parallel runs: averages over the ranks (compare.training.parallel)
         self.gradient_averager: GradientAverager | None = None
 
     def zero_state(self, batch_size: int) -> np.ndarray:
@@ -211,7 +211,7 @@ class TorchEngine:
             raise ValueError(f"unknown eps placement {eps_placement!r}; choose from ('outside', 'inside')")
         self.clip = clip
         self.hidden: torch.Tensor | None = None  # (L, P, B, H) state carried from chunk to chunk
-        # data-parallel runs: averages over the ranks (compare.training.distributed)
+        # data-parallel runs: averages over the ranks (compare.training.parallel)
         self.gradient_averager: GradientAverager | None = None
 
     def _tensor(self, array: np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -234,7 +234,7 @@ class TorchEngine:
         loss.backward()
         grads = filled_grads(self.model)
         mean_loss: SupportsFloat = loss.detach() if self.loss_reduction == "mean" else loss.detach() / inputs.size
-        if self.gradient_averager is not None:  # the same explicit all-reduce as manual (compare.training.distributed)
+        if self.gradient_averager is not None:  # the same explicit all-reduce as manual (compare.training.parallel)
             mean_loss = self.gradient_averager.average_tensors(grads, mean_loss)
         grad_norm = float(torch.nn.utils.get_total_norm(grads))
         clipped = 0

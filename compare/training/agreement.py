@@ -145,7 +145,7 @@ class AgreementProbe:
     def __init__(self, engine: Engine) -> None:
         import torchref
         from compare.model.engines import TORCH_DTYPES, ManualEngine
-        from compare.training.parallel_engine import DataParallelEngine
+        from compare.training.parallel import DataParallelEngine
 
         # Under torchrun the manual engine sits inside a DataParallelEngine and holds this rank's rows of the state.
         self.share = engine.parallel if isinstance(engine, DataParallelEngine) else None
