@@ -36,10 +36,30 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from compare.benchmarks.flops import available_cores
+from compare.cli.errors import UsageError
 from compare.cli.parser import CommandParser
-from compare.data.corpus import BUILTIN_CORPORA, DEFAULT_VAL_MAX_CHARS, PROSE, PYDOC_TOPICS, check_encoding
-from compare.model.cells import BUILTIN_CELLS, CELL_HELP, cell_problem, flow_problem, manual_cell, record_name
+from compare.data.corpus import (
+    BUILTIN_CORPORA,
+    DEFAULT_VAL_MAX_CHARS,
+    PROSE,
+    PYDOC_TOPICS,
+    Corpus,
+    check_encoding,
+    load_corpus,
+)
+from compare.model.cells import (
+    BUILTIN_CELLS,
+    CELL_HELP,
+    CellPair,
+    cell_problem,
+    flow_problem,
+    manual_cell,
+    record_name,
+    resolve_cell,
+)
 from compare.model.checkpoint import BEST, CheckpointError, find_checkpoint, load_checkpoint, run_dir_of
 from compare.model.init import SIZE_LIMITS, estimated_memory, memory_problem, size_problem
 from compare.model.sampling import MAX_SAMPLE_LENGTH
@@ -137,7 +157,7 @@ class TrainConfig:
     gradflow_every: int = 0  # steps between gradient-flow scalars (compare.gradients.flow); 0: never
     checkpoint_every: int = 1000
     resume: str | None = None  # a run directory or checkpoint file to continue from
-    overwrite: bool = False  # a new training may replace the checkpoints a run directory holds (compare.training.run.opening)
+    overwrite: bool = False  # a new training may replace a run directory's checkpoints (run.opening)
 
 
 def config_problem(config: TrainConfig) -> str | None:
@@ -201,12 +221,38 @@ def config_problem(config: TrainConfig) -> str | None:
     return device_problem(config) or check_encoding(config.encoding)
 
 
-def run_memory_problem(config: TrainConfig, vocab_size: int) -> str | None:
-    """Whether the run's engines fit in the memory this machine has available (compare.model.init.estimated_memory)."""
+@dataclass(frozen=True)
+class RunSpec:
+    """A TrainConfig with each setting resolved once (describe_run): nothing below resolves its strings again.
+
+    ``config`` keeps the strings (``cell`` as configs and checkpoints record it); the run trains with these.
+    """
+
+    config: TrainConfig
+    cell: CellPair  # config.cell: both sides of the cell
+    corpus: Corpus  # config.data (or .corpus), read, split and checked
+    dtype: np.dtype  # config.dtype
+
+
+def describe_run(config: TrainConfig | RunSpec) -> RunSpec:
+    """The run ``config`` describes: the corpus read, the cell resolved, the memory they need checked."""
+    if isinstance(config, RunSpec):
+        return config
+    corpus = load_corpus(config)  # a bad --data fails here, in a second, before torch is even imported
+    cell = resolve_cell(config.cell)
+    problem = run_memory_problem(config, len(corpus.vocab), cell)  # before any weight exists
+    if problem:
+        raise UsageError(problem)
+    return RunSpec(config, cell, corpus, np.dtype(config.dtype))
+
+
+def run_memory_problem(config: TrainConfig, vocab_size: int, cell: CellPair | None = None) -> str | None:
+    """Whether the run's engines fit in the memory this machine has available (compare.model.init.estimated_memory);
+    ``cell``: config.cell resolved (None: resolved here)."""
     needed = estimated_memory(
         vocab_size,
         config.hidden_size,
-        config.cell,
+        config.cell if cell is None else cell,
         config.num_layers,
         config.batch_size,
         config.seq_length,
@@ -543,7 +589,7 @@ def default_torch_threads(gates: int, hidden_size: int, batch_size: int, cores: 
     )
 
 
-def torch_thread_choice(config: TrainConfig, environ: Mapping[str, str]) -> ThreadChoice:
+def torch_thread_choice(config: TrainConfig, environ: Mapping[str, str], cell: CellPair | None = None) -> ThreadChoice:
     """--threads when given; else the environment's count when it sets one; else 1 for --impl both; else the rule."""
     if config.threads is not None:
         return ThreadChoice(config.threads, "--threads")
@@ -554,15 +600,15 @@ def torch_thread_choice(config: TrainConfig, environ: Mapping[str, str]) -> Thre
         return ThreadChoice(
             1, "auto: --impl both, where NumPy's BLAS and torch take turns on the cores; --threads N to choose"
         )
-    gates = int(manual_cell(config.cell).GATES)
+    gates = int(manual_cell(config.cell if cell is None else cell).GATES)  # cell: config.cell resolved
     return default_torch_threads(gates, config.hidden_size, config.batch_size, available_cores())
 
 
-def apply_torch_threads(config: TrainConfig) -> ThreadChoice:
+def apply_torch_threads(config: TrainConfig, cell: CellPair | None = None) -> ThreadChoice:
     """Set torch's thread count as torch_thread_choice says; returns the count torch then runs on, and why."""
     import torch
 
-    choice = torch_thread_choice(config, os.environ)
+    choice = torch_thread_choice(config, os.environ, cell)
     if choice.threads is not None:
         torch.set_num_threads(choice.threads)
     return ThreadChoice(torch.get_num_threads(), choice.reason)

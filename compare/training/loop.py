@@ -21,14 +21,14 @@ import numpy as np
 from tqdm import tqdm
 
 from compare.cli.errors import TrainingFailed, UsageError
-from compare.data.corpus import StreamBatches, load_corpus
+from compare.data.corpus import StreamBatches
 from compare.gradients.flow import log_gradient_flow
 from compare.model.cells import cell_label
 from compare.model.checkpoint import BEST, RunProgress, check_writable_directory
 from compare.model.init import init_params
 from compare.model.sampling import sample_text
 from compare.training.agreement import worst
-from compare.training.config import TrainConfig, apply_torch_threads, resume_source, run_memory_problem
+from compare.training.config import RunSpec, TrainConfig, apply_torch_threads, describe_run, resume_source
 from compare.training.logger import (
     Logger,
     NullLogger,
@@ -114,7 +114,7 @@ def train(config: TrainConfig, stop: StopRequest | None = None) -> dict[str, Any
         if config.run_name is None:
             name = default_run_name(config) if parallel.is_main else ""  # only rank 0 claims a directory
             config = replace(config, run_name=parallel.agree_on(name))
-        run = build_run(config, parallel)
+        run = build_run(describe_run(config), parallel)  # each setting resolved once
         start_step = restore(run) if config.resume else 0
         if parallel.agree_on(str(start_step)) != str(start_step):  # on several machines: each reads its own copy
             raise UsageError(
@@ -151,18 +151,16 @@ def train(config: TrainConfig, stop: StopRequest | None = None) -> dict[str, Any
     return summary
 
 
-def build_run(config: TrainConfig, parallel: DataParallel) -> Run:
-    """Read the corpus, seed everything, and make one engine per implementation from one init."""
-    corpus = load_corpus(config)  # a bad --data fails here, in a second, before torch is even imported
-    problem = run_memory_problem(config, len(corpus.vocab))  # before any weight exists
-    if problem:
-        raise UsageError(problem)
+def build_run(spec: TrainConfig | RunSpec, parallel: DataParallel) -> Run:
+    """Seed everything and make one engine per implementation from one init (a TrainConfig: described first)."""
+    spec = describe_run(spec)
+    config, corpus, cell = spec.config, spec.corpus, spec.cell
     import torch
 
     from compare.model.engines import make_engine
 
     set_threads(config.threads)
-    torch_threads = apply_torch_threads(config)  # without --threads: by the configuration (compare.training.config)
+    torch_threads = apply_torch_threads(config, cell)  # without --threads: by a rule on the configuration
     if parallel.is_main and config.impl != "manual":
         print(torch_threads.line())
     torch.manual_seed(config.seed)
@@ -173,7 +171,7 @@ def build_run(config: TrainConfig, parallel: DataParallel) -> Run:
     if config.device == "cuda":  # cuBLAS is deterministic only with this workspace, read at its first use
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     impls = ["manual", "torch"] if config.impl == "both" else [config.impl]
-    params = init_params(len(corpus.vocab), config.hidden_size, config.seed, config.cell, config.num_layers)
+    params = init_params(len(corpus.vocab), config.hidden_size, config.seed, cell, config.num_layers)
     initial_loss = math.log(len(corpus.vocab))
     engines = [
         parallel.wrap(
@@ -182,8 +180,8 @@ def build_run(config: TrainConfig, parallel: DataParallel) -> Run:
                 params,
                 config.lr,
                 config.clip,
-                config.dtype,
-                config.cell,
+                spec.dtype.name,
+                cell,
                 config.adagrad_eps,
                 device=parallel.torch_device(config.device),
                 loss_reduction=config.loss_reduction,
