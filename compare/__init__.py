@@ -25,17 +25,16 @@ Subpackages (each imports only downward: never a command module):
                 checked first, then each array;
                 cells.py: --cell, a built-in cell or your own by import path; a checkpoint's cell, never imported
                 unless --cell names it
-    training    config.py: TrainConfig, presets, the checks on the settings, how a resume merges them;
-                flags.py: the train command's flags, in groups, and parse_args; loop.py: the training loop;
-                scalars.py: what it logs;
-                run.py: save and restore; rundir.py: where a run writes, its lock, leftovers of a killed save,
-                no new training over a run's checkpoints without --overwrite;
-                validation.py; divergence.py; summary.py; logger.py: TensorBoard;
+    training    config.py: the train command's flags and TrainConfig: presets, the checks on the settings, how a
+                resume merges them, torch's thread count without --threads, and RunSpec, what they resolve
+                to once (the cell pair, the corpus, the dtype); loop.py: set-up and the one flat training
+                loop, with validation and the divergence check; run.py: a run directory and what is in it
+                (the Run, save and restore, its lock, leftovers of a killed save, no new training over a
+                run's checkpoints without --overwrite, a run restarted by torchrun --max-restarts);
+                logger.py: what a run reports (TensorBoard, the progress bar, the finished run's summary);
                 agreement.py: --impl both's implementation error on identical inputs, and the verdict (the bound
-                per dtype) that gradcheck, gradflow and train --impl both exit with; stop.py: signals;
-                ranks.py, distributed.py, joining.py, parallel_engine.py: data parallelism on torch.distributed
-                elastic.py: a run restarted by torchrun --max-restarts resumes from its run directory
-                threads.py: torch's thread count without --threads, by a rule on the configuration
+                per dtype) that gradcheck, gradflow and train --impl both exit with; parallel.py: data
+                parallelism on torch.distributed, and stopping on Ctrl-C or SIGTERM
     gradients   oracles.py: every way to get a gradient (manual, autograd, centred differences, complex step), at
                 chosen entries or whole, and the errors between them; check.py: gradcheck's table, its settings,
                 its verdict, as Markdown; localize.py: per-step dL/dx_proj_t, dL/dh_t and the carry, manual beside

@@ -24,12 +24,11 @@ import sys
 from typing import Any
 
 from compare.cli.errors import run_cli
-from compare.training.elastic import restarted_config
-from compare.training.flags import parse_args
+from compare.training.config import parse_args
+from compare.training.logger import SAMPLE_TEMPERATURE, next_commands
 from compare.training.loop import train
-from compare.training.ranks import cli_prog, is_main_process
-from compare.training.stop import StopRequest
-from compare.training.summary import SAMPLE_TEMPERATURE, next_commands
+from compare.training.parallel import StopRequest, cli_prog, is_main_process
+from compare.training.run import restarted_config
 
 PROG = "python -m compare.train"
 

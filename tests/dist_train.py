@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from compare.training.flags import parse_args
+from compare.training.config import parse_args
 from compare.training.loop import train
 
 

@@ -83,7 +83,7 @@ def corpus(directory: Path) -> str:
 def trained_run(directory: Path) -> str:
     """A 5-step run (hidden size 16) on corpus.txt, trained once: its run directory, relative."""
     if not (directory / TRAINED / "manual" / "latest.npz").is_file():
-        from compare.training.flags import parse_args
+        from compare.training.config import parse_args
         from compare.training.loop import train
 
         train(parse_args(train_argv(directory, run_name="trained", max_steps=5)))
@@ -563,7 +563,7 @@ CASES = [
         "--resume runs/disk-full",
         fault=disk_full_after_first_save,
     ),
-    # Run directories (compare/training/rundir.py)
+    # Run directories (compare/training/run.py)
     train_case(
         "run-name-not-plain",
         "Output",
@@ -624,7 +624,7 @@ def run_with_only_best(directory: Path) -> str:
 
 def run_moved_on(directory: Path) -> str:
     """runs/moved-on trained to step 6, with a copy of its step-3 latest.npz kept in it as step3.npz."""
-    from compare.training.flags import parse_args
+    from compare.training.config import parse_args
     from compare.training.loop import train
 
     older = directory / "runs" / "moved-on" / "manual" / "step3.npz"

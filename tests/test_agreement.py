@@ -15,10 +15,9 @@ from tiny_runs import train_argv
 import manual
 from compare.model.checkpoint import load_checkpoint
 from compare.training.agreement import log10_or_floor
-from compare.training.flags import parse_args
-from compare.training.logger import HPARAMS
+from compare.training.config import parse_args
+from compare.training.logger import HPARAMS, progress_postfix
 from compare.training.loop import train
-from compare.training.scalars import progress_postfix
 
 GRADIENT_NAMES = ("U", "W", "V", "b", "c")
 

@@ -11,7 +11,7 @@ from compare.data.corpus import Vocab
 from compare.model.checkpoint import load_checkpoint
 from compare.model.init import param_shapes
 from compare.model.sampling import sample_text, sampling_engine
-from compare.training.flags import parse_args
+from compare.training.config import parse_args
 from compare.training.loop import train
 
 pytestmark = pytest.mark.exactness  # docs/tolerances.md: run under every BLAS kernel and CPU capability

@@ -28,8 +28,7 @@ from compare.model.engines import make_engine
 from compare.model.init import init_params
 from compare.model.state import EngineState
 from compare.train import main
-from compare.training.config import TrainConfig
-from compare.training.flags import parse_args
+from compare.training.config import TrainConfig, parse_args
 from compare.training.loop import train
 
 STATE_ARRAYS = ("params", "accumulators")

@@ -13,9 +13,8 @@ from tiny_runs import train_argv
 from compare.data.corpus import Vocab, split_train_val
 from compare.model.checkpoint import load_checkpoint
 from compare.model.engines import make_engine
-from compare.training.config import TrainConfig
-from compare.training.flags import parse_args
-from compare.training.validation import estimate_loss, validation_batches
+from compare.training.config import TrainConfig, parse_args
+from compare.training.loop import estimate_loss, validation_batches
 
 SCALAR_TAGS = {"loss/train", "loss/smooth", "loss/val", "speed/chars_per_sec", "grad/global_norm"}
 STEPS = 30

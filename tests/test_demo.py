@@ -32,7 +32,7 @@ from compare.serving.server import (
     load_demo_model,
     parse_generate_request,
 )
-from compare.training.flags import parse_args
+from compare.training.config import parse_args
 from compare.training.loop import train
 
 

@@ -17,7 +17,7 @@ from tiny_runs import train_argv
 
 from compare.model.sampling import SampleConfig, generate_from_checkpoint
 from compare.reporting.browser import Generation, chromium, demo_server, open_page, screenshot_on
-from compare.training.flags import parse_args
+from compare.training.config import parse_args
 from compare.training.loop import train
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"

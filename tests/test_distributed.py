@@ -1,4 +1,4 @@
-"""Data-parallel training (compare.training.distributed): exact against one process, clear when a rank is lost.
+"""Data-parallel training (compare.training.parallel): exact against one process, clear when a rank is lost.
 
 The multi-process tests run real processes on this machine with gloo over 127.0.0.1: under
 torchrun (``python -m torch.distributed.run --standalone``, a free port, no network), or,
@@ -23,11 +23,9 @@ from tiny_runs import train_argv
 
 from compare.model.checkpoint import load_checkpoint
 from compare.train import main
-from compare.training.distributed import DataParallel, StopVote, short_reason
-from compare.training.flags import parse_args
+from compare.training.config import parse_args
 from compare.training.loop import train
-from compare.training.ranks import batch_split_problem
-from compare.training.stop import StopRequest
+from compare.training.parallel import DataParallel, StopRequest, StopVote, batch_split_problem, short_reason
 
 TESTS = Path(__file__).resolve().parent
 TOLERANCE = 1e-12  # float64, the batch's gradient summed in halves: rounding only (docs/tolerances.md)
@@ -245,7 +243,7 @@ def test_gloo_errors_are_shortened_to_their_reason():
 def test_pack_lays_every_gradient_then_the_scalars_end_to_end_and_unpack_puts_them_back():
     import torch
 
-    from compare.training.distributed import pack, unpack_into
+    from compare.training.parallel import pack, unpack_into
 
     grads = [torch.arange(6.0, dtype=torch.float64).reshape(2, 3), torch.tensor([7.0], dtype=torch.float64)]
     flat = pack(grads, [np.float64(0.5), 2.0])

@@ -1,4 +1,4 @@
-"""compare.training.elastic: under torchrun --max-restarts, a run directory with a checkpoint is continued.
+"""compare.training.run: under torchrun --max-restarts, a run directory with a checkpoint is continued.
 
 The restart itself, between two hosts, is in tests/test_hosts.py; here the decision alone, in one process.
 """
@@ -9,9 +9,9 @@ import pytest
 from tiny_runs import train_argv
 
 from compare.cli.errors import UsageError
-from compare.training.elastic import restarted_config
-from compare.training.flags import parse_args
+from compare.training.config import parse_args
 from compare.training.loop import train
+from compare.training.run import restarted_config
 
 ELASTIC = {"TORCHELASTIC_MAX_RESTARTS": "3", "TORCHELASTIC_RESTART_COUNT": "1", "RANK": "1"}
 

@@ -24,7 +24,7 @@ from compare.model.checkpoint import load_checkpoint
 from compare.model.engines import make_engine
 from compare.model.sampling import sample_text
 from compare.sample import main as sample_main
-from compare.training.flags import parse_args
+from compare.training.config import parse_args
 from compare.training.loop import train
 
 CASES_BY_NAME = {case.name: case for case in CASES}

@@ -20,7 +20,7 @@ from tiny_runs import train_argv
 import compare.training.loop
 from compare.model.checkpoint import load_checkpoint, save_checkpoint
 from compare.train import main
-from compare.training.flags import parse_args
+from compare.training.config import parse_args
 from compare.training.loop import train
 
 DISK_FULL = OSError(errno.ENOSPC, "No space left on device")

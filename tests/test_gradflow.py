@@ -23,7 +23,7 @@ from compare.gradflow import main as gradflow_main
 from compare.gradients.flow import Chunk, autograd_flow, lag_below, logged_lags, manual_flow, max_relative_difference
 from compare.model.checkpoint import load_checkpoint
 from compare.plotting.events import read_scalars
-from compare.training.flags import parse_args
+from compare.training.config import parse_args
 from compare.training.loop import train
 
 CELLS = ("rnn", "lstm", "gru")

@@ -22,7 +22,7 @@ from test_distributed import TOLERANCE, assert_close_states, final_state, run_ar
 
 from compare.benchmarks.netns import INTERFACE, Host, cannot_create_namespaces, children, network_hosts
 from compare.model.checkpoint import load_checkpoint
-from compare.training.flags import parse_args
+from compare.training.config import parse_args
 from compare.training.loop import train
 
 TESTS = Path(__file__).resolve().parent

@@ -22,8 +22,7 @@ from tiny_runs import PHRASE
 from compare.cli.errors import UsageError
 from compare.data.corpus import Vocab, check_encoding, load_corpus, read_corpus, text_digest
 from compare.train import main
-from compare.training.config import TrainConfig, config_conflicts
-from compare.training.flags import parse_args
+from compare.training.config import TrainConfig, config_conflicts, parse_args
 
 TIMEOUT_S = 60  # the refusals take a second or two; a special file read "forever" takes longer
 

@@ -11,7 +11,7 @@ from tiny_runs import train_argv
 
 from compare import demo, sample, train
 from compare.model.checkpoint import newest_run
-from compare.training.summary import next_commands
+from compare.training.logger import next_commands
 
 CHECKPOINT_BYTES = b"not read: newest_run only looks at the file's time"
 

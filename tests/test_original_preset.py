@@ -23,11 +23,9 @@ from compare.cli.errors import UsageError
 from compare.model.checkpoint import load_checkpoint
 from compare.model.engines import make_engine
 from compare.model.init import init_params
-from compare.training.distributed import DataParallel
-from compare.training.flags import build_parser, parse_args
-from compare.training.joining import join_ranks
+from compare.training.config import build_parser, parse_args
 from compare.training.loop import build_run, train
-from compare.training.stop import StopRequest
+from compare.training.parallel import DataParallel, StopRequest, join_ranks
 
 # 540 characters: 21 chunks of 25 per epoch in both min-char-rnn (p + 26 < 540) and StreamBatches
 # ((540 - 1) // 25), so 50 steps cross two epoch boundaries at the same steps in both.

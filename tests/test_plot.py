@@ -13,7 +13,7 @@ from tiny_runs import train_argv
 from compare.plot import main
 from compare.plotting.events import read_run
 from compare.plotting.figure import COMPARISON_STYLES, draw_figure
-from compare.training.flags import parse_args
+from compare.training.config import parse_args
 from compare.training.loop import train
 
 STEPS = 30

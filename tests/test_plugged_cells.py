@@ -36,7 +36,7 @@ from compare.model.init import param_shapes
 from compare.model.sampling import sample_text, sampling_engine
 from compare.sample import main as sample_main
 from compare.serving.server import load_demo_model
-from compare.training.flags import parse_args
+from compare.training.config import parse_args
 from compare.training.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]

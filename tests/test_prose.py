@@ -11,7 +11,7 @@ import pytest
 from compare.data.corpus import PROSE, PYDOC_TOPICS, Vocab, builtin_corpus
 from compare.data.prose import MIN_COUNT, prose_corpus, topic_paragraphs, without_rare_characters
 from compare.reporting.quickstart import final_sample, junk_share
-from compare.training.summary import SAMPLE_LENGTH
+from compare.training.logger import SAMPLE_LENGTH
 
 ROOT = Path(__file__).resolve().parents[1]
 

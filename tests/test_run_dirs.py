@@ -179,7 +179,7 @@ def test_a_second_writer_is_refused_while_a_training_owns_the_run(tmp_path, monk
 
 
 def test_a_run_directory_in_use_in_this_process_is_refused(tmp_path, capsys):
-    from compare.training.rundir import owning
+    from compare.training.run import owning
 
     with owning(tmp_path / "runs" / "run"):
         assert main(train_argv(tmp_path, "run", max_steps=3)) == 2

@@ -13,7 +13,7 @@ from compare.model.engines import make_engine
 from compare.model.init import init_params
 from compare.model.sampling import probabilities, sample_text
 from compare.sample import main as sample_main
-from compare.training.flags import parse_args
+from compare.training.config import parse_args
 from compare.training.loop import train
 
 VOCAB = Vocab.from_text(PHRASE)

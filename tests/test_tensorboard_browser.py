@@ -15,7 +15,7 @@ from browser import require_chromium
 from tiny_runs import train_argv
 
 from compare.reporting.screenshots import chromium_page, open_tab, serving_tensorboard, visible
-from compare.training.flags import parse_args
+from compare.training.config import parse_args
 from compare.training.logger import COMPARISON_CHARTS
 from compare.training.loop import train
 

@@ -1,4 +1,4 @@
-"""torch's thread count without --threads: the configuration's rule (compare.training.threads), in real runs."""
+"""torch's thread count without --threads: the configuration's rule (compare.training.config), in real runs."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ import torch
 from threadpoolctl import threadpool_limits
 from tiny_runs import train_argv
 
-from compare.training import threads
-from compare.training.config import RESUME_MAY_CHANGE
-from compare.training.flags import parse_args
+from compare.training import config as threads
+from compare.training.config import RESUME_MAY_CHANGE, TORCH_THREAD_VARIABLES, parse_args, torch_thread_choice
 from compare.training.loop import train
-from compare.training.threads import TORCH_THREAD_VARIABLES, torch_thread_choice
 
 CORES = 2  # what the tests make available_cores() report, so that they hold on any machine
 

@@ -27,8 +27,7 @@ from compare.model.checkpoint import BEST, load_checkpoint
 from compare.model.engines import ADAGRAD_EPS, make_engine
 from compare.model.init import init_params
 from compare.training.config import TrainConfig
-from compare.training.loop import train
-from compare.training.validation import estimate_loss, validation_batches
+from compare.training.loop import estimate_loss, train, validation_batches
 
 pytestmark = pytest.mark.exactness  # docs/tolerances.md: run under every BLAS kernel and CPU capability
 

@@ -1,4 +1,4 @@
-"""Throughput of data-parallel training (compare.training.distributed) with 1 and 2 processes.
+"""Throughput of data-parallel training (compare.training.parallel) with 1 and 2 processes.
 
     python -m compare.bench_distributed                     # large: hidden 512, batch 128, T 25, float32
     python -m compare.bench_distributed --impls manual --json dist.json
@@ -56,7 +56,7 @@ def rank_main(args: argparse.Namespace) -> None:
     from compare.data.corpus import PYDOC_TOPICS, StreamBatches, Vocab, builtin_corpus
     from compare.model.engines import make_engine
     from compare.model.init import init_params
-    from compare.training.distributed import DataParallel
+    from compare.training.parallel import DataParallel
 
     config, impl, threads = CONFIGS[args.configs], args.impls, int(os.environ["BENCH_THREADS"])
     torch.set_num_threads(threads)

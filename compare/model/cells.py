@@ -69,6 +69,10 @@ class CellPair:
     def state_parts(self) -> int:
         return int(self.manual.STATE_PARTS)
 
+    def check_sizes(self, module: ModuleType, inputs_shape: tuple[int, ...], hidden: int, dtype: str) -> None:
+        """check_run_sizes for this cell's ``module`` (its manual or its torch side) at a call's own sizes."""
+        check_run_sizes(self.name, module, inputs_shape, hidden, dtype)
+
 
 def is_file_path(name: str) -> bool:
     return name.endswith(".py") or "/" in name or "\\" in name
@@ -292,8 +296,11 @@ def plugged_in(name: str) -> ModuleType:
     return module
 
 
-def manual_cell(name: str) -> ModuleType:
-    """The NumPy side alone (GATES, STATE_PARTS, the recurrence): for a built-in cell, without importing torch."""
+def manual_cell(name: str | CellPair) -> ModuleType:
+    """The NumPy side alone (GATES, STATE_PARTS, the recurrence): for a built-in cell, without importing torch;
+    of a pair already resolved, its manual side."""
+    if isinstance(name, CellPair):
+        return name.manual
     return manual.CELLS[name] if name in BUILTIN_CELLS else plugged_in(name)
 
 

@@ -23,7 +23,7 @@ import torch
 
 import manual
 import torchref
-from compare.model.cells import check_run_sizes, manual_cell, resolve_cell
+from compare.model.cells import CellPair, cell_pair
 from compare.model.state import EngineState
 
 IMPLEMENTATIONS = ("manual", "torch")
@@ -44,7 +44,7 @@ class StepStats:
 class Engine(Protocol):
     """What the training loop, validation, sampling and checkpoints ask of an engine.
 
-    ManualEngine and TorchEngine below, and compare.training.parallel_engine.DataParallelEngine
+    ManualEngine and TorchEngine below, and compare.training.parallel.DataParallelEngine
     around either one. Every array crosses as NumPy (float64 where a docstring says so), whatever
     the engine computes in.
     """
@@ -69,7 +69,7 @@ class Engine(Protocol):
 
 
 class GradientAverager(Protocol):
-    """The hook between backward and clipping in a data-parallel run: compare.training.distributed.DataParallel."""
+    """The hook between backward and clipping in a data-parallel run: compare.training.parallel.DataParallel."""
 
     def average_arrays(self, grads: dict[str, np.ndarray], loss: SupportsFloat) -> float: ...
 
@@ -85,7 +85,7 @@ class ManualEngine:
         lr: float,
         clip: float,
         dtype: str = "float32",
-        cell: str = "rnn",
+        cell: str | CellPair = "rnn",
         eps: float = ADAGRAD_EPS,
         *,
         loss_reduction: str = "mean",
@@ -93,9 +93,10 @@ class ManualEngine:
     ) -> None:
         self.dtype = NUMPY_DTYPES[dtype]
         self.dtype_name = dtype
-        self.cell = cell
+        self.pair = cell_pair(cell)  # resolved once: the train command hands the pair down
+        self.cell = self.pair.name
         self.loss_reduction = loss_reduction
-        self.recurrence = manual_cell(cell)  # the module manual.forward runs: built-in or plugged in
+        self.recurrence = self.pair.manual  # the module manual.forward runs: built-in or plugged in
         # parameters, gradients and accumulators each in one flat buffer: the norm, the clip and the
         # update are whole-buffer passes (manual.flat), the same numbers in fewer calls
         self.params = manual.flat.FlatArrays.copy_of(params, self.dtype)
@@ -104,7 +105,7 @@ class ManualEngine:
         self.updates = 0  # AdaGrad steps taken; torch's optimizer counts them as 'step'
         self.clip = clip
         self.hidden: np.ndarray | None = None  # (L, P, B, H) state carried from chunk to chunk
-        # data-parallel runs: averages over the ranks (compare.training.distributed)
+        # data-parallel runs: averages over the ranks (compare.training.parallel)
         self.gradient_averager: GradientAverager | None = None
 
     def zero_state(self, batch_size: int) -> np.ndarray:
@@ -117,7 +118,7 @@ class ManualEngine:
 
     def train_step(self, inputs: np.ndarray, targets: np.ndarray) -> StepStats:
         assert self.hidden is not None, "reset_hidden() or load_state() comes before the first train_step()"
-        check_run_sizes(self.cell, self.recurrence, inputs.shape, self.params["W"].shape[1], self.dtype_name)
+        self.pair.check_sizes(self.recurrence, inputs.shape, self.params["W"].shape[1], self.dtype_name)
         loss, cache = manual.forward(self.params, inputs, targets, self.hidden, self.recurrence, self.loss_reduction)
         grads = manual.backward(cache, out=self.grads)
         self.hidden = cache.state_last
@@ -151,13 +152,13 @@ class ManualEngine:
 
     def eval_loss(self, inputs: np.ndarray, targets: np.ndarray, state: np.ndarray) -> tuple[float, np.ndarray]:
         """Loss without an update. state (L, P, B, H) float64. Returns (loss, state_T float64)."""
-        check_run_sizes(self.cell, self.recurrence, inputs.shape, self.params["W"].shape[1], self.dtype_name)
+        self.pair.check_sizes(self.recurrence, inputs.shape, self.params["W"].shape[1], self.dtype_name)
         loss, cache = manual.forward(self.params, inputs, targets, state.astype(self.dtype), self.recurrence)
         return float(loss), cache.state_last.astype(np.float64)
 
     def step_logits(self, tokens: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """tokens (B,), state (L, P, B, H) float64 -> (logits (B, V) float64, state float64)."""
-        check_run_sizes(self.cell, self.recurrence, np.shape(tokens), self.params["W"].shape[1], self.dtype_name)
+        self.pair.check_sizes(self.recurrence, np.shape(tokens), self.params["W"].shape[1], self.dtype_name)
         logits, state_next = manual.step(self.params, tokens, state.astype(self.dtype), self.recurrence)
         return logits.astype(np.float64), state_next.astype(np.float64)
 
@@ -188,7 +189,7 @@ class TorchEngine:
         lr: float,
         clip: float,
         dtype: str = "float32",
-        cell: str = "rnn",
+        cell: str | CellPair = "rnn",
         eps: float = ADAGRAD_EPS,
         device: str = "cpu",
         *,
@@ -196,8 +197,9 @@ class TorchEngine:
         eps_placement: str = "outside",
     ) -> None:
         self.device = torch.device(device)
-        self.cell, self.dtype_name = cell, dtype
-        self.twin = resolve_cell(cell).torch  # the module whose step the model runs: built-in or plugged in
+        self.pair = cell_pair(cell)  # resolved once: the train command hands the pair down
+        self.cell, self.dtype_name = self.pair.name, dtype
+        self.twin = self.pair.torch  # the module whose step the model runs: built-in or plugged in
         self.model = torchref.CharRNN(params, cell=self.twin, dtype=TORCH_DTYPES[dtype], device=self.device)
         self.loss_reduction = loss_reduction
         self.optimizer: torch.optim.Adagrad
@@ -211,7 +213,7 @@ class TorchEngine:
             raise ValueError(f"unknown eps placement {eps_placement!r}; choose from ('outside', 'inside')")
         self.clip = clip
         self.hidden: torch.Tensor | None = None  # (L, P, B, H) state carried from chunk to chunk
-        # data-parallel runs: averages over the ranks (compare.training.distributed)
+        # data-parallel runs: averages over the ranks (compare.training.parallel)
         self.gradient_averager: GradientAverager | None = None
 
     def _tensor(self, array: np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -226,7 +228,7 @@ class TorchEngine:
 
     def train_step(self, inputs: np.ndarray, targets: np.ndarray) -> StepStats:
         assert self.hidden is not None, "reset_hidden() or load_state() comes before the first train_step()"
-        check_run_sizes(self.cell, self.twin, inputs.shape, self.model.hidden_size, self.dtype_name)
+        self.pair.check_sizes(self.twin, inputs.shape, self.model.hidden_size, self.dtype_name)
         self.optimizer.zero_grad(set_to_none=True)
         loss, state_last = self.model.loss(
             self._tensor(inputs, torch.long), self._tensor(targets, torch.long), self.hidden, self.loss_reduction
@@ -234,7 +236,7 @@ class TorchEngine:
         loss.backward()
         grads = filled_grads(self.model)
         mean_loss: SupportsFloat = loss.detach() if self.loss_reduction == "mean" else loss.detach() / inputs.size
-        if self.gradient_averager is not None:  # the same explicit all-reduce as manual (compare.training.distributed)
+        if self.gradient_averager is not None:  # the same explicit all-reduce as manual (compare.training.parallel)
             mean_loss = self.gradient_averager.average_tensors(grads, mean_loss)
         grad_norm = float(torch.nn.utils.get_total_norm(grads))
         clipped = 0
@@ -251,7 +253,7 @@ class TorchEngine:
 
     @torch.no_grad()
     def eval_loss(self, inputs: np.ndarray, targets: np.ndarray, state: np.ndarray) -> tuple[float, np.ndarray]:
-        check_run_sizes(self.cell, self.twin, inputs.shape, self.model.hidden_size, self.dtype_name)
+        self.pair.check_sizes(self.twin, inputs.shape, self.model.hidden_size, self.dtype_name)
         state_tensor = self._tensor(state, self.model.W.dtype)
         loss, state_last = self.model.loss(
             self._tensor(inputs, torch.long), self._tensor(targets, torch.long), state_tensor
@@ -260,7 +262,7 @@ class TorchEngine:
 
     @torch.no_grad()
     def step_logits(self, tokens: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        check_run_sizes(self.cell, self.twin, np.shape(tokens), self.model.hidden_size, self.dtype_name)
+        self.pair.check_sizes(self.twin, np.shape(tokens), self.model.hidden_size, self.dtype_name)
         inputs = self._tensor(np.asarray(tokens).reshape(-1, 1), torch.long)  # (B,) -> (B, 1)
         logits, state_next = self.model(inputs, self._tensor(state, self.model.W.dtype))
         return logits[:, 0].double().cpu().numpy(), state_next.double().cpu().numpy()
@@ -309,7 +311,7 @@ def make_engine(
     lr: float,
     clip: float,
     dtype: str,
-    cell: str = "rnn",
+    cell: str | CellPair = "rnn",
     eps: float = ADAGRAD_EPS,
     device: str = "cpu",
     *,

@@ -23,11 +23,14 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from compare.model.cells import manual_cell
+import manual
+from compare.model.cells import CellPair, manual_cell
 from manual import layer_param_names
 
 INIT_STD = 0.01  # the original write-up's sigma (min-char-rnn's 0.01 * randn)
 FORGET_BIAS = 1.0  # char-rnn starts the LSTM forget gate open, so memories last from the start
+# The gate block whose bias starts at FORGET_BIAS, by the cell's NumPy module: the lstm's f (blocks i, f, g, o)
+FORGET_GATE_BLOCK = {manual.CELLS["lstm"]: 1}
 SIZES_DOC = "docs/training.md#sizes"
 # The largest value of each size that a flag or a checkpoint may give (SIZES_DOC says why each).
 SIZE_LIMITS = {
@@ -39,7 +42,7 @@ SIZE_LIMITS = {
 
 
 def param_shapes(
-    vocab_size: int, hidden_size: int, cell: str = "rnn", num_layers: int = 1
+    vocab_size: int, hidden_size: int, cell: str | CellPair = "rnn", num_layers: int = 1
 ) -> dict[str, tuple[int, ...]]:
     """{name: shape} of every parameter, in the order the initializer draws them."""
     gate_rows = manual_cell(cell).GATES * hidden_size
@@ -56,7 +59,7 @@ def param_shapes(
 
 
 def init_params(
-    vocab_size: int, hidden_size: int, seed: int, cell: str = "rnn", num_layers: int = 1
+    vocab_size: int, hidden_size: int, seed: int, cell: str | CellPair = "rnn", num_layers: int = 1
 ) -> dict[str, np.ndarray]:
     """float64 parameters: every U, W and V from N(0, 0.01^2), biases zero (LSTM forget gates 1).
 
@@ -64,14 +67,17 @@ def init_params(
     ``np.random.default_rng(seed)``, so the same arguments give the same weights on every
     run and for every implementation; the one-layer vanilla RNN draws U, W, V as before.
     """
+    recurrence = manual_cell(cell)
     rng = np.random.default_rng(seed)
     params: dict[str, np.ndarray] = {}
     for name, shape in param_shapes(vocab_size, hidden_size, cell, num_layers).items():
         is_bias = len(shape) == 1
         params[name] = np.zeros(shape) if is_bias else rng.normal(0.0, INIT_STD, size=shape)
-    if cell == "lstm":
+    forget = FORGET_GATE_BLOCK.get(recurrence)
+    if forget is not None:
         for layer in range(num_layers):
-            params[layer_param_names(layer)["b"]][hidden_size : 2 * hidden_size] = FORGET_BIAS  # rows of f
+            rows = slice(forget * hidden_size, (forget + 1) * hidden_size)  # the rows of f
+            params[layer_param_names(layer)["b"]][rows] = FORGET_BIAS
     return params
 
 
@@ -87,7 +93,7 @@ def size_problem(sizes: Mapping[str, int]) -> str | None:
 def estimated_memory(
     vocab_size: int,
     hidden_size: int,
-    cell: str = "rnn",
+    cell: str | CellPair = "rnn",
     num_layers: int = 1,
     batch_size: int = 1,
     seq_length: int = 0,

@@ -44,7 +44,7 @@ def junk_share(text: str) -> float:
 
 def final_sample(stdout: str, impl: str = "manual") -> str:
     """The sample compare.train printed at the end: the SAMPLE_LENGTH characters after its header line."""
-    from compare.training.summary import SAMPLE_LENGTH, SAMPLE_TEMPERATURE
+    from compare.training.logger import SAMPLE_LENGTH, SAMPLE_TEMPERATURE
 
     header = f"--- sample ({impl}, temperature {SAMPLE_TEMPERATURE}) ---\n"
     start = stdout.index(header) + len(header)

@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import manual
-from compare.model.cells import resolve_cell
 
 if TYPE_CHECKING:
     from compare.model.engines import Engine
@@ -145,7 +144,7 @@ class AgreementProbe:
     def __init__(self, engine: Engine) -> None:
         import torchref
         from compare.model.engines import TORCH_DTYPES, ManualEngine
-        from compare.training.parallel_engine import DataParallelEngine
+        from compare.training.parallel import DataParallelEngine
 
         # Under torchrun the manual engine sits inside a DataParallelEngine and holds this rank's rows of the state.
         self.share = engine.parallel if isinstance(engine, DataParallelEngine) else None
@@ -154,7 +153,7 @@ class AgreementProbe:
         self.engine = inner
         self.dtype = np.dtype(inner.dtype).name  # 'float32' or 'float64'
         torch_dtype = TORCH_DTYPES[np.dtype(inner.dtype).name]
-        self.model = torchref.CharRNN(inner.params, cell=resolve_cell(inner.cell).torch, dtype=torch_dtype)
+        self.model = torchref.CharRNN(inner.params, cell=inner.pair.torch, dtype=torch_dtype)
 
     def measure(self, inputs: np.ndarray, targets: np.ndarray) -> Agreement:
         """Both losses and gradients on the manual engine's current weights and hidden state.

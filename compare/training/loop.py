@@ -1,9 +1,11 @@
 """The training loop of ``python -m compare.train``: both implementations, step by step, on one batch.
 
-One flat loop, one heading per phase: forward backward update; logging; validation and
-the best checkpoint; samples; the latest checkpoint; termination conditions. Under
-torchrun each process trains its share of every batch (see compare.training.distributed).
-"""
+train() sets the run up (ranks, run directory, engines from one init), then train_steps runs one flat
+loop, one heading per phase: implementation error; forward backward update; logging; validation and the
+best checkpoint; samples; the latest checkpoint; termination conditions. Below the loop, the helpers
+only it uses: the validation loss, and char-rnn's rule for a run that has diverged, with the check that
+keeps it out of every checkpoint. Under torchrun each process trains its share of every batch (see
+compare.training.parallel)."""
 
 from __future__ import annotations
 
@@ -18,21 +20,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm import tqdm
 
-from compare.cli.errors import UsageError
-from compare.data.corpus import StreamBatches, load_corpus
+from compare.cli.errors import TrainingFailed, UsageError
+from compare.data.corpus import StreamBatches
 from compare.gradients.flow import log_gradient_flow
 from compare.model.cells import cell_label
 from compare.model.checkpoint import BEST, RunProgress, check_writable_directory
 from compare.model.init import init_params
 from compare.model.sampling import sample_text
 from compare.training.agreement import worst
-from compare.training.config import TrainConfig, run_memory_problem
-from compare.training.divergence import check_before_saving, diverged, divergence
-from compare.training.joining import join_ranks, naming_kept_checkpoints
-from compare.training.logger import Logger, NullLogger
-from compare.training.run import Run, restore
-from compare.training.rundir import opening, resume_source
-from compare.training.scalars import (
+from compare.training.config import RunSpec, TrainConfig, apply_torch_threads, describe_run, resume_source
+from compare.training.logger import (
+    Logger,
+    NullLogger,
     agreement_probe,
     log_agreement,
     log_chaos,
@@ -40,15 +39,17 @@ from compare.training.scalars import (
     log_step,
     open_logger,
     progress_postfix,
+    summarize,
 )
-from compare.training.stop import StopRequest
-from compare.training.summary import summarize
-from compare.training.threads import apply_torch_threads
-from compare.training.validation import validate, validation_batches
+from compare.training.parallel import StopRequest, join_ranks, naming_kept_checkpoints
+from compare.training.run import Run, opening, restore
 
 if TYPE_CHECKING:
+    from compare.model.checkpoint import RunProgress
     from compare.model.engines import Engine, StepStats
-    from compare.training.distributed import DataParallel
+    from compare.training.parallel import DataParallel
+    from compare.training.run import Run
+
 
 EVALS_PER_RUN = 10  # validations in a run without --eval-every: enough points for a loss/val curve
 
@@ -113,7 +114,7 @@ def train(config: TrainConfig, stop: StopRequest | None = None) -> dict[str, Any
         if config.run_name is None:
             name = default_run_name(config) if parallel.is_main else ""  # only rank 0 claims a directory
             config = replace(config, run_name=parallel.agree_on(name))
-        run = build_run(config, parallel)
+        run = build_run(describe_run(config), parallel)  # each setting resolved once
         start_step = restore(run) if config.resume else 0
         if parallel.agree_on(str(start_step)) != str(start_step):  # on several machines: each reads its own copy
             raise UsageError(
@@ -150,18 +151,16 @@ def train(config: TrainConfig, stop: StopRequest | None = None) -> dict[str, Any
     return summary
 
 
-def build_run(config: TrainConfig, parallel: DataParallel) -> Run:
-    """Read the corpus, seed everything, and make one engine per implementation from one init."""
-    corpus = load_corpus(config)  # a bad --data fails here, in a second, before torch is even imported
-    problem = run_memory_problem(config, len(corpus.vocab))  # before any weight exists
-    if problem:
-        raise UsageError(problem)
+def build_run(spec: TrainConfig | RunSpec, parallel: DataParallel) -> Run:
+    """Seed everything and make one engine per implementation from one init (a TrainConfig: described first)."""
+    spec = describe_run(spec)
+    config, corpus, cell = spec.config, spec.corpus, spec.cell
     import torch
 
     from compare.model.engines import make_engine
 
     set_threads(config.threads)
-    torch_threads = apply_torch_threads(config)  # without --threads: by the configuration (compare.training.threads)
+    torch_threads = apply_torch_threads(config, cell)  # without --threads: by a rule on the configuration
     if parallel.is_main and config.impl != "manual":
         print(torch_threads.line())
     torch.manual_seed(config.seed)
@@ -172,7 +171,7 @@ def build_run(config: TrainConfig, parallel: DataParallel) -> Run:
     if config.device == "cuda":  # cuBLAS is deterministic only with this workspace, read at its first use
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     impls = ["manual", "torch"] if config.impl == "both" else [config.impl]
-    params = init_params(len(corpus.vocab), config.hidden_size, config.seed, config.cell, config.num_layers)
+    params = init_params(len(corpus.vocab), config.hidden_size, config.seed, cell, config.num_layers)
     initial_loss = math.log(len(corpus.vocab))
     engines = [
         parallel.wrap(
@@ -181,8 +180,8 @@ def build_run(config: TrainConfig, parallel: DataParallel) -> Run:
                 params,
                 config.lr,
                 config.clip,
-                config.dtype,
-                config.cell,
+                spec.dtype.name,
+                cell,
                 config.adagrad_eps,
                 device=parallel.torch_device(config.device),
                 loss_reduction=config.loss_reduction,
@@ -288,3 +287,65 @@ def train_steps(run: Run, logger: Logger | NullLogger, start_step: int, total_st
             )
     progress_bar.close()
     return step
+
+
+def validation_batches(val_tokens: np.ndarray, batch_size: int, seq_length: int) -> StreamBatches:
+    """Validation chunks laid out like training, shrunk when the held-out text is short."""
+    streams = max(1, min(batch_size, (len(val_tokens) - 1) // (seq_length + 1)))
+    return StreamBatches(val_tokens, streams, min(seq_length, len(val_tokens) - 1))
+
+
+def estimate_loss(engine: Engine, batches: StreamBatches) -> float:
+    """Mean loss over every validation chunk, hidden state carried from chunk to chunk."""
+    h = engine.zero_state(batches.inputs.shape[0])
+    losses = []
+    for index in range(len(batches)):
+        loss, h = engine.eval_loss(*batches.get_batch(index), h)
+        losses.append(loss)
+    return float(np.mean(losses))
+
+
+def validate(engine: Engine, batches: StreamBatches, progress: RunProgress) -> bool:
+    """Measure the validation loss into ``progress`` (a RunProgress); True if it is the best so far."""
+    progress.val_loss = estimate_loss(engine, batches)
+    improved = progress.best_val_loss is None or progress.val_loss < progress.best_val_loss
+    if improved:
+        progress.best_val_loss = progress.val_loss
+    return improved
+
+
+class TrainingDiverged(TrainingFailed):
+    """The loss became NaN/Inf or exceeded three times its initial value (char-rnn's rule)."""
+
+
+def diverged(loss: float, initial_loss: float) -> bool:
+    """NaN or Inf, or more than three times the loss training started from."""
+    return not math.isfinite(loss) or loss > 3 * initial_loss
+
+
+def divergence(run: Run, impl: str, what: str, loss: float, step: int) -> TrainingDiverged:
+    """The error for a diverged run: which step, which loss, what was kept, what to change."""
+    initial_loss = run.initial_loss
+    size = "is not finite" if not math.isfinite(loss) else f"is above 3 x the initial loss {initial_loss:.4g}"
+    return TrainingDiverged(
+        f"training diverged at step {step}: {impl} {what} {loss:.4g} {size}; "
+        f"{run.kept_checkpoint(impl)}; start again with a lower --lr (now {run.config.lr:g}) "
+        f"or --clip (now {run.config.clip:g})"
+    )
+
+
+def check_before_saving(run: Run, engine: Engine, step: int) -> None:
+    """Refuse to save weights that have diverged.
+
+    A checkpoint holds the weights *after* this step's update, which no training loss has
+    measured yet. The loss the next step will see (its batch, from the hidden state it will
+    start from) measures them, so the update that blows up is never saved over the last
+    good checkpoint.
+    """
+    next_index = step % len(run.batches)  # the batch of step + 1
+    state = engine.export_state().hidden if next_index else None  # a new epoch starts from zeros
+    if state is None:
+        state = engine.zero_state(run.config.batch_size)
+    loss, _ = engine.eval_loss(*run.batches.get_batch(next_index), state)
+    if diverged(loss, run.initial_loss):
+        raise divergence(run, engine.name, "loss after this step's update", loss, step)
