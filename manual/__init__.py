@@ -1,7 +1,8 @@
 """Hand-written NumPy BPTT for character RNN, LSTM and GRU models, plus a hand-written AdaGrad.
 
 ``manual.model`` holds the model (input lookup, stacked layers, output, loss) and one module
-per cell type holds its recurrence: ``manual.rnn``, ``manual.lstm``, ``manual.gru``.
+per cell type holds its recurrence: ``manual.rnn``, ``manual.lstm``, ``manual.gru``; ``manual.rtrl``
+holds the same gradient by forward mode (real-time recurrent learning).
 Imports nothing from ``torchref`` or ``compare``: parameters are plain NumPy dicts.
 """
 

@@ -1,0 +1,144 @@
+"""Four routes, one gradient: BPTT by hand, RTRL by hand (manual.rtrl), reverse-mode autograd and
+forward-mode autograd (torchref.forward), per cell, float64, from a nonzero carried state; and over a
+stream of chunks, RTRL (influence carried across the boundaries) against BPTT over the whole stream."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import manual
+from compare.training.agreement import relative_difference
+from manual import rtrl
+from tests.problems import random_problem
+from tests.twins import torch_loss_and_grads, torch_model
+from torchref import forward
+
+pytestmark = pytest.mark.exactness
+
+CELLS = ("rnn", "lstm", "gru")
+# float64 (u = 1.1e-16): each gradient entry is a few hundred roundings (T = 6 steps of H-long products, the
+# softmax, the T*B-term sums) taken in a different order by each route; n*u ~ 3e-14, so 1e-12 is rounding only
+ROUNDING = 1e-12
+
+
+def rtrl_chunk(problem: dict, reduction: str = "mean"):
+    """(loss, grads, state_T, influence_T) by RTRL from the problem's state, influence zero."""
+    params = problem["params"]
+    influence0 = rtrl.zero_influence(params, problem["cell"], problem["inputs"].shape[0])
+    return rtrl.chunk(
+        params, problem["inputs"], problem["targets"], problem["state0"], influence0, problem["cell"], reduction
+    )
+
+
+def forward_mode(problem: dict, influence0=None, reduction: str = "mean"):
+    """(loss function of theta, the point theta_0) of the problem's chunk, for torchref.forward."""
+    model = torch_model(problem)
+    function = forward.loss_function(
+        model,
+        torch.from_numpy(problem["inputs"]),
+        torch.from_numpy(problem["targets"]),
+        torch.from_numpy(problem["state0"]),
+        influence0,
+        reduction,
+    )
+    return function, forward.params_of(model)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_four_routes_agree_per_parameter(cell):
+    problem = random_problem(cell=cell, batch_size=2, seq_length=6, seed=3)
+    loss, cache = manual.forward(problem["params"], problem["inputs"], problem["targets"], problem["state0"], cell)
+    bptt = manual.backward(cache)
+    rtrl_loss, by_rtrl, state_T, _ = rtrl_chunk(problem)
+    _, reverse = torch_loss_and_grads(problem)
+    function, at = forward_mode(problem)
+    by_jacfwd, _ = forward.forward_gradient(function, at)
+    assert relative_difference(np.asarray(rtrl_loss), np.asarray(loss)) <= ROUNDING
+    np.testing.assert_array_equal(state_T, cache.state_last)  # the same forward, the same operations
+    for name, reference in bptt.items():
+        for route, grads in (("rtrl", by_rtrl), ("reverse", reverse), ("forward", by_jacfwd)):
+            other = np.asarray(grads[name])
+            assert relative_difference(other, reference) <= ROUNDING, (route, name)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_rtrl_directional_derivatives_equal_jvp(cell):
+    problem = random_problem(cell=cell, batch_size=2, seq_length=6, seed=4)
+    _, by_rtrl, _, _ = rtrl_chunk(problem)
+    function, at = forward_mode(problem)
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        direction = {name: rng.normal(size=value.shape) for name, value in problem["params"].items()}
+        mine = sum(float(np.sum(by_rtrl[name] * v)) for name, v in direction.items())
+        _, theirs = forward.directional_derivative(function, at, {k: torch.from_numpy(v) for k, v in direction.items()})
+        assert relative_difference(np.asarray(mine), theirs.numpy()) <= ROUNDING
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_rtrl_influence_equals_jacfwd_of_the_state(cell):
+    problem = random_problem(cell=cell, batch_size=2, seq_length=5, seed=6)
+    _, _, _, influence = rtrl_chunk(problem)
+    function, at = forward_mode(problem)
+    _, d_state = forward.forward_gradient(function, at)
+    for name in rtrl.RECURRENT:
+        theirs = d_state[name][0].numpy()  # (P, B, H, *shape) -> RTRL's (B, P*H, *shape)
+        parts, streams, size = theirs.shape[:3]
+        theirs = np.moveaxis(theirs, 1, 0).reshape(streams, parts * size, *theirs.shape[3:])
+        assert relative_difference(influence[name], theirs) <= ROUNDING, name
+
+
+def stream_problem(cell: str, chunks: int = 3, length: int = 4, seed: int = 7) -> tuple[dict, list]:
+    """One problem over the whole stream and its split into chunks of ``length`` characters."""
+    whole = random_problem(cell=cell, batch_size=2, seq_length=chunks * length, seed=seed)
+    pieces = [
+        (whole["inputs"][:, k * length : (k + 1) * length], whole["targets"][:, k * length : (k + 1) * length])
+        for k in range(chunks)
+    ]
+    return whole, pieces
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_rtrl_over_a_stream_is_bptt_over_the_whole_stream(cell):
+    whole, pieces = stream_problem(cell)
+    params = whole["params"]
+    loss, cache = manual.forward(params, whole["inputs"], whole["targets"], whole["state0"], cell, "sum")
+    untruncated = manual.backward(cache)
+    stream_loss, by_rtrl, _, _ = rtrl.stream(params, pieces, whole["state0"], cell, "sum")
+    assert relative_difference(np.asarray(stream_loss), np.asarray(loss)) <= ROUNDING
+    for name, reference in untruncated.items():
+        assert relative_difference(by_rtrl[name], reference) <= ROUNDING, name
+    # the carry is what makes it exact: BPTT chunk by chunk (gradient cut at each boundary) is far off
+    truncated = truncated_gradient(params, pieces, whole["state0"], cell)
+    assert relative_difference(truncated["W"], untruncated["W"]) > 1e-3
+
+
+def truncated_gradient(params, pieces, state0, cell):
+    """BPTT chunk by chunk, the state carried but each chunk's starting state a constant."""
+    total = {name: np.zeros_like(value) for name, value in params.items()}
+    state = state0
+    for inputs, targets in pieces:
+        _, cache = manual.forward(params, inputs, targets, state, cell, "sum")
+        for name, grad in manual.backward(cache).items():
+            total[name] += grad
+        state = cache.state_last
+    return total
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_forward_mode_over_a_stream_carries_the_influence(cell):
+    whole, pieces = stream_problem(cell, seed=8)
+    _, cache = manual.forward(whole["params"], whole["inputs"], whole["targets"], whole["state0"], cell, "sum")
+    untruncated = manual.backward(cache)
+    state, influence = whole["state0"], None
+    total: dict = {}
+    for inputs, targets in pieces:
+        chunk = {**whole, "inputs": inputs, "targets": targets, "state0": state}
+        function, at = forward_mode(chunk, influence, "sum")
+        grads, influence = forward.forward_gradient(function, at)
+        influence = {name: influence[name] for name in rtrl.RECURRENT}  # V and c never reach the state
+        total = {name: total.get(name, 0) + grads[name].numpy() for name in grads}
+        state = function(at)[1].detach().numpy()
+    for name, reference in untruncated.items():
+        assert relative_difference(total[name], reference) <= ROUNDING, name
