@@ -40,6 +40,8 @@ Subpackages (each imports only downward: never a command module):
                 its verdict, as Markdown; localize.py: per-step dL/dx_proj_t, dL/dh_t and the carry, manual beside
                 autograd; diagnose.py: gradcheck --diagnose, the verdict in words, where a backward first goes
                 wrong (layer, step, gate, path), the heat map;
+                routes.py: gradcheck --routes, one gradient four ways (BPTT and RTRL by hand, reverse and
+                forward autograd), each pair's difference, the verdict, and what forward mode costs at given sizes;
                 flow.py: gradient flow through time, by hand (and its TensorBoard scalars) and by autograd;
                 flow_run.py: what compare.gradflow measures, init and trained
     examples    mgu.py: the minimal gated unit, a cell plugged in with --cell compare.examples.mgu (docs/cells.md)

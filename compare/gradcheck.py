@@ -4,6 +4,7 @@
     python -m compare.gradcheck --with-original       # the original's figures beside them
     python -m compare.gradcheck --json gradcheck.json # the numbers, for scripts and tests
     python -m compare.gradcheck --cell my_cell.py --diagnose   # where a hand-written backward is wrong
+    python -m compare.gradcheck --routes --cell lstm  # BPTT, RTRL, reverse and forward autograd, pair by pair
 
 One forward/backward pass from a zero hidden state on the first ``seq_length``
 characters of the corpus, weights from ``compare.model.init.init_params`` (the original's
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from compare.cli.errors import UsageError, run_cli
@@ -40,6 +42,7 @@ from compare.gradients.check import (
     run_gradcheck,
 )
 from compare.gradients.oracles import Problem
+from compare.gradients.routes import routes_problem
 from compare.model.cells import CELL_HELP
 from compare.model.init import INIT_STD
 
@@ -167,6 +170,14 @@ def build_parser() -> CommandParser:
         default=DEFAULT_HEATMAP,
         help="with --diagnose: where to draw the relative error per time step and gate block (default: %(default)s)",
     )
+    routes = parser.add_argument_group("four routes (docs/forward.md)")
+    routes.add_argument(
+        "--routes",
+        action="store_true",
+        help="instead of the table: the gradient by BPTT by hand, RTRL by hand, reverse- and forward-mode "
+        "autograd, each pair's relative difference per parameter (exit code 1 beyond float64's bound); "
+        "one layer, small sizes",
+    )
     output = parser.add_argument_group("output")
     output.add_argument("--json", metavar="PATH", help="also write the numbers to PATH as JSON")
     output.add_argument(
@@ -189,16 +200,30 @@ def gradcheck_command(argv: list[str]) -> int:
     args = vars(parser.parse_args(argv))
     json_path, with_original = args.pop("json"), args.pop("with_original")
     diagnose_it, heatmap = args.pop("diagnose"), Path(args.pop("heatmap"))
+    four_routes = args.pop("routes")
     settings = GradcheckSettings(**args)
     invalid = invalid_setting(settings)
     if invalid:
         parser.error(invalid)  # one line on stderr, exit code 2
     if json_path and not Path(json_path).absolute().parent.is_dir():  # say so before the work, not after
         parser.error(f"--json {json_path}: no such directory to write it in")
+    if four_routes:
+        for flag, given in (
+            ("--diagnose", diagnose_it),
+            ("--with-original", with_original),
+            ("--sample", settings.sample),
+        ):
+            if given:
+                parser.error(f"--routes compares whole gradients route against route: leave out {flag}")
+        refused = routes_problem(settings.cell, settings.num_layers)
+        if refused:
+            parser.error(refused)
     try:
         problem = build_problem(settings)
     except (UsageError, ValueError) as error:  # unusable --data, or too short for one batch
         parser.error(str(error))
+    if four_routes:
+        return routes_command(problem, settings, json_path)
     if diagnose_it:
         for flag, given in (("--json", json_path), ("--with-original", with_original), ("--sample", settings.sample)):
             if given:
@@ -214,6 +239,38 @@ def gradcheck_command(argv: list[str]) -> int:
         except OSError as error:
             raise UsageError(f"--json {json_path}: cannot write it ({error.strerror or error})") from None
     return report_verdict(report).exit_code
+
+
+def routes_command(problem: Problem, settings: GradcheckSettings, json_path: str | None) -> int:
+    """Print the route table and the verdict; 0 when the four routes agree within float64's bound, 1 when not."""
+    from compare.gradients.routes import format_routes, route_differences, route_gradients, routes_verdict, rtrl_cost
+
+    vocab_size = int(problem.params["c"].size)
+    cost = rtrl_cost(vocab_size, settings.hidden_size, settings.cell, settings.batch_size, settings.seq_length)
+    refused = cost.problem("--routes")
+    if refused:
+        raise UsageError(refused)
+    differences = route_differences(route_gradients(problem))
+    verdict = routes_verdict(differences)
+    print(
+        f"{settings.cell}, hidden size {settings.hidden_size}, seq_length {settings.seq_length}, batch size "
+        f"{settings.batch_size}, vocabulary {vocab_size}, seed {settings.seed}, zero initial state, float64."
+    )
+    print()
+    print(format_routes(differences))
+    print()
+    print(verdict.line())
+    if json_path:
+        record = {
+            "settings": {**asdict(settings), "vocab_size": vocab_size},
+            "routes": {pair: {"loss": found.loss, "grads": found.grads} for pair, found in differences.items()},
+            "verdict": verdict.as_json(),
+        }
+        try:
+            Path(json_path).write_text(json.dumps(record, indent=2) + "\n")
+        except OSError as error:
+            raise UsageError(f"--json {json_path}: cannot write it ({error.strerror or error})") from None
+    return verdict.exit_code
 
 
 def diagnose_command(problem: Problem, heatmap: Path) -> int:

@@ -4,6 +4,8 @@ stream of chunks, RTRL (influence carried across the boundaries) against BPTT ov
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -142,3 +144,55 @@ def test_forward_mode_over_a_stream_carries_the_influence(cell):
         state = function(at)[1].detach().numpy()
     for name, reference in untruncated.items():
         assert relative_difference(total[name], reference) <= ROUNDING, name
+
+
+def run_gradcheck(argv: list[str], capsys) -> tuple[int, str, str]:
+    """compare.gradcheck's main in this process: (exit code, stdout, stderr)."""
+    from compare.gradcheck import main
+
+    try:
+        code = main(argv)
+    except SystemExit as exit_info:  # argparse's errors exit from inside the parser
+        code = int(exit_info.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_gradcheck_routes_prints_every_pair_and_agrees(cell, tmp_path, capsys):
+    report = tmp_path / "routes.json"
+    argv = ["--routes", "--cell", cell, "--hidden-size", "3", "--seq-length", "6", "--json", str(report)]
+    code, out, _ = run_gradcheck(argv, capsys)
+    assert code == 0, out
+    pairs = "| weights | bptt vs rtrl | bptt vs reverse | bptt vs forward | rtrl vs reverse | rtrl vs forward |"
+    assert pairs in out
+    for name in ("b", "c", "U", "W", "V", "loss"):
+        assert f"| {name} | " in out
+    record = json.loads(report.read_text())
+    assert record["verdict"]["agree"] and record["verdict"]["bound"] == ROUNDING
+    assert max(max(pair["grads"].values()) for pair in record["routes"].values()) <= ROUNDING
+
+
+def test_gradcheck_routes_exits_1_when_rtrl_is_wrong(monkeypatch, capsys):
+    def without_the_recurrent_term(cache):  # the rnn's R_t zeroed: the W h_{t-1} path of the influence lost
+        A, R, S = rtrl.rnn_jacobians(cache)
+        return A, np.zeros_like(R), S
+
+    monkeypatch.setitem(rtrl.JACOBIANS, rtrl.rnn, without_the_recurrent_term)
+    code, out, _ = run_gradcheck(["--routes", "--hidden-size", "3", "--seq-length", "6"], capsys)
+    assert code == 1
+    assert "DISAGREE" in out and "rtrl" in out.splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--num-layers", "2"], "--routes compares one layer"),
+        (["--sample", "3"], "--routes compares whole gradients route against route: leave out --sample"),
+        (["--hidden-size", "400"], "--routes is impractical at these sizes: RTRL's influence is"),
+    ],
+)
+def test_gradcheck_routes_refuses_in_one_line(argv, message, capsys):
+    code, _, err = run_gradcheck(["--routes", *argv], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert message in err
