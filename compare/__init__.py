@@ -17,7 +17,8 @@ Subpackages (each imports only downward: never a command module):
     cli         parser.py: the one argument parser (one-line errors, --debug); errors.py: run_cli, exit codes
     data        corpus.py: --data (or a built-in corpus) read and checked, its vocabulary, the held-out split,
                 the batches; prose.py: the built-in prose corpus
-    model       init.py: the shared initializer, the sizes' bounds, the memory a model needs; state.py: what
+    model       init.py: the shared initializer, the sizes' bounds, the memory a model needs (and forward mode's
+                cost: docs/forward.md); state.py: what
                 an engine exports; engines.py: both implementations behind one step; sampling.py: text from
                 an engine, and from a checkpoint (compare.sample, the demo);
                 checkpoint.py: the .npz format, saved, loaded and found (a file, a run directory, the newest
@@ -41,7 +42,7 @@ Subpackages (each imports only downward: never a command module):
                 autograd; diagnose.py: gradcheck --diagnose, the verdict in words, where a backward first goes
                 wrong (layer, step, gate, path), the heat map;
                 routes.py: gradcheck --routes, one gradient four ways (BPTT and RTRL by hand, reverse and
-                forward autograd), each pair's difference, the verdict, and what forward mode costs at given sizes;
+                forward autograd), each pair's difference, the verdict;
                 flow.py: gradient flow through time, by hand (and its TensorBoard scalars) and by autograd;
                 flow_run.py: what compare.gradflow measures, init and trained
     examples    mgu.py: the minimal gated unit, a cell plugged in with --cell compare.examples.mgu (docs/cells.md)

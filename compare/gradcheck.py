@@ -44,7 +44,7 @@ from compare.gradients.check import (
 from compare.gradients.oracles import Problem
 from compare.gradients.routes import routes_problem
 from compare.model.cells import CELL_HELP
-from compare.model.init import INIT_STD
+from compare.model.init import INIT_STD, forward_mode_cost
 
 PROG = "python -m compare.gradcheck"
 DEFAULT_HEATMAP = "diagnosis.png"
@@ -243,10 +243,10 @@ def gradcheck_command(argv: list[str]) -> int:
 
 def routes_command(problem: Problem, settings: GradcheckSettings, json_path: str | None) -> int:
     """Print the route table and the verdict; 0 when the four routes agree within float64's bound, 1 when not."""
-    from compare.gradients.routes import format_routes, route_differences, route_gradients, routes_verdict, rtrl_cost
+    from compare.gradients.routes import format_routes, route_differences, route_gradients, routes_verdict
 
     vocab_size = int(problem.params["c"].size)
-    cost = rtrl_cost(vocab_size, settings.hidden_size, settings.cell, settings.batch_size, settings.seq_length)
+    cost = forward_mode_cost(vocab_size, settings.hidden_size, settings.cell, settings.batch_size, settings.seq_length)
     refused = cost.problem("--routes")
     if refused:
         raise UsageError(refused)

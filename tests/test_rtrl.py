@@ -14,6 +14,7 @@ import manual
 from compare.training.agreement import relative_difference
 from manual import rtrl
 from tests.problems import random_problem
+from tests.tiny_runs import train_argv
 from tests.twins import torch_loss_and_grads, torch_model
 from torchref import forward
 
@@ -194,5 +195,75 @@ def test_gradcheck_routes_exits_1_when_rtrl_is_wrong(monkeypatch, capsys):
 )
 def test_gradcheck_routes_refuses_in_one_line(argv, message, capsys):
     code, _, err = run_gradcheck(["--routes", *argv], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert message in err
+
+
+def run_train(argv: list, capsys) -> tuple[int, str, str]:
+    """compare.train's main in this process: (exit code, stdout, stderr)."""
+    from compare.train import main
+
+    try:
+        code = main([str(arg) for arg in argv])
+    except SystemExit as exit_info:  # argparse's errors exit from inside the parser
+        code = int(exit_info.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_train_impl_both_grad_rtrl_agrees_at_rounding_level(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = train_argv(tmp_path, impl="both", grad="rtrl", cell="lstm", hidden_size=4, max_steps=6, agree_every=2)
+    code, out, err = run_train(argv, capsys)
+    assert code == 0, err
+    verdict = [line for line in out.splitlines() if line.startswith("verdict:")]
+    assert verdict and "agree" in verdict[0] and "DISAGREE" not in verdict[0], out
+
+
+def rtrl_engine(cell: str = "rnn"):
+    """A float64 ManualEngine with --grad rtrl, two steps in (its influence nonzero), and the next batch."""
+    from compare.model.engines import ManualEngine
+
+    problem = random_problem(cell=cell, batch_size=2, seq_length=5, seed=9)
+    engine = ManualEngine(problem["params"], lr=0.1, clip=5.0, dtype="float64", cell=cell, gradient="rtrl")
+    engine.reset_hidden(2)
+    rng = np.random.default_rng(10)
+    for _ in range(2):
+        engine.train_step(rng.integers(0, 7, size=(2, 5)), rng.integers(0, 7, size=(2, 5)))
+    return engine, (rng.integers(0, 7, size=(2, 5)), rng.integers(0, 7, size=(2, 5)))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_the_agreement_probe_compares_rtrl_with_forward_mode_autograd(cell):
+    from compare.training.agreement import AgreementProbe
+
+    engine, batch = rtrl_engine(cell)
+    assert engine.influence is not None and np.abs(engine.influence["W"]).max() > 0.01  # carried, not zero
+    agreement = AgreementProbe(engine).measure(*batch)
+    assert agreement.verdict("float64").agree, agreement  # float64's bound, AGREEMENT_BOUND
+
+
+def test_the_agreement_probe_catches_a_wrong_rtrl(monkeypatch):
+    from compare.training.agreement import AgreementProbe
+
+    def without_the_recurrent_term(cache):  # the W h_{t-1} path of the influence lost
+        A, R, S = rtrl.rnn_jacobians(cache)
+        return A, np.zeros_like(R), S
+
+    engine, batch = rtrl_engine("rnn")
+    monkeypatch.setitem(rtrl.JACOBIANS, rtrl.rnn, without_the_recurrent_term)
+    assert not AgreementProbe(engine).measure(*batch).verdict("float64").agree
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        ({"num_layers": 2}, "--grad rtrl trains one layer"),
+        ({"hidden_size": 400}, "--grad rtrl (--hidden-size 400, --batch-size 2) is impractical at these sizes"),
+    ],
+)
+def test_train_grad_rtrl_refuses_in_one_line(flags, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_train(train_argv(tmp_path, grad="rtrl", **flags), capsys)
     assert code == 2 and err.count("\n") == 1, err
     assert message in err

@@ -9,15 +9,13 @@ The table holds, per parameter, the norm-wise relative difference (compare.train
 relative_difference) of every pair of routes; the verdict is the largest of them, judged against
 float64's bound (AGREEMENT_BOUND): four exact gradients differ by rounding only.
 
-Forward mode costs what reverse mode does not, so the sizes are checked first (rtrl_cost):
-RTRL's influence is B * P*H * (number of U, W, b entries) numbers, updated by a (P*H, P*H) product
-per stream and step; jacfwd carries one tangent per parameter entry through every operation.
+Forward mode costs what reverse mode does not, so the sizes are checked first
+(compare.model.init.forward_mode_cost).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
@@ -26,7 +24,6 @@ import torch
 import manual
 from compare.gradients.oracles import Problem, table_order, torch_single_thread
 from compare.model.cells import cell_pair
-from compare.model.init import amount, param_shapes
 from compare.training.agreement import Agreement, Verdict, relative_difference
 from manual import rtrl
 from torchref import forward
@@ -38,44 +35,6 @@ ROUTES = {  # name -> what it is (printed under the table)
     "reverse": "reverse-mode autograd on the twin (loss.backward())",
     "forward": "forward-mode autograd on the twin (torch.func.jacfwd)",
 }
-# The most bytes forward mode may hold, by hand (RTRL's influence) or by jacfwd (its tangents): past it a
-# step takes minutes, not seconds, on this project's machines (docs/forward.md#cost)
-FORWARD_MODE_BYTES = 1 << 30
-
-
-@dataclass
-class ForwardModeCost:
-    """What one step of forward mode costs at given sizes (float64)."""
-
-    influence_bytes: int  # RTRL: B * P*H * (U, W, b entries) * 8
-    flops_per_step: int  # RTRL: 2 * B * (P*H)^2 * (U, W, b entries): the J_t M_{t-1} product
-    jacfwd_bytes: int  # jacfwd: one tangent per parameter entry of each step's activations, (G*H + V) B per step
-
-    def problem(self, what: str) -> str | None:
-        """'<what> needs ...' in one line when either forward mode is past FORWARD_MODE_BYTES, else None."""
-        if max(self.influence_bytes, self.jacfwd_bytes) <= FORWARD_MODE_BYTES:
-            return None
-        return (
-            f"{what} is impractical at these sizes: RTRL's influence is {amount(self.influence_bytes)} and "
-            f"{self.flops_per_step:.1e} flops per step, forward-mode autograd about {amount(self.jacfwd_bytes)}, "
-            f"more than the {amount(FORWARD_MODE_BYTES)} allowed; lower --hidden-size or --batch-size"
-        )
-
-
-def rtrl_cost(vocab_size: int, hidden_size: int, cell: str, batch_size: int, seq_length: int) -> ForwardModeCost:
-    """The cost of forward mode for a one-layer model of these sizes (see ForwardModeCost)."""
-    module = cell_pair(cell).manual
-    gates, parts = int(module.GATES), int(module.STATE_PARTS)
-    shapes = param_shapes(vocab_size, hidden_size, cell)
-    recurrent = sum(math.prod(shapes[name]) for name in rtrl.RECURRENT)
-    everything = sum(math.prod(shape) for shape in shapes.values())
-    state_rows = parts * hidden_size
-    activations = seq_length * batch_size * (gates * hidden_size + vocab_size)
-    return ForwardModeCost(
-        influence_bytes=8 * batch_size * state_rows * recurrent,
-        flops_per_step=2 * batch_size * state_rows**2 * recurrent,
-        jacfwd_bytes=8 * everything * activations,
-    )
 
 
 def routes_problem(cell: str, num_layers: int) -> str | None:

@@ -11,6 +11,12 @@ objective: T*B times larger, so the clip bites as it does there), and ``eps_plac
 'outside' (sqrt(G) + eps, ``torch.optim.Adagrad``) or 'inside' (sqrt(G + eps), min-char-rnn's;
 torch: ``torchref.AdagradEpsInside``). Whatever the step minimizes, StepStats.loss and
 ``eval_loss`` report the mean: nats per character.
+
+A third, ``gradient``, picks how the gradient is computed (docs/forward.md): 'bptt' (reverse mode,
+truncated at each chunk's start: the state is carried, its dependence on the weights is not) or
+'rtrl' (forward mode: manual by RTRL, ``manual.rtrl``; torch by ``torch.func.jacfwd``, ``torchref.forward``),
+which carries the influence d state / d(U, W, b) with the state, so no chunk boundary cuts the gradient.
+The influence starts at zero with the state (each epoch, each resume): it is not checkpointed.
 """
 
 from __future__ import annotations
@@ -25,8 +31,11 @@ import manual
 import torchref
 from compare.model.cells import CellPair, cell_pair
 from compare.model.state import EngineState
+from manual import rtrl
+from torchref import forward
 
 IMPLEMENTATIONS = ("manual", "torch")
+GRADIENTS = ("bptt", "rtrl")  # reverse mode, truncated at each chunk; forward mode, carried (docs/forward.md)
 NUMPY_DTYPES = {"float32": np.float32, "float64": np.float64}
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 ADAGRAD_EPS = 1e-10  # torch.optim.Adagrad's default, added outside the square root
@@ -90,7 +99,10 @@ class ManualEngine:
         *,
         loss_reduction: str = "mean",
         eps_placement: str = "outside",
+        gradient: str = "bptt",
     ) -> None:
+        self.gradient = gradient
+        self.influence: dict[str, np.ndarray] | None = None  # --grad rtrl: d hidden / d(U, W, b), carried
         self.dtype = NUMPY_DTYPES[dtype]
         self.dtype_name = dtype
         self.pair = cell_pair(cell)  # resolved once: the train command hands the pair down
@@ -115,17 +127,38 @@ class ManualEngine:
 
     def reset_hidden(self, batch_size: int) -> None:
         self.hidden = self.zero_state(batch_size).astype(self.dtype)
+        self.influence = None  # a fresh state is a constant
 
     def train_step(self, inputs: np.ndarray, targets: np.ndarray) -> StepStats:
         assert self.hidden is not None, "reset_hidden() or load_state() comes before the first train_step()"
         self.pair.check_sizes(self.recurrence, inputs.shape, self.params["W"].shape[1], self.dtype_name)
-        loss, cache = manual.forward(self.params, inputs, targets, self.hidden, self.recurrence, self.loss_reduction)
-        grads = manual.backward(cache, out=self.grads)
-        self.hidden = cache.state_last
+        grads: dict[str, np.ndarray]
+        if self.gradient == "rtrl":
+            loss, grads, self.hidden, self.influence = rtrl.chunk(
+                self.params,
+                inputs,
+                targets,
+                self.hidden,
+                self.carried_influence(len(inputs)),
+                self.recurrence,
+                self.loss_reduction,
+            )
+        else:
+            loss, cache = manual.forward(
+                self.params, inputs, targets, self.hidden, self.recurrence, self.loss_reduction
+            )
+            grads = manual.backward(cache, out=self.grads)
+            self.hidden = cache.state_last
         mean_loss: SupportsFloat = loss if self.loss_reduction == "mean" else loss / inputs.size  # per character
         if self.gradient_averager is not None:  # before clipping: every rank clips the same averaged gradient
             mean_loss = self.gradient_averager.average_arrays(grads, mean_loss)
         return self.clip_and_update(mean_loss, grads)
+
+    def carried_influence(self, batch_size: int) -> dict[str, np.ndarray]:
+        """--grad rtrl: the influence the next chunk starts from (zero after a reset)."""
+        if self.influence is None:
+            self.influence = rtrl.zero_influence(self.params, self.recurrence, batch_size)
+        return self.influence
 
     def clip_and_update(self, loss: SupportsFloat, grads: dict[str, np.ndarray]) -> StepStats:
         """Measure and clip ``grads`` in place, then take one AdaGrad step.
@@ -178,6 +211,7 @@ class ManualEngine:
             self.optimizer.accumulators[name][...] = state.accumulators[name]
         self.updates = state.updates
         self.hidden = None if state.hidden is None else np.array(state.hidden, dtype=self.dtype)
+        self.influence = None  # not checkpointed: the resumed state is a constant
 
 
 class TorchEngine:
@@ -195,7 +229,10 @@ class TorchEngine:
         *,
         loss_reduction: str = "mean",
         eps_placement: str = "outside",
+        gradient: str = "bptt",
     ) -> None:
+        self.gradient = gradient
+        self.influence: dict[str, torch.Tensor] | None = None  # --grad rtrl: d hidden / d(U, W, b), carried
         self.device = torch.device(device)
         self.pair = cell_pair(cell)  # resolved once: the train command hands the pair down
         self.cell, self.dtype_name = self.pair.name, dtype
@@ -225,15 +262,18 @@ class TorchEngine:
 
     def reset_hidden(self, batch_size: int) -> None:
         self.hidden = self.model.zero_state(batch_size)
+        self.influence = None  # a fresh state is a constant
 
     def train_step(self, inputs: np.ndarray, targets: np.ndarray) -> StepStats:
         assert self.hidden is not None, "reset_hidden() or load_state() comes before the first train_step()"
         self.pair.check_sizes(self.twin, inputs.shape, self.model.hidden_size, self.dtype_name)
         self.optimizer.zero_grad(set_to_none=True)
-        loss, state_last = self.model.loss(
-            self._tensor(inputs, torch.long), self._tensor(targets, torch.long), self.hidden, self.loss_reduction
-        )
-        loss.backward()
+        batch = (self._tensor(inputs, torch.long), self._tensor(targets, torch.long))
+        if self.gradient == "rtrl":
+            loss, state_last = self.forward_mode_gradient(*batch)
+        else:
+            loss, state_last = self.model.loss(*batch, self.hidden, self.loss_reduction)
+            loss.backward()
         grads = filled_grads(self.model)
         mean_loss: SupportsFloat = loss.detach() if self.loss_reduction == "mean" else loss.detach() / inputs.size
         if self.gradient_averager is not None:  # the same explicit all-reduce as manual (compare.training.parallel)
@@ -250,6 +290,18 @@ class TorchEngine:
         self.optimizer.step()
         self.hidden = state_last.detach()  # truncated BPTT: keep the value, drop the graph
         return StepStats(float(mean_loss), grad_norm, clipped)
+
+    def forward_mode_gradient(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """--grad rtrl: every parameter's .grad by forward mode (jacfwd), the influence carried; (loss, state_T)."""
+        assert self.hidden is not None
+        function = forward.loss_function(self.model, inputs, targets, self.hidden, self.influence, self.loss_reduction)
+        at = forward.params_of(self.model)
+        grads, influence = forward.forward_gradient(function, at)
+        self.influence = {name: influence[name] for name in rtrl.RECURRENT}  # V and c never reach the state
+        for name, param in self.model.named_parameters():
+            param.grad = grads[name]
+        with torch.no_grad():
+            return function(at)
 
     @torch.no_grad()
     def eval_loss(self, inputs: np.ndarray, targets: np.ndarray, state: np.ndarray) -> tuple[float, np.ndarray]:
@@ -287,6 +339,7 @@ class TorchEngine:
             param.copy_(self._tensor(state.params[name]))  # copy_ casts to the model's dtype
             self.optimizer.state[param]["sum"].copy_(self._tensor(state.accumulators[name]))
             self.optimizer.state[param]["step"].fill_(state.updates)
+        self.influence = None  # not checkpointed: the resumed state is a constant
         if state.hidden is None:
             self.hidden = None
         else:
@@ -317,13 +370,15 @@ def make_engine(
     *,
     loss_reduction: str = "mean",
     eps_placement: str = "outside",
+    gradient: str = "bptt",
 ) -> ManualEngine | TorchEngine:
     """A fresh engine for ``impl`` ('manual' or 'torch') starting from copies of ``params``.
 
     ``device`` places the torch implementation ('cpu', 'cuda', 'cuda:1'); manual always runs on the CPU.
-    ``loss_reduction`` ('mean', 'sum') and ``eps_placement`` ('outside', 'inside'): see the module docstring.
+    ``loss_reduction`` ('mean', 'sum'), ``eps_placement`` ('outside', 'inside') and ``gradient`` ('bptt',
+    'rtrl'): see the module docstring.
     """
-    options = {"loss_reduction": loss_reduction, "eps_placement": eps_placement}
+    options = {"loss_reduction": loss_reduction, "eps_placement": eps_placement, "gradient": gradient}
     if impl == "manual":
         return ManualEngine(params, lr, clip, dtype, cell, eps, **options)
     if impl == "torch":

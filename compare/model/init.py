@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -146,3 +147,47 @@ def memory_problem(needed: int, what: str, fix: str) -> str | None:
 def amount(count: int) -> str:
     """A byte count in words: '6.4 GB', '120 MB'."""
     return f"{count / 1e9:,.1f} GB" if count >= 1e9 else f"{count / 1e6:,.0f} MB"
+
+
+# ----- forward mode (docs/forward.md): RTRL's influence, jacfwd's tangents -----------------------------------
+
+# The most bytes forward mode may hold, by hand (RTRL's influence) or by jacfwd (its tangents): past it a
+# step takes minutes, not seconds, on this project's machines (docs/forward.md#cost)
+FORWARD_MODE_BYTES = 1 << 30
+
+
+@dataclass
+class ForwardModeCost:
+    """What one step of forward mode costs at given sizes (float64)."""
+
+    influence_bytes: int  # RTRL: B * P*H * (U, W, b entries) * 8
+    flops_per_step: int  # RTRL: 2 * B * (P*H)^2 * (U, W, b entries): the J_t M_{t-1} product
+    jacfwd_bytes: int  # jacfwd: one tangent per parameter entry of each step's activations, (G*H + V) B per step
+
+    def problem(self, what: str) -> str | None:
+        """'<what> needs ...' in one line when either forward mode is past FORWARD_MODE_BYTES, else None."""
+        if max(self.influence_bytes, self.jacfwd_bytes) <= FORWARD_MODE_BYTES:
+            return None
+        return (
+            f"{what} is impractical at these sizes: RTRL's influence is {amount(self.influence_bytes)} and "
+            f"{self.flops_per_step:.1e} flops per step, forward-mode autograd about {amount(self.jacfwd_bytes)}, "
+            f"more than the {amount(FORWARD_MODE_BYTES)} allowed; lower --hidden-size or --batch-size"
+        )
+
+
+def forward_mode_cost(
+    vocab_size: int, hidden_size: int, cell: str, batch_size: int, seq_length: int
+) -> ForwardModeCost:
+    """The cost of forward mode for a one-layer model of these sizes (see ForwardModeCost)."""
+    module = manual_cell(cell)
+    gates, parts = int(module.GATES), int(module.STATE_PARTS)
+    shapes = param_shapes(vocab_size, hidden_size, cell)
+    recurrent = sum(math.prod(shapes[name]) for name in ("U", "W", "b"))
+    everything = sum(math.prod(shape) for shape in shapes.values())
+    state_rows = parts * hidden_size
+    activations = seq_length * batch_size * (gates * hidden_size + vocab_size)
+    return ForwardModeCost(
+        influence_bytes=8 * batch_size * state_rows * recurrent,
+        flops_per_step=2 * batch_size * state_rows**2 * recurrent,
+        jacfwd_bytes=8 * everything * activations,
+    )

@@ -167,6 +167,8 @@ class AgreementProbe:
             inputs, targets = inputs[rows], targets[rows]
         engine = self.engine
         assert engine.hidden is not None, "the engine has a hidden state once training has started"
+        if engine.gradient == "rtrl":
+            return self.measure_forward_mode(inputs, targets)
         # the hand-written side, exactly as ManualEngine.train_step computes it (before clipping)
         reduction = engine.loss_reduction  # the loss the run minimizes: the mean, or the sum (--preset original)
         manual_loss, cache = manual.forward(engine.params, inputs, targets, engine.hidden, engine.recurrence, reduction)
@@ -187,3 +189,43 @@ class AgreementProbe:
             grads[name] = relative_difference(manual_grads[name], param.grad.numpy())
         loss = relative_difference(np.asarray(manual_loss), torch_loss.detach().numpy())
         return Agreement(loss, grads)
+
+    def measure_forward_mode(self, inputs: np.ndarray, targets: np.ndarray) -> Agreement:
+        """--grad rtrl: RTRL by hand against forward-mode autograd, on the same weights, state and influence."""
+        import torch
+
+        from manual import rtrl
+        from torchref import forward
+
+        engine = self.engine
+        assert engine.hidden is not None
+        influence = engine.carried_influence(len(inputs))
+        reduction = engine.loss_reduction
+        manual_loss, manual_grads, _, _ = rtrl.chunk(
+            engine.params, inputs, targets, engine.hidden, influence, engine.recurrence, reduction
+        )
+        with torch.no_grad():
+            for name, param in self.model.named_parameters():
+                param.copy_(torch.from_numpy(engine.params[name]))
+        parts = engine.hidden.shape[1]
+        function = forward.loss_function(
+            self.model,
+            torch.from_numpy(inputs).long(),
+            torch.from_numpy(targets).long(),
+            torch.from_numpy(engine.hidden),
+            {name: torch.from_numpy(torch_layout(M, parts)) for name, M in influence.items()},
+            reduction,
+        )
+        at = forward.params_of(self.model)
+        torch_grads, _ = forward.forward_gradient(function, at)
+        with torch.no_grad():
+            torch_loss, _ = function(at)
+        grads = {name: relative_difference(manual_grads[name], torch_grads[name].numpy()) for name in manual_grads}
+        return Agreement(relative_difference(np.asarray(manual_loss), torch_loss.numpy()), grads)
+
+
+def torch_layout(influence: np.ndarray, parts: int) -> np.ndarray:
+    """RTRL's influence (B, P*H, *shape) as torchref.forward's d state / d theta, (1, P, B, H, *shape)."""
+    streams, rows = influence.shape[:2]
+    by_part = influence.reshape(streams, parts, rows // parts, *influence.shape[2:])
+    return np.ascontiguousarray(np.swapaxes(by_part, 0, 1))[None]

@@ -61,7 +61,7 @@ from compare.model.cells import (
     resolve_cell,
 )
 from compare.model.checkpoint import BEST, CheckpointError, find_checkpoint, load_checkpoint, run_dir_of
-from compare.model.init import SIZE_LIMITS, estimated_memory, memory_problem, size_problem
+from compare.model.init import SIZE_LIMITS, estimated_memory, forward_mode_cost, memory_problem, size_problem
 from compare.model.sampling import MAX_SAMPLE_LENGTH
 
 DEFAULT_TIMEOUT_S = 300.0  # seconds a data-parallel rank waits for the others (--dist-timeout)
@@ -140,6 +140,7 @@ class TrainConfig:
     loss_reduction: str = "mean"  # 'sum': minimize the sum over the T*B characters (min-char-rnn); logs stay per char
     adagrad_eps: float = 1e-10  # torch.optim.Adagrad's default
     adagrad_eps_placement: str = "outside"  # 'outside': sqrt(G) + eps (PyTorch); 'inside': sqrt(G + eps) (min-char-rnn)
+    grad: str = "bptt"  # 'rtrl': forward mode, the influence carried across chunks (docs/forward.md)
     epochs: int = 12  # about a minute on 2 cores (docs/training.md)
     max_steps: int | None = None
     seed: int = 42
@@ -215,7 +216,7 @@ def config_problem(config: TrainConfig) -> str | None:
         return f"--sample-length must be at most {MAX_SAMPLE_LENGTH:,}, got {config.sample_length:,}"
     if not config.dist_timeout > 0:
         return f"--dist-timeout must be a positive number of seconds, got {config.dist_timeout}"
-    problem = run_name_problem(config.run_name) or cell_problem(config.cell)
+    problem = run_name_problem(config.run_name) or cell_problem(config.cell) or gradient_problem(config)
     if problem:
         return problem
     return device_problem(config) or check_encoding(config.encoding)
@@ -240,7 +241,7 @@ def describe_run(config: TrainConfig | RunSpec) -> RunSpec:
         return config
     corpus = load_corpus(config)  # a bad --data fails here, in a second, before torch is even imported
     cell = resolve_cell(config.cell)
-    problem = run_memory_problem(config, len(corpus.vocab), cell)  # before any weight exists
+    problem = run_memory_problem(config, len(corpus.vocab), cell) or forward_mode_problem(config, len(corpus.vocab))
     if problem:
         raise UsageError(problem)
     return RunSpec(config, cell, corpus, np.dtype(config.dtype))
@@ -368,6 +369,7 @@ def build_parser(with_defaults: bool = True) -> CommandParser:
     add_data_flags(parser)
     add_model_flags(parser)
     add_optimization_flags(parser)
+    add_gradient_flags(parser)
     add_logging_flags(parser)
     add_checkpoints_flags(parser)
     if with_defaults:
@@ -486,6 +488,39 @@ def add_optimization_flags(parser: CommandParser) -> None:
         "--max-steps", type=int, help="stop after this many steps even if epochs remain (default: no limit)"
     )
     optim.add_argument("--seed", type=int, help="seed of the weight initializer and of sampling")
+
+
+# ----- --grad: how the gradient is computed (docs/forward.md) -------------------------------------------
+
+
+def add_gradient_flags(parser: CommandParser) -> None:
+    gradient = parser.add_argument_group("gradient (docs/forward.md)")
+    gradient.add_argument(
+        "--grad",
+        choices=["bptt", "rtrl"],
+        help="bptt: reverse mode, cut at each chunk's start (the state carried, its dependence on the weights "
+        "not); rtrl: forward mode, exact through every chunk before (manual: RTRL by hand, torch: forward-mode "
+        "autograd); O(H^4) per step: small models, one layer, built-in cells only",
+    )
+
+
+def gradient_problem(config: TrainConfig) -> str | None:
+    """--grad's value, and what --grad rtrl needs of the model (before the corpus is read)."""
+    if config.grad not in ("bptt", "rtrl"):  # a checkpoint's value: argparse has checked a typed one
+        return f"--grad must be one of bptt, rtrl, got {config.grad!r}"
+    if config.grad == "rtrl" and config.num_layers != 1:
+        return f"--grad rtrl trains one layer (RTRL by hand is written for one), got --num-layers {config.num_layers}"
+    if config.grad == "rtrl" and config.cell not in ("rnn", "lstm", "gru"):
+        return f"--grad rtrl needs a built-in cell (rnn, lstm, gru), whose step Jacobians it has; got {config.cell}"
+    return None
+
+
+def forward_mode_problem(config: TrainConfig, vocab_size: int) -> str | None:
+    """--grad rtrl past the sizes where forward mode is practical: one line with its cost, or None."""
+    if config.grad != "rtrl":
+        return None
+    cost = forward_mode_cost(vocab_size, config.hidden_size, config.cell, config.batch_size, config.seq_length)
+    return cost.problem(f"--grad rtrl (--hidden-size {config.hidden_size}, --batch-size {config.batch_size})")
 
 
 def add_logging_flags(parser: CommandParser) -> None:
