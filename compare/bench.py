@@ -4,6 +4,7 @@
     python -m compare.bench --configs seed --impls naive,manual --json speed.json
     python -m compare.bench --memory --no-speed --no-scaling  # compare.train on 100 MB, ASCII and multibyte
     python -m compare.bench --demo --checkpoint runs/quickstart  # the demo server under 200 hammering clients
+    python -m compare.bench --rtrl                            # BPTT, RTRL, reverse and forward autograd as H grows
 
 Implementations (``--impls``):
 
@@ -283,6 +284,10 @@ def bench_command(argv: list) -> int:
         from compare.benchmarks.demo_load import main as demo_main
 
         return demo_main([arg for arg in argv if arg != "--demo"])
+    if "--rtrl" in argv:  # the four routes to the gradient as H grows: BPTT, RTRL, reverse and forward autograd
+        from compare.benchmarks.forward_cost import main as forward_cost_main
+
+        return forward_cost_main([arg for arg in argv if arg != "--rtrl"])
     if "--cells" in argv:  # rnn, lstm and gru at about equal parameter counts
         from compare.benchmarks.cells import main as cells_main
 

@@ -5,6 +5,7 @@ stream of chunks, RTRL (influence carried across the boundaries) against BPTT ov
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -267,3 +268,28 @@ def test_train_grad_rtrl_refuses_in_one_line(flags, message, tmp_path, monkeypat
     code, _, err = run_train(train_argv(tmp_path, grad="rtrl", **flags), capsys)
     assert code == 2 and err.count("\n") == 1, err
     assert message in err
+
+
+def test_bench_rtrl_prints_every_route_and_the_fitted_exponents(capsys):
+    from compare.bench import main
+
+    assert main(["--rtrl", "--sizes", "2,3", "--seq-length", "3", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| H | bptt µs/step | bptt peak MB | rtrl µs/step | rtrl peak MB | reverse µs/step" in out
+    assert out.count("\n| 2 | ") == 1 and out.count("\n| 3 | ") == 1
+    for route, theory in (("bptt", "H^2"), ("rtrl", "H^4"), ("reverse", "H^2"), ("forward", "H^4")):
+        assert re.search(rf"^\| {route} \| -?\d+\.\d\d \| -?\d+\.\d\d \| {re.escape(theory)}", out, flags=re.M), route
+    assert "load average" in out
+
+
+@pytest.mark.parametrize("sizes", ["0,8", "8,x", "1024"])
+def test_bench_rtrl_refuses_bad_sizes_in_one_line(sizes, capsys):
+    code, err = 0, ""
+    try:
+        from compare.bench import main
+
+        code = main(["--rtrl", "--sizes", sizes])
+    except SystemExit as exit_info:
+        code = int(exit_info.code or 0)
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--sizes must be" in err, err
