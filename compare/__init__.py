@@ -5,7 +5,7 @@ Commands (``python -m compare.<name> --help`` lists each one's flags):
     sample             generate text from a checkpoint                                   docs/sampling.md
     gradcheck          the original write-up's Table 1: BPTT against every oracle         docs/gradcheck.md
     gradflow           how far back a loss reaches: ||dL_T/dh_{T-k}|| per cell, two ways  docs/gradflow.md
-    bench              speed and memory; --cells, --peers, --calls, --distributed, --demo  docs/speed.md
+    bench              speed and memory; --cells, --peers, --calls, --distributed, --demo, --rtrl  docs/speed.md
     bench_cells        the same as bench --cells: rnn, lstm, gru at equal size            docs/cells.md
     bench_distributed  the same as bench --distributed: 1 and 2 processes                 docs/distributed.md
     demo               a web page that generates text from a checkpoint                   docs/demo.md
@@ -55,7 +55,8 @@ Subpackages (each imports only downward: never a command module):
                 calls.py: bench --calls, what one step executes, and its counter; hosts.py:
                 between network hosts; netns.py: hosts as network namespaces of this machine;
                 denormals.py: flush denormals, NumPy's BLAS worker threads included;
-                demo_load.py: bench --demo, the demo server's short requests under clients that hammer it
+                demo_load.py: bench --demo, the demo server's short requests under clients that hammer it;
+                forward_cost.py: bench --rtrl, BPTT, RTRL, reverse and forward autograd per step as H grows
     serving     server.py + page.html: the demo's HTTP server (Starlette on uvicorn): what POST /api/generate
                 takes, checked against the model; how many generations run at once, and how long a request
                 waits for one; the app; connections.py: its listening socket and connection timeouts
