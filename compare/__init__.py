@@ -4,7 +4,7 @@ Commands (``python -m compare.<name> --help`` lists each one's flags):
     train              train with --impl manual, torch or both; TensorBoard under runs/   docs/training.md
     sample             generate text from a checkpoint                                   docs/sampling.md
     gradcheck          the original write-up's Table 1: BPTT against every oracle         docs/gradcheck.md
-    gradflow           how far back a loss reaches: ||dL_T/dh_{T-k}|| per cell, two ways  docs/gradflow.md
+    gradflow           how far back a loss reaches: ||dL_T/dh_{T-k}|| per cell, two ways; --truncation  docs/gradflow.md
     bench              speed and memory; --cells, --peers, --calls, --distributed, --demo, --rtrl  docs/speed.md
     bench_cells        the same as bench --cells: rnn, lstm, gru at equal size            docs/cells.md
     bench_distributed  the same as bench --distributed: 1 and 2 processes                 docs/distributed.md
@@ -44,6 +44,7 @@ Subpackages (each imports only downward: never a command module):
                 routes.py: gradcheck --routes, one gradient four ways (BPTT and RTRL by hand, reverse and
                 forward autograd), each pair's difference, the verdict;
                 flow.py: gradient flow through time, by hand (and its TensorBoard scalars) and by autograd;
+                truncation.py: gradflow --truncation, truncated BPTT's gradient against the exact one (RTRL) per K;
                 flow_run.py: what compare.gradflow measures, init and trained
     examples    mgu.py: the minimal gated unit, a cell plugged in with --cell compare.examples.mgu (docs/cells.md)
     benchmarks  suite.py: what bench runs; timing.py; report.py; flops.py: FLOP formulas, matmul peak;

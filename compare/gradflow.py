@@ -3,6 +3,7 @@
     python -m compare.gradflow                                   # rnn, lstm, gru: init and after 1000 steps
     python -m compare.gradflow --cell lstm --out gradflow.png --json gradflow.json
     python -m compare.gradflow --checkpoint runs/<run>/manual    # a trained run instead of --train-steps
+    python -m compare.gradflow --truncation                      # truncated BPTT's error against K, by RTRL
 
 For the loss at the last step T of a chunk, L_T, the norm g_k = ||dL_T/dh_{T-k}|| for every
 lag k = 0..T, computed twice: by the hand-written per-step backward recursion and by autograd
@@ -124,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def gradflow_command(argv: list[str]) -> int:
+    if "--truncation" in argv:  # truncated BPTT against the exact gradient (RTRL), against K (docs/forward.md)
+        from compare.gradients.truncation import main as truncation_main
+
+        return truncation_main([arg for arg in argv if arg != "--truncation"])
     settings, out, json_path = settings_from(build_parser(), argv)
     try:
         if out:

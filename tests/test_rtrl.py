@@ -293,3 +293,38 @@ def test_bench_rtrl_refuses_bad_sizes_in_one_line(sizes, capsys):
         code = int(exit_info.code or 0)
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--sizes must be" in err, err
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_truncation_bias_is_zero_for_one_chunk_and_shrinks_with_k(cell):
+    from compare.gradients.truncation import exact_gradient, truncated_gradient, truncation_bias
+
+    problem = random_problem(cell=cell, hidden_size=3, seed=11)
+    tokens = np.random.default_rng(12).integers(0, 7, size=41)  # a stream of 40 steps
+    one_chunk = truncated_gradient(problem["params"], cell, tokens, 40)
+    assert relative_difference(one_chunk, exact_gradient(problem["params"], cell, tokens)) <= ROUNDING
+    rows = truncation_bias(problem["params"], cell, tokens, (1, 5, 20))
+    assert [row.length for row in rows] == [1, 5, 20]
+    assert rows[0].relative_error > rows[-1].relative_error > 0  # cut less often, less bias
+    assert all(0 < row.cosine <= 1 + ROUNDING and 0 < row.flow < np.inf for row in rows)
+
+
+def test_gradflow_truncation_prints_the_table(capsys):
+    from compare.gradflow import main
+
+    assert main(["--truncation", "--cells", "gru", "--hidden-size", "3", "--stream-length", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "| K | gru init rel. error | gru init cosine | gru init flow g_K/g_0 |" in out
+    assert re.search(r"^\| 1 \| \d\.\d\de-\d\d \| \d\.\d{6} \| ", out, flags=re.M), out
+    assert "\n| 25 | " in out and "\n| 50 | " not in out  # K below the stream's 30 steps only
+
+
+def test_gradflow_truncation_refuses_a_cell_without_rtrl(capsys):
+    from compare.gradflow import main
+
+    try:
+        code = main(["--truncation", "--cells", "mgu"])
+    except SystemExit as exit_info:
+        code = int(exit_info.code or 0)
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--cells must name built-in cells" in err, err
