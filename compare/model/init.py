@@ -171,7 +171,7 @@ class ForwardModeCost:
         return (
             f"{what} is impractical at these sizes: RTRL's influence is {amount(self.influence_bytes)} and "
             f"{self.flops_per_step:.1e} flops per step, forward-mode autograd about {amount(self.jacfwd_bytes)}, "
-            f"more than the {amount(FORWARD_MODE_BYTES)} allowed; lower --hidden-size or --batch-size"
+            f"more than the {amount(FORWARD_MODE_BYTES)} allowed; lower --hidden-size, --batch-size or --seq-length"
         )
 
 
