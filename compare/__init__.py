@@ -54,6 +54,7 @@ Subpackages (each imports only downward: never a command module):
                 calls.py: bench --calls, what one step executes, and its counter; hosts.py:
                 between network hosts; netns.py: hosts as network namespaces of this machine;
                 denormals.py: flush denormals, NumPy's BLAS worker threads included;
+                second_order.py: bench --second-order, H v by hand and by autograd beside each one's gradient;
                 demo_load.py: bench --demo, the demo server's short requests under clients that hammer it
     serving     server.py + page.html: the demo's HTTP server (Starlette on uvicorn): what POST /api/generate
                 takes, checked against the model; how many generations run at once, and how long a request
