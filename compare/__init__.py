@@ -40,6 +40,8 @@ Subpackages (each imports only downward: never a command module):
                 its verdict, as Markdown; localize.py: per-step dL/dx_proj_t, dL/dh_t and the carry, manual beside
                 autograd; diagnose.py: gradcheck --diagnose, the verdict in words, where a backward first goes
                 wrong (layer, step, gate, path), the heat map;
+                second_order.py: gradcheck --second-order, H v three ways (R-operator, double backward, complex
+                step) and G v two ways, per parameter (docs/second-order.md);
                 flow.py: gradient flow through time, by hand (and its TensorBoard scalars) and by autograd;
                 flow_run.py: what compare.gradflow measures, init and trained
     examples    mgu.py: the minimal gated unit, a cell plugged in with --cell compare.examples.mgu (docs/cells.md)
@@ -52,6 +54,7 @@ Subpackages (each imports only downward: never a command module):
                 calls.py: bench --calls, what one step executes, and its counter; hosts.py:
                 between network hosts; netns.py: hosts as network namespaces of this machine;
                 denormals.py: flush denormals, NumPy's BLAS worker threads included;
+                second_order.py: bench --second-order, H v by hand and by autograd beside each one's gradient;
                 demo_load.py: bench --demo, the demo server's short requests under clients that hammer it
     serving     server.py + page.html: the demo's HTTP server (Starlette on uvicorn): what POST /api/generate
                 takes, checked against the model; how many generations run at once, and how long a request

@@ -279,6 +279,10 @@ def bench_command(argv: list) -> int:
         from compare.benchmarks.calls import main as calls_main
 
         return calls_main([arg for arg in argv if arg != "--calls"])
+    if "--second-order" in argv:  # H v by hand against autograd's, each beside its own gradient
+        from compare.benchmarks.second_order import main as second_order_main
+
+        return second_order_main([arg for arg in argv if arg != "--second-order"])
     if "--demo" in argv:  # the demo server under clients that retry a 503 at once
         from compare.benchmarks.demo_load import main as demo_main
 

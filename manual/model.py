@@ -216,16 +216,31 @@ def backward(cache: Cache, out: dict[str, np.ndarray] | None = None) -> dict[str
     No clipping here: clipping belongs to the training step, and clipping inside
     backward would make the gradient disagree with finite differences.
     """
+    return backward_from_logits(cache, logits_gradient(cache), out)
+
+
+def logits_gradient(cache: Cache) -> np.ndarray:
+    """dL/do_t for every row: (T*B, V), row t * B + s for stream s."""
+    rows = cache.probs.shape[0]  # N = T*B
+    d_logits = cache.probs.copy()  # dL/do_t = p_t - onehot(y_t) for the sum, divided by N for the mean
+    d_logits[np.arange(rows), cache.targets.reshape(-1)] -= 1
+    if cache.reduction == "mean":
+        d_logits /= rows
+    return d_logits
+
+
+def backward_from_logits(
+    cache: Cache, d_logits: np.ndarray, out: dict[str, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
+    """J^T d_logits: the backward pass from any d_logits (T*B, V) = d(scalar)/do_t, through the output layer and
+    the stack, to every parameter. ``backward`` starts it from the loss's; manual.hessian's Gauss-Newton product
+    from H_L J v. out: as for ``backward``. Returns out."""
     params = cache.params
     grads = new_gradients(cache) if out is None else out
     steps, streams, hidden_size = cache.top.shape
     rows = steps * streams
     top_rows = cache.top.reshape(rows, hidden_size)  # (T*B, H)
 
-    d_logits = cache.probs.copy()  # dL/do_t = p_t - onehot(y_t) for the sum, divided by N for the mean
-    d_logits[np.arange(rows), cache.targets.reshape(-1)] -= 1
-    if cache.reduction == "mean":
-        d_logits /= rows
     np.matmul(d_logits.T, top_rows, out=grads["V"])  # o_t = c + V h_t  =>  dV = sum_t do_t h_t^T
     np.sum(d_logits, axis=0, out=grads["c"])  # dc = sum_t do_t
     d_hidden = (d_logits @ params["V"]).reshape(steps, streams, hidden_size)  # dL/dh_t^L through o_t
