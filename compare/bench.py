@@ -287,6 +287,10 @@ def bench_command(argv: list) -> int:
         from compare.benchmarks.demo_load import main as demo_main
 
         return demo_main([arg for arg in argv if arg != "--demo"])
+    if "--saved" in argv:  # what each backward keeps: the hand cache against autograd's saved tensors
+        from compare.benchmarks.saved import main as saved_main
+
+        return saved_main([arg for arg in argv if arg != "--saved"])
     if "--cells" in argv:  # rnn, lstm and gru at about equal parameter counts
         from compare.benchmarks.cells import main as cells_main
 
