@@ -4,8 +4,8 @@ Commands (``python -m compare.<name> --help`` lists each one's flags):
     train              train with --impl manual, torch or both; TensorBoard under runs/   docs/training.md
     sample             generate text from a checkpoint                                   docs/sampling.md
     gradcheck          the original write-up's Table 1: BPTT against every oracle         docs/gradcheck.md
-    gradflow           how far back a loss reaches: ||dL_T/dh_{T-k}|| per cell, two ways; --truncation  docs/gradflow.md
-    bench              speed and memory; --cells, --peers, --calls, --distributed, --demo, --rtrl  docs/speed.md
+    gradflow           how far back a loss reaches: ||dL_T/dh_{T-k}|| per cell; --truncation  docs/gradflow.md
+    bench              speed, memory; --cells, --peers, --calls, --distributed, --demo, --rtrl  docs/speed.md
     bench_cells        the same as bench --cells: rnn, lstm, gru at equal size            docs/cells.md
     bench_distributed  the same as bench --distributed: 1 and 2 processes                 docs/distributed.md
     demo               a web page that generates text from a checkpoint                   docs/demo.md
@@ -43,6 +43,8 @@ Subpackages (each imports only downward: never a command module):
                 wrong (layer, step, gate, path), the heat map;
                 routes.py: gradcheck --routes, one gradient four ways (BPTT and RTRL by hand, reverse and
                 forward autograd), each pair's difference, the verdict;
+                second_order.py: gradcheck --second-order, H v three ways (R-operator, double backward, complex
+                step) and G v two ways, per parameter (docs/second-order.md);
                 flow.py: gradient flow through time, by hand (and its TensorBoard scalars) and by autograd;
                 truncation.py: gradflow --truncation, truncated BPTT's gradient against the exact one (RTRL) per K;
                 flow_run.py: what compare.gradflow measures, init and trained
@@ -50,12 +52,14 @@ Subpackages (each imports only downward: never a command module):
     benchmarks  suite.py: what bench runs; timing.py; report.py; flops.py: FLOP formulas, matmul peak;
                 naive.py: the min-char-rnn baseline; cells.py; distributed.py: bench --distributed, its launcher
                 and what each rank runs; memory.py;
+                saved.py: bench --saved, the hand cache against autograd's saved tensors;
                 fused.py: nn.RNN/LSTM/GRU as a peer; peers.py: every cell against it, 1 and 2 threads, and its
                 tables; baseline.py: the vanilla step frozen at f287690, the "before";
                 products.py: that step's matrix products alone, the ceiling of its FLOP rate;
                 calls.py: bench --calls, what one step executes, and its counter; hosts.py:
                 between network hosts; netns.py: hosts as network namespaces of this machine;
                 denormals.py: flush denormals, NumPy's BLAS worker threads included;
+                second_order.py: bench --second-order, H v by hand and by autograd beside each one's gradient;
                 demo_load.py: bench --demo, the demo server's short requests under clients that hammer it;
                 forward_cost.py: bench --rtrl, BPTT, RTRL, reverse and forward autograd per step as H grows
     serving     server.py + page.html: the demo's HTTP server (Starlette on uvicorn): what POST /api/generate

@@ -280,10 +280,18 @@ def bench_command(argv: list) -> int:
         from compare.benchmarks.calls import main as calls_main
 
         return calls_main([arg for arg in argv if arg != "--calls"])
+    if "--second-order" in argv:  # H v by hand against autograd's, each beside its own gradient
+        from compare.benchmarks.second_order import main as second_order_main
+
+        return second_order_main([arg for arg in argv if arg != "--second-order"])
     if "--demo" in argv:  # the demo server under clients that retry a 503 at once
         from compare.benchmarks.demo_load import main as demo_main
 
         return demo_main([arg for arg in argv if arg != "--demo"])
+    if "--saved" in argv:  # what each backward keeps: the hand cache against autograd's saved tensors
+        from compare.benchmarks.saved import main as saved_main
+
+        return saved_main([arg for arg in argv if arg != "--saved"])
     if "--rtrl" in argv:  # the four routes to the gradient as H grows: BPTT, RTRL, reverse and forward autograd
         from compare.benchmarks.forward_cost import main as forward_cost_main
 

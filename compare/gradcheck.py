@@ -170,6 +170,14 @@ def build_parser() -> CommandParser:
         default=DEFAULT_HEATMAP,
         help="with --diagnose: where to draw the relative error per time step and gate block (default: %(default)s)",
     )
+    second = parser.add_argument_group("second order (docs/second-order.md)")
+    second.add_argument(
+        "--second-order",
+        action="store_true",
+        help="instead of the table: the Hessian-vector product H v along a random direction three ways (by hand, "
+        "by double backward, by the complex step of the hand-written gradient) and the Gauss-Newton product G v "
+        "two ways, the errors per parameter; exit code 1 beyond 1e-12 (built-in cells only)",
+    )
     routes = parser.add_argument_group("four routes (docs/forward.md)")
     routes.add_argument(
         "--routes",
@@ -200,6 +208,7 @@ def gradcheck_command(argv: list[str]) -> int:
     args = vars(parser.parse_args(argv))
     json_path, with_original = args.pop("json"), args.pop("with_original")
     diagnose_it, heatmap = args.pop("diagnose"), Path(args.pop("heatmap"))
+    second_order = args.pop("second_order")
     four_routes = args.pop("routes")
     settings = GradcheckSettings(**args)
     invalid = invalid_setting(settings)
@@ -212,6 +221,7 @@ def gradcheck_command(argv: list[str]) -> int:
             ("--diagnose", diagnose_it),
             ("--with-original", with_original),
             ("--sample", settings.sample),
+            ("--second-order", second_order),
         ):
             if given:
                 parser.error(f"--routes compares whole gradients route against route: leave out {flag}")
@@ -224,6 +234,10 @@ def gradcheck_command(argv: list[str]) -> int:
         parser.error(str(error))
     if four_routes:
         return routes_command(problem, settings, json_path)
+    if second_order:
+        return second_order_command(
+            parser, problem, settings.seed, json_path, diagnose_it, with_original, settings.sample is not None
+        )
     if diagnose_it:
         for flag, given in (("--json", json_path), ("--with-original", with_original), ("--sample", settings.sample)):
             if given:
@@ -234,11 +248,35 @@ def gradcheck_command(argv: list[str]) -> int:
     report = check_problem(problem, settings)
     print(format_report(report, with_original))
     if json_path:
-        try:
-            Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
-        except OSError as error:
-            raise UsageError(f"--json {json_path}: cannot write it ({error.strerror or error})") from None
+        write_json(json_path, report)
     return report_verdict(report).exit_code
+
+
+def write_json(path: str, report: dict) -> None:
+    try:
+        Path(path).write_text(json.dumps(report, indent=2) + "\n")
+    except OSError as error:
+        raise UsageError(f"--json {path}: cannot write it ({error.strerror or error})") from None
+
+
+def second_order_command(
+    parser: CommandParser, problem: Problem, seed: int, json_path: str | None, *excluded: bool
+) -> int:
+    """Print the second order's table and verdict; 0 when the routes agree within the bound, 1 when not."""
+    from compare.gradients.second_order import format_second_order, second_order_check
+
+    if any(excluded):
+        parser.error(
+            "--second-order prints its own table of whole products: leave out --diagnose, --with-original and --sample"
+        )
+    try:
+        report = second_order_check(problem, seed)
+    except ValueError as error:  # a cell of the user's own: no R-pass written for it
+        parser.error(f"--second-order: {error}")
+    print(format_second_order(report))
+    if json_path:
+        write_json(json_path, report)
+    return 0 if report["agree"] else 1
 
 
 def routes_command(problem: Problem, settings: GradcheckSettings, json_path: str | None) -> int:
@@ -266,10 +304,7 @@ def routes_command(problem: Problem, settings: GradcheckSettings, json_path: str
             "routes": {pair: {"loss": found.loss, "grads": found.grads} for pair, found in differences.items()},
             "verdict": verdict.as_json(),
         }
-        try:
-            Path(json_path).write_text(json.dumps(record, indent=2) + "\n")
-        except OSError as error:
-            raise UsageError(f"--json {json_path}: cannot write it ({error.strerror or error})") from None
+        write_json(json_path, record)
     return verdict.exit_code
 
 

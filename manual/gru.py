@@ -82,13 +82,18 @@ def recurrence_forward(
 
 
 def recurrence_backward(
-    d_hidden: np.ndarray, cache: GRUCache, trace: dict[str, np.ndarray] | None = None
+    d_hidden: np.ndarray,
+    cache: GRUCache,
+    trace: dict[str, np.ndarray] | None = None,
+    carry: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """dL/dx_proj_t and dL/dW, from dL/dh_t of the layer above.
 
     d_hidden: (T, B, H)   dL/dh_t from the layer above (the output layer, or U of the next layer)
     cache:    GRUCache
     trace:    optional dict, filled with d_h (T, B, H) and d_carry (T, P, B, H) (docs/cells.md#per-step-gradients-trace)
+    carry:    optional (P, B, H), read as dL/dstate_T from beyond the chunk (None: zero) and overwritten with
+              dL/dstate_0: how checkpointed BPTT passes the gradient between segments (manual/checkpointed.py)
     Returns (d_x_proj, d_W):
     d_x_proj: (T, B, 3H)  dL/dx_proj_t, per gate
     d_W:      (3H, H)
@@ -103,6 +108,8 @@ def recurrence_backward(
     factor = np.empty((streams, 2 * size), dtype=d_x_proj.dtype)  # one step's factors that do not involve dh_t
     factor_h = factor[:, :size]
     d_h_next = np.zeros((streams, size), dtype=d_x_proj.dtype)  # into h_T from step T + 1: none, the next chunk's
+    if carry is not None:
+        d_h_next[...] = carry[0]  # into h_T from the segment after this one
     if trace is not None:  # docs/cells.md#per-step-gradients-trace: what gradcheck --diagnose compares per step
         trace["d_h"] = np.zeros(d_hidden.shape, dtype=d_x_proj.dtype)
         trace["d_carry"] = np.zeros((steps, STATE_PARTS, *d_hidden.shape[1:]), dtype=d_x_proj.dtype)
@@ -127,6 +134,8 @@ def recurrence_backward(
         # dh_{t-1} from step t: directly through z_t h_{t-1}, and W^T d_rec_t
         d_h_next = np.dot(d_recurrent[t], cache.W)
         d_h_next += d_h * z[t]
+    if carry is not None:
+        carry[0] = d_h_next  # dL/dh_0, for the segment before this one
     rows = steps * streams
     d_W = d_recurrent.reshape(rows, -1).T @ hidden[:-1].reshape(rows, size)  # dW = sum_t d_rec_t h_{t-1}^T
     return d_x_proj, d_W

@@ -79,13 +79,18 @@ def recurrence_forward(
 
 
 def recurrence_backward(
-    d_hidden: np.ndarray, cache: LSTMCache, trace: dict[str, np.ndarray] | None = None
+    d_hidden: np.ndarray,
+    cache: LSTMCache,
+    trace: dict[str, np.ndarray] | None = None,
+    carry: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """dL/dx_proj_t and dL/dW, from dL/dh_t of the layer above.
 
     d_hidden: (T, B, H)   dL/dh_t from the layer above (the output layer, or U of the next layer)
     cache:    LSTMCache
     trace:    optional dict, filled with d_h (T, B, H) and d_carry (T, P, B, H) (docs/cells.md#per-step-gradients-trace)
+    carry:    optional (P, B, H), read as dL/dstate_T from beyond the chunk (None: zero) and overwritten with
+              dL/dstate_0: how checkpointed BPTT passes the gradient between segments (manual/checkpointed.py)
     Returns (d_x_proj, d_W):
     d_x_proj: (T, B, 4H)  dL/dx_proj_t = dL/da_t, since a_t = x_proj_t + W h_{t-1}
     d_W:      (4H, H)
@@ -104,6 +109,8 @@ def recurrence_backward(
     second_g = second[:, 2 * size : 3 * size]
     d_h_next = np.zeros((streams, size), dtype=d_x_proj.dtype)  # into h_T from step T + 1: none, the next chunk's
     d_s_next = np.zeros((streams, size), dtype=d_x_proj.dtype)  # into s_T from step T + 1: none, the next chunk's
+    if carry is not None:  # into h_T and s_T from the segment after this one
+        d_h_next[...], d_s_next[...] = carry
     if trace is not None:  # docs/cells.md#per-step-gradients-trace: what gradcheck --diagnose compares per step
         trace["d_h"] = np.zeros(d_hidden.shape, dtype=d_x_proj.dtype)
         trace["d_carry"] = np.zeros((steps, STATE_PARTS, *d_hidden.shape[1:]), dtype=d_x_proj.dtype)
@@ -129,6 +136,8 @@ def recurrence_backward(
         np.subtract(1, second_g, out=second_g)
         d_x_proj[t] *= second
         d_h_next = np.dot(d_x_proj[t], cache.W)  # a_t = ... + W h_{t-1}: dh_{t-1} gets W^T da_t
+    if carry is not None:
+        carry[0], carry[1] = d_h_next, d_s_next  # dL/dh_0 and dL/ds_0, for the segment before this one
     rows = steps * streams
     d_W = d_x_proj.reshape(rows, -1).T @ cache.hidden[:-1].reshape(rows, size)  # dW = sum_t da_t h_{t-1}^T
     return d_x_proj, d_W

@@ -89,6 +89,7 @@ class Cache:
     params: dict[str, np.ndarray]
     state_last: np.ndarray  # (L, P, B, H): carried into the next chunk
     reduction: str = "mean"  # how the loss combined the T*B per-character losses: 'mean' or 'sum'
+    mean_over: int | None = None  # the N a 'mean' divides by; None: this chunk's T*B (a segment's is the sequence's)
 
 
 def run_layers(
@@ -154,12 +155,9 @@ def forward(
     return loss, Cache(cell, inputs_tb, targets_tb, layers, top, probs, params, state_last, reduction)
 
 
-def softmax_cross_entropy(
-    logits: np.ndarray, targets: np.ndarray, reduction: str = "mean"
-) -> tuple[np.ndarray, np.number]:
-    """Row-wise softmax and the mean (or, with reduction='sum', the sum) negative log-likelihood.
+def softmax_log_likelihood(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise softmax and log p_t[y_t]. logits: (N, V); targets: (N,) int. Returns (probs (N, V), (N,)).
 
-    logits: (N, V); targets: (N,) int. Returns (probs (N, V), loss scalar).
     The row max is subtracted first so exp never overflows; for complex input the
     max of the real part is used, which leaves the result analytic.
     """
@@ -169,6 +167,17 @@ def softmax_cross_entropy(
     probs = exp / sum_exp[:, None]
     rows = np.arange(len(targets))
     log_likelihood = shifted[rows, targets] - np.log(sum_exp)  # log p_t[y_t]
+    return probs, log_likelihood
+
+
+def softmax_cross_entropy(
+    logits: np.ndarray, targets: np.ndarray, reduction: str = "mean"
+) -> tuple[np.ndarray, np.number]:
+    """Row-wise softmax and the mean (or, with reduction='sum', the sum) negative log-likelihood.
+
+    logits: (N, V); targets: (N,) int. Returns (probs (N, V), loss scalar).
+    """
+    probs, log_likelihood = softmax_log_likelihood(logits, targets)
     if reduction == "sum":
         return probs, -log_likelihood.sum()  # L = sum_t -log p_t[y_t]
     return probs, -log_likelihood.mean()  # L = (1/N) sum_t -log p_t[y_t]
@@ -207,25 +216,44 @@ def new_gradients(cache: Cache) -> dict[str, np.ndarray]:
     return {name: np.empty(cache.params[name].shape, dtype) for name in order}
 
 
-def backward(cache: Cache, out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+def backward(
+    cache: Cache, out: dict[str, np.ndarray] | None = None, carry: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """Gradients of the loss forward computed (mean or sum, ``cache.reduction``) with respect to
     every parameter (same names and shapes).
 
     out: arrays to write the gradients into (name -> C-contiguous array of the parameter's shape and
     dtype, e.g. the views of one flat buffer, manual.flat.FlatArrays); None allocates new ones. Returns out.
+    carry: optional (L, P, B, H), read as dL/dstate_last from beyond the chunk and overwritten with dL/dstate0
+    (each cell's recurrence_backward, layer by layer): checkpointed BPTT's segments (manual/checkpointed.py).
     No clipping here: clipping belongs to the training step, and clipping inside
     backward would make the gradient disagree with finite differences.
     """
+    return backward_from_logits(cache, logits_gradient(cache), out, carry)
+
+
+def logits_gradient(cache: Cache) -> np.ndarray:
+    """dL/do_t for every row: (T*B, V), row t * B + s for stream s."""
+    rows = cache.probs.shape[0]  # N = T*B
+    d_logits = cache.probs.copy()  # dL/do_t = p_t - onehot(y_t) for the sum, divided by N for the mean
+    d_logits[np.arange(rows), cache.targets.reshape(-1)] -= 1
+    if cache.reduction == "mean":
+        d_logits /= rows if cache.mean_over is None else cache.mean_over
+    return d_logits
+
+
+def backward_from_logits(
+    cache: Cache, d_logits: np.ndarray, out: dict[str, np.ndarray] | None = None, carry: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """J^T d_logits: the backward pass from any d_logits (T*B, V) = d(scalar)/do_t, through the output layer and
+    the stack, to every parameter. ``backward`` starts it from the loss's; manual.hessian's Gauss-Newton product
+    from H_L J v. out, carry: as for ``backward``. Returns out."""
     params = cache.params
     grads = new_gradients(cache) if out is None else out
     steps, streams, hidden_size = cache.top.shape
     rows = steps * streams
     top_rows = cache.top.reshape(rows, hidden_size)  # (T*B, H)
 
-    d_logits = cache.probs.copy()  # dL/do_t = p_t - onehot(y_t) for the sum, divided by N for the mean
-    d_logits[np.arange(rows), cache.targets.reshape(-1)] -= 1
-    if cache.reduction == "mean":
-        d_logits /= rows
     np.matmul(d_logits.T, top_rows, out=grads["V"])  # o_t = c + V h_t  =>  dV = sum_t do_t h_t^T
     np.sum(d_logits, axis=0, out=grads["c"])  # dc = sum_t do_t
     d_hidden = (d_logits @ params["V"]).reshape(steps, streams, hidden_size)  # dL/dh_t^L through o_t
@@ -234,7 +262,10 @@ def backward(cache: Cache, out: dict[str, np.ndarray] | None = None) -> dict[str
     for layer in reversed(range(len(cache.layers))):
         names = layer_param_names(layer)
         below = cache.layers[layer].below
-        d_x_proj, d_W = recurrence.recurrence_backward(d_hidden, cache.layers[layer].recurrence)
+        if carry is None:
+            d_x_proj, d_W = recurrence.recurrence_backward(d_hidden, cache.layers[layer].recurrence)
+        else:
+            d_x_proj, d_W = recurrence.recurrence_backward(d_hidden, cache.layers[layer].recurrence, carry=carry[layer])
         grads[names["W"]][...] = d_W
         d_x_proj_rows = d_x_proj.reshape(rows, -1)  # (T*B, G*H)
         np.sum(d_x_proj_rows, axis=0, out=grads[names["b"]])  # x_proj_t = b + U x_t: db = sum_t dx_proj_t

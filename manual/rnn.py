@@ -59,13 +59,18 @@ def recurrence_forward(
 
 
 def recurrence_backward(
-    d_hidden: np.ndarray, cache: RNNCache, trace: dict[str, np.ndarray] | None = None
+    d_hidden: np.ndarray,
+    cache: RNNCache,
+    trace: dict[str, np.ndarray] | None = None,
+    carry: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """dL/dx_proj_t and dL/dW, from dL/dh_t of the layer above.
 
     d_hidden: (T, B, H)  dL/dh_t from the layer above (the output layer, or U of the next layer)
     cache:    RNNCache
     trace:    optional dict, filled with d_h (T, B, H) and d_carry (T, P, B, H) (docs/cells.md#per-step-gradients-trace)
+    carry:    optional (P, B, H), read as dL/dstate_T from beyond the chunk (None: zero) and overwritten with
+              dL/dstate_0: how checkpointed BPTT passes the gradient between segments (manual/checkpointed.py)
     Returns (d_x_proj, d_W):
     d_x_proj: (T, B, H)  dL/dx_proj_t = dL/da_t, since a_t = x_proj_t + W h_{t-1}
     d_W:      (H, H)
@@ -75,6 +80,8 @@ def recurrence_backward(
     np.subtract(1, tanh_grad, out=tanh_grad)  # tanh'(a_t) = 1 - h_t^2, in the same buffer
     d_x_proj = np.empty_like(d_hidden)  # d_x_proj[t] = da_t, filled backwards in time
     d_h_next = np.zeros((streams, size), dtype=d_x_proj.dtype)  # into h_T from step T + 1: none, the next chunk's
+    if carry is not None:
+        d_h_next[...] = carry[0]  # into h_T from the segment after this one
     if trace is not None:  # docs/cells.md#per-step-gradients-trace: what gradcheck --diagnose compares per step
         trace["d_h"] = np.zeros(d_hidden.shape, dtype=d_x_proj.dtype)
         trace["d_carry"] = np.zeros((steps, STATE_PARTS, *d_hidden.shape[1:]), dtype=d_x_proj.dtype)
@@ -84,6 +91,8 @@ def recurrence_backward(
             trace["d_h"][t], trace["d_carry"][t, 0] = d_h, d_h_next
         np.multiply(d_h, tanh_grad[t], out=d_x_proj[t])  # da_t = dh_t * tanh'(a_t)
         d_h_next = np.dot(d_x_proj[t], cache.W)  # a_t = ... + W h_{t-1}: dh_{t-1} gets W^T da_t
+    if carry is not None:
+        carry[0] = d_h_next  # dL/dh_0, for the segment before this one
     rows = steps * streams
     d_W = d_x_proj.reshape(rows, size).T @ cache.hidden[:-1].reshape(rows, size)  # dW = sum_t da_t h_{t-1}^T
     return d_x_proj, d_W

@@ -57,9 +57,12 @@ def broken_cell(cell: str, correct: str, slip: str, function: str = "recurrence_
     return CellPair(f"{cell} (broken)", module, pair.torch)
 
 
+BACKWARD_CALLS = ("logits_gradient", "backward_from_logits")  # manual.backward is these two in a row
+
+
 def broken_backward(correct: str, slip: str):
     """manual.backward with one slip: for the bugs outside the cell (the bias sum, the loss's scale)."""
-    return mutant(manual.model, "backward", correct, slip)
+    return mutant(manual.model, "backward", correct, slip, calls=BACKWARD_CALLS)
 
 
 @dataclass

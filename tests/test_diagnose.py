@@ -218,7 +218,8 @@ def test_a_wrong_dW_sum_in_a_cell_is_in_the_summing():
 @pytest.mark.parametrize("cell", list(ALL_GATES))
 def test_a_loss_scaled_by_T_is_a_correct_gradient_of_another_loss(cell):
     # the sum over time instead of the mean: every gradient T times autograd's
-    diagnosis = diagnose(small_problem(cell), broken_backward("d_logits /= rows", "d_logits /= streams"))
+    summed_over_time = broken_backward("d_logits /= rows", "d_logits /= cache.targets.shape[1]")  # by B, not T*B
+    diagnosis = diagnose(small_problem(cell), summed_over_time)
     assert diagnosis.verdict == "loss"
     assert diagnosis.ratio == pytest.approx(T, rel=1e-9)  # a ratio of float64 gradients: exact to rounding
     assert f"k = {T} = T, the chunk length" in diagnosis.lines[-1]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from mutants import mutant
+from planted import broken_backward
 from problems import random_problem
 from twins import as_tensors, manual_loss_and_grads, torch_loss_and_grads, torch_model
 
@@ -156,7 +156,7 @@ def test_gradient_check_has_teeth(problem, monkeypatch):
     The slip: dU's one-hot built from the targets y_t instead of the inputs x_t (one word of
     manual.model.backward changed). Only U of the first layer reads that one-hot.
     """
-    wrong_backward = mutant(manual.model, "backward", "cache.inputs.reshape(-1)", "cache.targets.reshape(-1)")
+    wrong_backward = broken_backward("cache.inputs.reshape(-1)", "cache.targets.reshape(-1)")
     monkeypatch.setattr(manual, "backward", wrong_backward)
     _, grads = manual_loss_and_grads(problem)
     _, torch_grads = torch_loss_and_grads(problem)
