@@ -11,6 +11,10 @@ objective: T*B times larger, so the clip bites as it does there), and ``eps_plac
 'outside' (sqrt(G) + eps, ``torch.optim.Adagrad``) or 'inside' (sqrt(G + eps), min-char-rnn's;
 torch: ``torchref.AdagradEpsInside``). Whatever the step minimizes, StepStats.loss and
 ``eval_loss`` report the mean: nats per character.
+
+``segment_length`` k > 0 trains by checkpointed BPTT (docs/memory.md): the forward keeps the state every
+k steps and the backward recomputes each segment (manual.checkpointed; torchref.checkpointed, which runs
+torch.utils.checkpoint); the gradients are the plain ones within rounding. 0: plain BPTT.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import manual
 import torchref
 from compare.model.cells import CellPair, cell_pair
 from compare.model.state import EngineState
+from manual import checkpointed as manual_checkpointed
+from torchref import checkpointed as torch_checkpointed
 
 IMPLEMENTATIONS = ("manual", "torch")
 NUMPY_DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -90,8 +96,10 @@ class ManualEngine:
         *,
         loss_reduction: str = "mean",
         eps_placement: str = "outside",
+        segment_length: int = 0,
     ) -> None:
         self.dtype = NUMPY_DTYPES[dtype]
+        self.segment_length = segment_length  # checkpointed BPTT every k steps; 0: plain
         self.dtype_name = dtype
         self.pair = cell_pair(cell)  # resolved once: the train command hands the pair down
         self.cell = self.pair.name
@@ -119,13 +127,24 @@ class ManualEngine:
     def train_step(self, inputs: np.ndarray, targets: np.ndarray) -> StepStats:
         assert self.hidden is not None, "reset_hidden() or load_state() comes before the first train_step()"
         self.pair.check_sizes(self.recurrence, inputs.shape, self.params["W"].shape[1], self.dtype_name)
-        loss, cache = manual.forward(self.params, inputs, targets, self.hidden, self.recurrence, self.loss_reduction)
-        grads = manual.backward(cache, out=self.grads)
-        self.hidden = cache.state_last
+        loss, grads, self.hidden = self.loss_and_grads(inputs, targets)
         mean_loss: SupportsFloat = loss if self.loss_reduction == "mean" else loss / inputs.size  # per character
         if self.gradient_averager is not None:  # before clipping: every rank clips the same averaged gradient
             mean_loss = self.gradient_averager.average_arrays(grads, mean_loss)
         return self.clip_and_update(mean_loss, grads)
+
+    def loss_and_grads(
+        self, inputs: np.ndarray, targets: np.ndarray
+    ) -> tuple[np.number, dict[str, np.ndarray], np.ndarray]:
+        """(loss, gradients, state_T) from the carried state, by plain or checkpointed BPTT."""
+        assert self.hidden is not None
+        if self.segment_length:
+            loss, state_last, segments = manual_checkpointed.forward(
+                self.params, inputs, targets, self.hidden, self.recurrence, self.loss_reduction, self.segment_length
+            )
+            return loss, manual_checkpointed.backward(segments), state_last
+        loss, cache = manual.forward(self.params, inputs, targets, self.hidden, self.recurrence, self.loss_reduction)
+        return loss, manual.backward(cache, out=self.grads), cache.state_last
 
     def clip_and_update(self, loss: SupportsFloat, grads: dict[str, np.ndarray]) -> StepStats:
         """Measure and clip ``grads`` in place, then take one AdaGrad step.
@@ -195,8 +214,10 @@ class TorchEngine:
         *,
         loss_reduction: str = "mean",
         eps_placement: str = "outside",
+        segment_length: int = 0,
     ) -> None:
         self.device = torch.device(device)
+        self.segment_length = segment_length  # checkpointed BPTT every k steps; 0: plain
         self.pair = cell_pair(cell)  # resolved once: the train command hands the pair down
         self.cell, self.dtype_name = self.pair.name, dtype
         self.twin = self.pair.torch  # the module whose step the model runs: built-in or plugged in
@@ -230,9 +251,11 @@ class TorchEngine:
         assert self.hidden is not None, "reset_hidden() or load_state() comes before the first train_step()"
         self.pair.check_sizes(self.twin, inputs.shape, self.model.hidden_size, self.dtype_name)
         self.optimizer.zero_grad(set_to_none=True)
-        loss, state_last = self.model.loss(
-            self._tensor(inputs, torch.long), self._tensor(targets, torch.long), self.hidden, self.loss_reduction
-        )
+        args = (self._tensor(inputs, torch.long), self._tensor(targets, torch.long), self.hidden)
+        if self.segment_length:
+            loss, state_last = torch_checkpointed.loss(self.model, *args, self.segment_length, self.loss_reduction)
+        else:
+            loss, state_last = self.model.loss(*args, self.loss_reduction)
         loss.backward()
         grads = filled_grads(self.model)
         mean_loss: SupportsFloat = loss.detach() if self.loss_reduction == "mean" else loss.detach() / inputs.size
@@ -317,15 +340,17 @@ def make_engine(
     *,
     loss_reduction: str = "mean",
     eps_placement: str = "outside",
+    segment_length: int = 0,
 ) -> ManualEngine | TorchEngine:
     """A fresh engine for ``impl`` ('manual' or 'torch') starting from copies of ``params``.
 
     ``device`` places the torch implementation ('cpu', 'cuda', 'cuda:1'); manual always runs on the CPU.
-    ``loss_reduction`` ('mean', 'sum') and ``eps_placement`` ('outside', 'inside'): see the module docstring.
+    ``loss_reduction`` ('mean', 'sum'), ``eps_placement`` ('outside', 'inside') and ``segment_length``
+    (checkpointed BPTT; 0: plain): see the module docstring.
     """
     options = {"loss_reduction": loss_reduction, "eps_placement": eps_placement}
     if impl == "manual":
-        return ManualEngine(params, lr, clip, dtype, cell, eps, **options)
+        return ManualEngine(params, lr, clip, dtype, cell, eps, **options, segment_length=segment_length)
     if impl == "torch":
-        return TorchEngine(params, lr, clip, dtype, cell, eps, device, **options)
+        return TorchEngine(params, lr, clip, dtype, cell, eps, device, **options, segment_length=segment_length)
     raise ValueError(f"unknown implementation {impl!r}; choose from {IMPLEMENTATIONS}")
