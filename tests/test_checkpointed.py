@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import asdict
 
 import numpy as np
@@ -186,3 +188,37 @@ def test_a_negative_segment_length_is_refused_in_one_line(tmp_path, capsys):
         parse_args(train_argv(tmp_path, segment_length=-1))
     assert raised.value.code == 2
     assert "--segment-length must be >= 0" in capsys.readouterr().err
+
+
+# bench --memory-curve (compare/benchmarks/saved.py): the plumbing; the figures are the benchmark's
+
+
+def test_the_curve_leaves_out_segments_at_or_above_t():
+    from compare.benchmarks.saved import segment_lengths
+
+    assert segment_lengths(1000, ["10", "100", "sqrt"]) == [10, 32, 100]  # sqrt(1000) = 31.6
+    assert segment_lengths(100, ["10", "100", "sqrt"]) == [10]  # k = 100 = T is the plain backward
+
+
+def test_the_memory_curve_prints_plain_and_checkpointed_rows_with_the_machine(tmp_path):
+    argv = ["--memory-curve", "--steps", "20", "--segments", "5,50", "--sides", "hand", "--no-progress"]
+    finished = subprocess.run(
+        [sys.executable, "-m", "compare.bench", *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert finished.returncode == 0, finished.stderr
+    lines = finished.stdout.splitlines()
+    assert lines[0].startswith("machine: ") and "load average" in lines[0]
+    rows = [line for line in lines if line.startswith("| rnn |")]
+    assert [row.split(" | ")[1:4] for row in rows] == [["20", "plain", "hand"], ["20", "k = 5", "hand"]]
+    assert rows[0].endswith("| 1.000 | 1.00 |")  # the plain backward against itself
+
+
+def test_a_bad_memory_curve_flag_is_one_line(tmp_path):
+    finished = subprocess.run(
+        [sys.executable, "-m", "compare.bench", "--memory-curve", "--sides", "hand,jax"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert finished.returncode == 2 and finished.stderr.count("\n") == 1, finished.stderr
