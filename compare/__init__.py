@@ -52,7 +52,7 @@ Subpackages (each imports only downward: never a command module):
     benchmarks  suite.py: what bench runs; timing.py; report.py; flops.py: FLOP formulas, matmul peak;
                 naive.py: the min-char-rnn baseline; cells.py; distributed.py: bench --distributed, its launcher
                 and what each rank runs; memory.py;
-                saved.py: bench --saved, the hand cache against autograd's saved tensors;
+                saved.py: bench --saved, the hand cache against autograd's saved tensors, and bench --memory-curve;
                 fused.py: nn.RNN/LSTM/GRU as a peer; peers.py: every cell against it, 1 and 2 threads, and its
                 tables; baseline.py: the vanilla step frozen at f287690, the "before";
                 products.py: that step's matrix products alone, the ceiling of its FLOP rate;

@@ -288,6 +288,10 @@ def bench_command(argv: list) -> int:
         from compare.benchmarks.demo_load import main as demo_main
 
         return demo_main([arg for arg in argv if arg != "--demo"])
+    if "--memory-curve" in argv:  # peak memory against time, plain and checkpointed, by hand and by autograd
+        from compare.benchmarks.saved import curve_main
+
+        return curve_main([arg for arg in argv if arg != "--memory-curve"])
     if "--saved" in argv:  # what each backward keeps: the hand cache against autograd's saved tensors
         from compare.benchmarks.saved import main as saved_main
 

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 import torch
+from tiny_runs import train_argv, write_corpus
 
 import manual
 import torchref
+from compare.model.checkpoint import load_checkpoint
+from compare.model.checkpoint_reading import config_problem
+from compare.train import main as train_main
 from compare.training.agreement import AGREEMENT_BOUND, relative_difference
+from compare.training.config import TrainConfig, parse_args
+from compare.training.loop import train
 from manual import checkpointed
 from tests.problems import MODEL_GRID, random_problem
 from tests.twins import torch_loss_and_grads, torch_model
@@ -93,3 +103,122 @@ def test_the_hand_cache_keeps_at_most_what_autograd_saves(cell):
     assert hand["hidden"] == (12 + 1) * 8 * 8  # h_0 .. h_T, B = 1, H = 8, float64: seen once, not once per view
     assert sum(hand.values()) <= sum(result["autograd_by_shape"].values())
     assert sum(result["autograd_by_operation"].values()) == sum(result["autograd_by_shape"].values())
+
+
+# compare.train --segment-length: checkpointed BPTT in the training loop (docs/memory.md#in-training)
+
+
+def train_run(directory, run_name: str, **flags) -> dict:
+    """The losses per implementation of a tiny float64 run (tests/tiny_runs.py: T = 10, B = 2, H = 16)."""
+    summary = train(parse_args(train_argv(directory, run_name, **flags)))
+    return {impl: np.array(record["losses"]) for impl, record in summary["impls"].items()}
+
+
+@pytest.fixture
+def checkpointed_calls(monkeypatch) -> dict[str, int]:
+    """How often each side's checkpointed pass runs: the engines must take it when --segment-length is set."""
+    calls = {"manual": 0, "torch": 0}
+    manual_backward, torch_loss = checkpointed.backward, torch_checkpointed.loss
+
+    def counted_backward(*args, **kwargs):
+        calls["manual"] += 1
+        return manual_backward(*args, **kwargs)
+
+    def counted_loss(*args, **kwargs):
+        calls["torch"] += 1
+        return torch_loss(*args, **kwargs)
+
+    monkeypatch.setattr(checkpointed, "backward", counted_backward)
+    monkeypatch.setattr(torch_checkpointed, "loss", counted_loss)
+    return calls
+
+
+@pytest.mark.exactness
+def test_impl_both_with_segments_agrees_and_follows_the_plain_run(tmp_path, checkpointed_calls):
+    steps = 8
+    plain = train_run(tmp_path, "plain", impl="both", max_steps=steps)
+    segmented = train_run(tmp_path, "k3", impl="both", max_steps=steps, segment_length=3, agree_every=1)
+    assert checkpointed_calls == {"manual": steps, "torch": steps}
+    # sums over time regrouped by segment, then a few AdaGrad steps: the bound on identical inputs (agreement.py)
+    bound = AGREEMENT_BOUND["float64"]
+    assert relative_difference(segmented["manual"], segmented["torch"]) <= bound
+    for impl in ("manual", "torch"):
+        assert relative_difference(segmented[impl], plain[impl]) <= bound, impl
+    checkpoint = load_checkpoint(tmp_path / "runs" / "k3" / "manual" / "latest.npz")
+    assert checkpoint.config["segment_length"] == 3
+
+
+@pytest.mark.exactness
+def test_one_segment_per_chunk_trains_bit_for_bit_as_the_plain_run(tmp_path):
+    plain = train_run(tmp_path, "plain", impl="both", max_steps=5)
+    one_segment = train_run(tmp_path, "k10", impl="both", max_steps=5, segment_length=10)  # k = T
+    for impl in ("manual", "torch"):
+        assert np.array_equal(one_segment[impl], plain[impl]), impl  # tolerance 0: the same operations in order
+
+
+def long_run_argv(directory, **flags) -> list:
+    """One step of T = 10,000 on a corpus long enough for it: the plain cache is about 8 MB (float64, H 16)."""
+    (directory / "long").mkdir(exist_ok=True)  # train_argv writes its own corpus.txt in ``directory``
+    corpus = write_corpus(directory / "long", repeats=250)  # 11,250 characters
+    return train_argv(directory, data=corpus, seq_length=10_000, batch_size=1, val_frac=0, max_steps=1, **flags)
+
+
+def test_a_long_sequence_beyond_memory_is_refused_and_segments_make_it_fit(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("compare.model.init.available_memory", lambda: 2_000_000)  # 2 MB, whatever this machine has
+    assert train_main(long_run_argv(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "more than the 2 MB this machine has available" in err, err
+    assert "--segment-length" in err
+    assert not (tmp_path / "runs" / "run").exists()
+
+    assert train_main(long_run_argv(tmp_path, segment_length=100)) == 0
+    out = capsys.readouterr().out
+    # 8 bytes x (3 x 1,196 parameters + 16 state + 100 saved states x 16 + 100 steps x (3 x 16 + 2 x 28)) = 124,832
+    assert "memory: at least 125 kB (an estimate, checkpointed BPTT, the state kept every 100 steps" in out, out
+
+
+def test_an_old_checkpoint_reads_as_plain_bptt():
+    config = {name: value for name, value in asdict(TrainConfig()).items() if name != "segment_length"}
+    assert config_problem(config) is None
+    assert config["segment_length"] == 0
+
+
+def test_a_negative_segment_length_is_refused_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as raised:
+        parse_args(train_argv(tmp_path, segment_length=-1))
+    assert raised.value.code == 2
+    assert "--segment-length must be >= 0" in capsys.readouterr().err
+
+
+# bench --memory-curve (compare/benchmarks/saved.py): the plumbing; the figures are the benchmark's
+
+
+def test_the_curve_leaves_out_segments_at_or_above_t():
+    from compare.benchmarks.saved import segment_lengths
+
+    assert segment_lengths(1000, ["10", "100", "sqrt"]) == [10, 32, 100]  # sqrt(1000) = 31.6
+    assert segment_lengths(100, ["10", "100", "sqrt"]) == [10]  # k = 100 = T is the plain backward
+
+
+def test_the_memory_curve_prints_plain_and_checkpointed_rows_with_the_machine(tmp_path):
+    argv = ["--memory-curve", "--steps", "20", "--segments", "5,50", "--sides", "hand", "--no-progress"]
+    finished = subprocess.run(
+        [sys.executable, "-m", "compare.bench", *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert finished.returncode == 0, finished.stderr
+    lines = finished.stdout.splitlines()
+    assert lines[0].startswith("machine: ") and "load average" in lines[0]
+    rows = [line for line in lines if line.startswith("| rnn |")]
+    assert [row.split(" | ")[1:4] for row in rows] == [["20", "plain", "hand"], ["20", "k = 5", "hand"]]
+    assert rows[0].endswith("| 1.000 | 1.00 |")  # the plain backward against itself
+
+
+def test_a_bad_memory_curve_flag_is_one_line(tmp_path):
+    finished = subprocess.run(
+        [sys.executable, "-m", "compare.bench", "--memory-curve", "--sides", "hand,jax"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert finished.returncode == 2 and finished.stderr.count("\n") == 1, finished.stderr

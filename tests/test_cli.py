@@ -191,7 +191,7 @@ def test_a_run_needing_more_memory_than_is_available_is_refused_before_any_weigh
     assert str(raised.value) == (
         "training (--hidden-size 2048, --num-layers 2, vocabulary 28) needs at least 307 MB of memory (an estimate), "
         "more than the 50 MB this machine has available; lower --hidden-size, --num-layers, --batch-size or "
-        "--seq-length"
+        "--seq-length, or keep fewer steps with --segment-length (checkpointed BPTT: docs/memory.md)"
     )
     assert not (tmp_path / "runs" / "run").exists()
 

@@ -162,3 +162,15 @@ def test_a_tiny_report_of_the_quick_start_shows_its_output_and_redraws_the_demo(
     demo = blocks_of(after["docs/demo.md"])["demo"]
     if "was not redrawn" not in demo:  # without Chromium the block says so; browser.py's tests need it
         assert "![The demo page after Generate](demo.png)" in demo and screenshot.read_bytes() != old_png
+
+
+def test_a_tiny_report_of_what_each_backward_keeps_and_the_cost_curve(pages):
+    before = read_all(pages)
+    assert run_report(pages, "--tiny", "--sections", "saved") == 0
+    assert_regenerated(before, read_all(pages), {"saved"})
+    blocks = blocks_of(read_all(pages)["docs/memory.md"])
+    assert "| rnn | 1 | 4 | 5 |" in blocks["saved"]  # cell, layers, H, T: the tiny sizes went through
+    assert (
+        "| rnn | 20 | k = 5 | hand |" in blocks["saved.curve"]
+        and "| rnn | 20 | k = 5 | autograd |" in blocks["saved.curve"]
+    )

@@ -1,4 +1,5 @@
-"""bench --saved: what each backward keeps, by hand and by autograd, for one training step of each cell.
+"""bench --saved: what each backward keeps, by hand and by autograd, for one training step of each cell;
+bench --memory-curve: what checkpointed BPTT trades for it, peak memory against time per character.
 
 By hand: the arrays manual.forward's cache holds (walked field by field; views counted once, by the array
 they view; the parameters left out, since both sides keep those anyway). By autograd: every tensor the
@@ -10,7 +11,12 @@ saved it.
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import statistics
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import fields, is_dataclass
 from typing import Any
 
@@ -19,7 +25,9 @@ import torch
 
 import manual
 import torchref
-from compare.model.init import init_params
+from compare.model.init import init_params, size_problem
+from manual import checkpointed
+from torchref import checkpointed as torch_checkpointed
 
 CELL_NAMES = ("rnn", "lstm", "gru")
 
@@ -136,3 +144,178 @@ def main(argv: list[str] | None = None) -> int:
                         f"{hand / saved:.2f} | {what} | {top} |"
                     )
     return 0
+
+
+# bench --memory-curve: peak memory against time per character, plain and checkpointed, by hand and by autograd
+
+CURVE_STEPS = "100,1000,10000"
+CURVE_SEGMENTS = "10,100,sqrt"  # sqrt: the segment length near sqrt(T), where T/k saved states meet one segment
+SIDES = ("hand", "autograd")
+PEAK_MEASURE = (
+    "peak: the growth of the process's resident memory over one forward + backward (VmHWM, reset through "
+    "/proc/self/clear_refs just before, minus VmRSS then), in a fresh process per cell of the table, after a "
+    "warm-up on 10 steps and malloc_trim: one measure for NumPy's and torch's allocators alike (tracemalloc "
+    "does not see torch's); it counts pages touched, so below about 1 MiB it is coarse"
+)
+
+
+def segment_lengths(steps: int, wanted: list[str]) -> list[int]:
+    """The k of ``wanted`` ('sqrt' rounded) below T, each once, ascending: k >= T is the plain backward."""
+    lengths = {round(math.sqrt(steps)) if word == "sqrt" else int(word) for word in wanted}
+    return sorted(length for length in lengths if 1 <= length < steps)
+
+
+def curve_step(side: str, cell: str, hidden: int, steps: int, segment_length: int) -> Callable[[], object]:
+    """One forward + backward of T = ``steps`` characters, one stream, float32; segment_length 0: plain."""
+    params = {name: value.astype(np.float32) for name, value in init_params(65, hidden, 0, cell).items()}
+    rng = np.random.default_rng(1)
+    inputs, targets = rng.integers(0, 65, size=(2, 1, steps))
+    state0 = manual.zero_state(cell, 1, 1, hidden, np.float32)
+    if side == "hand":
+        if segment_length:
+            return lambda: checkpointed.backward(
+                checkpointed.forward(params, inputs, targets, state0, cell, segment_length=segment_length)[2]
+            )
+        return lambda: manual.backward(manual.forward(params, inputs, targets, state0, cell)[1])
+    model = torchref.CharRNN(params, cell=cell, dtype=torch.float32)
+    batch = (torch.from_numpy(inputs), torch.from_numpy(targets), torch.from_numpy(state0))
+
+    def autograd_step() -> object:
+        model.zero_grad(set_to_none=True)
+        if segment_length:
+            loss, _ = torch_checkpointed.loss(model, *batch, segment_length)
+        else:
+            loss, _ = model.loss(*batch)
+        loss.backward()
+        return loss
+
+    return autograd_step
+
+
+def status_kib(field: str) -> int:
+    """VmRSS or VmHWM of this process, in KiB (/proc/self/status)."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field} (a bug; report it)")
+
+
+def measure_curve_cell(side: str, cell: str, hidden: int, steps: int, segment_length: int, repeats: int) -> dict:
+    """In this process: (peak growth bytes of the first call, median seconds per call over ``repeats``)."""
+    import ctypes
+    import gc
+
+    curve_step(side, cell, hidden, min(steps, 10), min(segment_length, 10))()  # libraries' first-use work
+    step = curve_step(side, cell, hidden, steps, segment_length)
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed heap handed back, so that the baseline is what is in use
+    before = status_kib("VmRSS")
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as clear:
+        clear.write("5")  # VmHWM := VmRSS
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        seconds.append(time.perf_counter() - start)
+        if len(seconds) == 1:
+            peak = (status_kib("VmHWM") - before) * 1024
+    return {"peak_bytes": peak, "seconds": statistics.median(seconds)}
+
+
+def curve_main(argv: list[str] | None = None) -> int:
+    """python -m compare.bench --memory-curve: the table, one subprocess per cell."""
+    from compare.cli.parser import CommandParser
+    from compare.reporting.provenance import cpu_model, load_average
+
+    parser = CommandParser(
+        prog="python -m compare.bench --memory-curve",
+        description="Peak memory and time per character of one forward + backward, plain and checkpointed "
+        "(manual/checkpointed.py by hand, torch.utils.checkpoint by autograd), one stream, float32.",
+    )
+    parser.add_argument("--cells", default="rnn", help="comma-separated cells, from rnn, lstm, gru (default rnn)")
+    parser.add_argument("--hidden", type=int, default=100, help="H (default 100)")
+    parser.add_argument("--steps", default=CURVE_STEPS, help=f"comma-separated T (default {CURVE_STEPS})")
+    parser.add_argument(
+        "--segments",
+        default=CURVE_SEGMENTS,
+        help=f"comma-separated segment lengths k, 'sqrt' for the one nearest sqrt(T); those >= T are left out "
+        f"(default {CURVE_SEGMENTS})",
+    )
+    parser.add_argument("--sides", default=",".join(SIDES), help="comma-separated: hand, autograd (default both)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed calls per cell; the median is reported")
+    parser.add_argument("--threads", type=int, default=1, help="threads for NumPy's BLAS and torch alike (default 1)")
+    parser.add_argument("--no-progress", action="store_true", help="no line on stderr per cell")
+    args = parser.parse_args(argv)
+    cells, sides = args.cells.split(","), args.sides.split(",")
+    if not set(cells) <= set(CELL_NAMES) or not set(sides) <= set(SIDES):
+        parser.error(f"--cells takes {', '.join(CELL_NAMES)}; --sides takes {', '.join(SIDES)}")
+    wanted = args.segments.split(",")
+    try:
+        all_steps = [int(steps) for steps in args.steps.split(",")]
+        segments = [word if word == "sqrt" else str(int(word)) for word in wanted]
+    except ValueError:
+        parser.error(f"--steps takes integers and --segments integers or sqrt, got {args.steps!r}, {args.segments!r}")
+    if min(all_steps) < 1 or args.hidden < 1 or args.repeats < 1 or args.threads < 1:
+        parser.error("--steps, --hidden, --repeats and --threads must be at least 1")
+    if problem := size_problem({"hidden_size": args.hidden, "seq_length": max(all_steps)}):
+        parser.error(problem)
+    load_before = load_average()
+    rows = []
+    for cell in cells:
+        for steps in all_steps:
+            plain: dict[str, dict] = {}
+            for segment_length in [0, *segment_lengths(steps, segments)]:
+                for side in sides:
+                    result = curve_cell_in_subprocess(side, cell, args.hidden, steps, segment_length, args)
+                    plain.setdefault(side, result)  # segment_length 0 comes first
+                    rows.append((cell, steps, segment_length, side, result, plain[side]))
+    print(
+        f"machine: {cpu_model()}, {args.threads} thread(s) for NumPy's BLAS and torch; load average "
+        f"{load_before or 0:.1f} before, {load_average() or 0:.1f} after; H {args.hidden}, B 1, float32, V 65"
+    )
+    print(PEAK_MEASURE + "; time: the median of --repeats calls; ratios: to the same side's plain backward.")
+    print()
+    print("| cell | T | method | side | peak MiB | µs per character | peak / plain | time / plain |")
+    print("|---|---:|---|---|---:|---:|---:|---:|")
+    for cell, steps, segment_length, side, result, base in rows:
+        method = f"k = {segment_length}" if segment_length else "plain"
+        print(
+            f"| {cell} | {steps} | {method} | {side} | {result['peak_bytes'] / 2**20:,.2f} | "
+            f"{result['seconds'] / steps * 1e6:,.0f} | {result['peak_bytes'] / max(base['peak_bytes'], 1):.3f} | "
+            f"{result['seconds'] / base['seconds']:.2f} |"
+        )
+    return 0
+
+
+def curve_cell_in_subprocess(
+    side: str, cell: str, hidden: int, steps: int, segment_length: int, args: argparse.Namespace
+) -> dict:
+    """measure_curve_cell in a fresh Python: its peak is this cell's alone."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    if not args.no_progress:
+        print(f"{cell} T {steps} k {segment_length or 'plain'} {side}", file=sys.stderr, flush=True)
+    threads = str(args.threads)
+    environ = {**os.environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    finished = subprocess.run(
+        [sys.executable, "-m", "compare.benchmarks.saved", side, cell, str(hidden), str(steps), str(segment_length)]
+        + [str(args.repeats)],
+        capture_output=True,
+        text=True,
+        env=environ,
+        check=True,
+    )
+    return json.loads(finished.stdout.splitlines()[-1])
+
+
+if __name__ == "__main__":  # one cell of the curve's table: python -m compare.benchmarks.saved SIDE CELL H T K REPEATS
+    import json
+    import sys
+
+    side_, cell_, hidden_, steps_, segment_, repeats_ = sys.argv[1:7]
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    print(json.dumps(measure_curve_cell(side_, cell_, int(hidden_), int(steps_), int(segment_), int(repeats_))))

@@ -156,6 +156,7 @@ CONFIG_TYPES: dict[str, tuple[Callable[[object], bool], ...]] = {
             "sample_length",
             "checkpoint_every",
             "gradflow_every",
+            "segment_length",
         ),
         (is_int,),
     ),
@@ -181,6 +182,7 @@ CONFIG_ADDED_LATER = {
     "loss_reduction": "mean",  # PyTorch's conventions, the only ones before these settings existed
     "adagrad_eps": 1e-10,
     "adagrad_eps_placement": "outside",
+    "segment_length": 0,  # 0: plain BPTT, every step kept (checkpointed BPTT came later)
     "overwrite": False,  # what a run was started with, stored with the rest; a resume never uses it
 }
 POSITIVE_CONFIG = ("hidden_size", "num_layers", "batch_size", "seq_length")

@@ -17,6 +17,10 @@ truncated at each chunk's start: the state is carried, its dependence on the wei
 'rtrl' (forward mode: manual by RTRL, ``manual.rtrl``; torch by ``torch.func.jacfwd``, ``torchref.forward``),
 which carries the influence d state / d(U, W, b) with the state, so no chunk boundary cuts the gradient.
 The influence starts at zero with the state (each epoch, each resume): it is not checkpointed.
+
+``segment_length`` k > 0 trains by checkpointed BPTT (docs/memory.md): the forward keeps the state every
+k steps and the backward recomputes each segment (manual.checkpointed; torchref.checkpointed, which runs
+torch.utils.checkpoint); the gradients are the plain ones within rounding. 0: plain BPTT.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ import manual
 import torchref
 from compare.model.cells import CellPair, cell_pair
 from compare.model.state import EngineState
+from manual import checkpointed as manual_checkpointed
 from manual import rtrl
+from torchref import checkpointed as torch_checkpointed
 from torchref import forward
 
 IMPLEMENTATIONS = ("manual", "torch")
@@ -100,10 +106,12 @@ class ManualEngine:
         loss_reduction: str = "mean",
         eps_placement: str = "outside",
         gradient: str = "bptt",
+        segment_length: int = 0,
     ) -> None:
         self.gradient = gradient
         self.influence: dict[str, np.ndarray] | None = None  # --grad rtrl: d hidden / d(U, W, b), carried
         self.dtype = NUMPY_DTYPES[dtype]
+        self.segment_length = segment_length  # checkpointed BPTT every k steps; 0: plain
         self.dtype_name = dtype
         self.pair = cell_pair(cell)  # resolved once: the train command hands the pair down
         self.cell = self.pair.name
@@ -132,9 +140,19 @@ class ManualEngine:
     def train_step(self, inputs: np.ndarray, targets: np.ndarray) -> StepStats:
         assert self.hidden is not None, "reset_hidden() or load_state() comes before the first train_step()"
         self.pair.check_sizes(self.recurrence, inputs.shape, self.params["W"].shape[1], self.dtype_name)
-        grads: dict[str, np.ndarray]
+        loss, grads, self.hidden = self.loss_and_grads(inputs, targets)
+        mean_loss: SupportsFloat = loss if self.loss_reduction == "mean" else loss / inputs.size  # per character
+        if self.gradient_averager is not None:  # before clipping: every rank clips the same averaged gradient
+            mean_loss = self.gradient_averager.average_arrays(grads, mean_loss)
+        return self.clip_and_update(mean_loss, grads)
+
+    def loss_and_grads(
+        self, inputs: np.ndarray, targets: np.ndarray
+    ) -> tuple[np.number, dict[str, np.ndarray], np.ndarray]:
+        """(loss, gradients, state_T) from the carried state: by RTRL (--grad rtrl), or plain or checkpointed BPTT."""
+        assert self.hidden is not None
         if self.gradient == "rtrl":
-            loss, grads, self.hidden, self.influence = rtrl.chunk(
+            loss, grads, state_last, self.influence = rtrl.chunk(
                 self.params,
                 inputs,
                 targets,
@@ -143,16 +161,14 @@ class ManualEngine:
                 self.recurrence,
                 self.loss_reduction,
             )
-        else:
-            loss, cache = manual.forward(
-                self.params, inputs, targets, self.hidden, self.recurrence, self.loss_reduction
+            return loss, grads, state_last
+        if self.segment_length:
+            loss, state_last, segments = manual_checkpointed.forward(
+                self.params, inputs, targets, self.hidden, self.recurrence, self.loss_reduction, self.segment_length
             )
-            grads = manual.backward(cache, out=self.grads)
-            self.hidden = cache.state_last
-        mean_loss: SupportsFloat = loss if self.loss_reduction == "mean" else loss / inputs.size  # per character
-        if self.gradient_averager is not None:  # before clipping: every rank clips the same averaged gradient
-            mean_loss = self.gradient_averager.average_arrays(grads, mean_loss)
-        return self.clip_and_update(mean_loss, grads)
+            return loss, manual_checkpointed.backward(segments), state_last
+        loss, cache = manual.forward(self.params, inputs, targets, self.hidden, self.recurrence, self.loss_reduction)
+        return loss, manual.backward(cache, out=self.grads), cache.state_last
 
     def carried_influence(self, batch_size: int) -> dict[str, np.ndarray]:
         """--grad rtrl: the influence the next chunk starts from (zero after a reset)."""
@@ -230,10 +246,12 @@ class TorchEngine:
         loss_reduction: str = "mean",
         eps_placement: str = "outside",
         gradient: str = "bptt",
+        segment_length: int = 0,
     ) -> None:
         self.gradient = gradient
         self.influence: dict[str, torch.Tensor] | None = None  # --grad rtrl: d hidden / d(U, W, b), carried
         self.device = torch.device(device)
+        self.segment_length = segment_length  # checkpointed BPTT every k steps; 0: plain
         self.pair = cell_pair(cell)  # resolved once: the train command hands the pair down
         self.cell, self.dtype_name = self.pair.name, dtype
         self.twin = self.pair.torch  # the module whose step the model runs: built-in or plugged in
@@ -271,6 +289,11 @@ class TorchEngine:
         batch = (self._tensor(inputs, torch.long), self._tensor(targets, torch.long))
         if self.gradient == "rtrl":
             loss, state_last = self.forward_mode_gradient(*batch)
+        elif self.segment_length:
+            loss, state_last = torch_checkpointed.loss(
+                self.model, *batch, self.hidden, self.segment_length, self.loss_reduction
+            )
+            loss.backward()
         else:
             loss, state_last = self.model.loss(*batch, self.hidden, self.loss_reduction)
             loss.backward()
@@ -371,16 +394,17 @@ def make_engine(
     loss_reduction: str = "mean",
     eps_placement: str = "outside",
     gradient: str = "bptt",
+    segment_length: int = 0,
 ) -> ManualEngine | TorchEngine:
     """A fresh engine for ``impl`` ('manual' or 'torch') starting from copies of ``params``.
 
     ``device`` places the torch implementation ('cpu', 'cuda', 'cuda:1'); manual always runs on the CPU.
-    ``loss_reduction`` ('mean', 'sum'), ``eps_placement`` ('outside', 'inside') and ``gradient`` ('bptt',
-    'rtrl'): see the module docstring.
+    ``loss_reduction`` ('mean', 'sum'), ``eps_placement`` ('outside', 'inside'), ``gradient`` ('bptt',
+    'rtrl') and ``segment_length`` (checkpointed BPTT; 0: plain): see the module docstring.
     """
     options = {"loss_reduction": loss_reduction, "eps_placement": eps_placement, "gradient": gradient}
     if impl == "manual":
-        return ManualEngine(params, lr, clip, dtype, cell, eps, **options)
+        return ManualEngine(params, lr, clip, dtype, cell, eps, **options, segment_length=segment_length)
     if impl == "torch":
-        return TorchEngine(params, lr, clip, dtype, cell, eps, device, **options)
+        return TorchEngine(params, lr, clip, dtype, cell, eps, device, **options, segment_length=segment_length)
     raise ValueError(f"unknown implementation {impl!r}; choose from {IMPLEMENTATIONS}")

@@ -100,6 +100,7 @@ def estimated_memory(
     seq_length: int = 0,
     dtype_bytes: int = 8,
     engines: int = 1,
+    segment_length: int = 0,
 ) -> int:
     """Bytes that ``engines`` models of these sizes hold, at the least: a lower estimate, known before any array is.
 
@@ -108,13 +109,19 @@ def estimated_memory(
     step, as when a checkpoint is loaded to sample), what the forward keeps for the backward: per
     layer and time step the gate pre-activations, the state and the output, (G + parts + 1) B H,
     and the logits and probabilities, 2 B V. NumPy's, torch's and Python's temporaries come on top.
+
+    Checkpointed BPTT (``segment_length`` k >= 1; 0: off) keeps that per-step cache for one segment
+    of min(k, T) steps only, and the carried state at the start of each of the ceil(T / k) segments.
     """
     module = manual_cell(cell)
     gates, parts = int(module.GATES), int(module.STATE_PARTS)
     parameters = sum(math.prod(shape) for shape in param_shapes(vocab_size, hidden_size, cell, num_layers).values())
     state = num_layers * parts * batch_size * hidden_size
-    step = seq_length * batch_size * (num_layers * (gates + parts + 1) * hidden_size + 2 * vocab_size)
-    return engines * dtype_bytes * (3 * parameters + state + step)
+    cached_steps, saved_states = seq_length, 0
+    if segment_length > 0 and seq_length > 0:
+        cached_steps, saved_states = min(segment_length, seq_length), math.ceil(seq_length / segment_length)
+    step = cached_steps * batch_size * (num_layers * (gates + parts + 1) * hidden_size + 2 * vocab_size)
+    return engines * dtype_bytes * (3 * parameters + state + saved_states * state + step)
 
 
 def available_memory() -> int | None:
@@ -144,9 +151,18 @@ def memory_problem(needed: int, what: str, fix: str) -> str | None:
     )
 
 
+def memory_estimate(needed: int, how: str = "") -> str:
+    """'at least 12 MB (an estimate, <how>; 3.1 GB available)': what a command prints before it starts."""
+    available = available_memory()
+    what = f"at least {amount(needed)} (an estimate{', ' + how if how else ''}"
+    return what + (f"; {amount(available)} available)" if available is not None else ")")
+
+
 def amount(count: int) -> str:
-    """A byte count in words: '6.4 GB', '120 MB'."""
-    return f"{count / 1e9:,.1f} GB" if count >= 1e9 else f"{count / 1e6:,.0f} MB"
+    """A byte count in words: '6.4 GB', '120 MB', '85 kB'."""
+    if count >= 1e9:
+        return f"{count / 1e9:,.1f} GB"
+    return f"{count / 1e6:,.0f} MB" if count >= 1e6 else f"{count / 1e3:,.0f} kB"
 
 
 # ----- forward mode (docs/forward.md): RTRL's influence, jacfwd's tangents -----------------------------------

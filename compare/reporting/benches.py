@@ -57,6 +57,16 @@ def memory(ctx: Context) -> list:
     return [bench_block(ctx, "memory", [*flags, "--memory-mb", "100,300"], ["--memory-mb", "1"])]
 
 
+def saved_and_curve(ctx: Context) -> list:
+    """docs/memory.md's two tables: what each backward keeps (bench --saved), then the cost curve of
+    checkpointed BPTT, peak memory against time per character (bench --memory-curve)."""
+    saved_args = ["--saved", "--hidden", 4 if ctx.tiny else 100, "--steps", 5 if ctx.tiny else "100,1000"]
+    saved = ctx.run("compare.bench", saved_args)
+    tiny_curve = ["--steps", "20", "--segments", "5", "--cells", "rnn"]
+    curve = bench_block(ctx, "saved.curve", ["--memory-curve", "--cells", "rnn,lstm"], tiny_curve)
+    return [Block("saved", as_markdown(saved.stdout), [saved.shown]), curve]
+
+
 def distributed(ctx: Context) -> list:
     """docs/distributed.md's throughput table: torchrun with 1 and 2 processes."""
     tiny = ["--configs", "mid", "--impls", "manual", *TINY_TIMING, "--rounds", 1]

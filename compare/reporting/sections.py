@@ -88,6 +88,12 @@ SECTIONS = {
         ),
         Section("calls", peers.calls, ("bench.calls",), "C calls, Python calls and operators of one seed-config step"),
         Section("memory", benches.memory, ("memory",), "peak memory on a 100 MB text"),
+        Section(
+            "saved",
+            benches.saved_and_curve,
+            ("saved", "saved.curve"),
+            "what each backward keeps; checkpointed BPTT's peak memory against time, T up to 10,000",
+        ),
         Section("distributed", benches.distributed, ("distributed",), "1 and 2 processes"),
         Section("hosts", benches.hosts, ("hosts",), "1 and 2 hosts (network namespaces; needs root)"),
         Section(

@@ -61,7 +61,14 @@ from compare.model.cells import (
     resolve_cell,
 )
 from compare.model.checkpoint import BEST, CheckpointError, find_checkpoint, load_checkpoint, run_dir_of
-from compare.model.init import SIZE_LIMITS, estimated_memory, forward_mode_cost, memory_problem, size_problem
+from compare.model.init import (
+    SIZE_LIMITS,
+    estimated_memory,
+    forward_mode_cost,
+    memory_estimate,
+    memory_problem,
+    size_problem,
+)
 from compare.model.sampling import MAX_SAMPLE_LENGTH
 
 DEFAULT_TIMEOUT_S = 300.0  # seconds a data-parallel rank waits for the others (--dist-timeout)
@@ -91,6 +98,7 @@ RESUME_MAY_CHANGE = frozenset(
         "overwrite",
         "device",
         "dist_timeout",
+        "segment_length",  # memory for time: the losses move only within rounding (docs/memory.md#in-training)
     }
 )
 
@@ -134,6 +142,7 @@ class TrainConfig:
     cell: str = "rnn"  # rnn, lstm, gru, or a cell's import path or file (compare.model.cells)
     num_layers: int = 1
     seq_length: int = 25
+    segment_length: int = 0  # checkpointed BPTT: keep the state every k steps, recompute in backward; 0: off
     batch_size: int = 1
     lr: float = 0.05  # the original's 0.1 latches some seeds on the prose corpus (docs/training.md)
     clip: float = 5.0
@@ -187,6 +196,8 @@ def config_problem(config: TrainConfig) -> str | None:
         return problem
     if not (math.isfinite(config.lr) and config.lr > 0):  # also rejects nan and inf
         return f"--lr must be a positive number, got {config.lr} (the default is {defaults.lr})"
+    if config.segment_length < 0:
+        return f"--segment-length must be >= 0 (0 keeps every step: plain BPTT), got {config.segment_length}"
     if config.gradflow_every < 0:
         return f"--gradflow-every must be >= 0 (0 turns it off), got {config.gradflow_every}"
     if not config.clip >= 0:
@@ -247,10 +258,10 @@ def describe_run(config: TrainConfig | RunSpec) -> RunSpec:
     return RunSpec(config, cell, corpus, np.dtype(config.dtype))
 
 
-def run_memory_problem(config: TrainConfig, vocab_size: int, cell: CellPair | None = None) -> str | None:
-    """Whether the run's engines fit in the memory this machine has available (compare.model.init.estimated_memory);
+def run_memory_needed(config: TrainConfig, vocab_size: int, cell: CellPair | None = None) -> int:
+    """Bytes the run's engines hold at the least (compare.model.init.estimated_memory), checkpointed BPTT included;
     ``cell``: config.cell resolved (None: resolved here)."""
-    needed = estimated_memory(
+    return estimated_memory(
         vocab_size,
         config.hidden_size,
         config.cell if cell is None else cell,
@@ -259,9 +270,25 @@ def run_memory_problem(config: TrainConfig, vocab_size: int, cell: CellPair | No
         config.seq_length,
         dtype_bytes=4 if config.dtype == "float32" else 8,
         engines=2 if config.impl == "both" else 1,
+        segment_length=config.segment_length,
     )
+
+
+def run_memory_problem(config: TrainConfig, vocab_size: int, cell: CellPair | None = None) -> str | None:
+    """Whether the run's engines fit in the memory this machine has available; the fix names --segment-length
+    while the run keeps every step."""
+    needed = run_memory_needed(config, vocab_size, cell)
     what = f"training (--hidden-size {config.hidden_size}, --num-layers {config.num_layers}, vocabulary {vocab_size})"
-    return memory_problem(needed, what, "lower --hidden-size, --num-layers, --batch-size or --seq-length")
+    fix = "lower --hidden-size, --num-layers, --batch-size or --seq-length"
+    if config.segment_length == 0 or config.segment_length >= config.seq_length:
+        fix += ", or keep fewer steps with --segment-length (checkpointed BPTT: docs/memory.md)"
+    return memory_problem(needed, what, fix)
+
+
+def memory_line(config: TrainConfig, vocab_size: int, cell: CellPair | None = None) -> str:
+    """'memory: at least 12 MB (an estimate; 3.1 GB available)', printed before a run starts."""
+    kept = f"checkpointed BPTT, the state kept every {config.segment_length} steps" if config.segment_length else ""
+    return f"memory: {memory_estimate(run_memory_needed(config, vocab_size, cell), kept)}"
 
 
 def device_problem(config: TrainConfig) -> str | None:
@@ -370,6 +397,7 @@ def build_parser(with_defaults: bool = True) -> CommandParser:
     add_model_flags(parser)
     add_optimization_flags(parser)
     add_gradient_flags(parser)
+    add_memory_flags(parser)
     add_logging_flags(parser)
     add_checkpoints_flags(parser)
     if with_defaults:
@@ -510,6 +538,8 @@ def gradient_problem(config: TrainConfig) -> str | None:
         return f"--grad must be one of bptt, rtrl, got {config.grad!r}"
     if config.grad == "rtrl" and config.num_layers != 1:
         return f"--grad rtrl trains one layer (RTRL by hand is written for one), got --num-layers {config.num_layers}"
+    if config.grad == "rtrl" and config.segment_length:
+        return "--grad rtrl carries the gradient forward and keeps no cache to checkpoint: leave out --segment-length"
     if config.grad == "rtrl" and config.cell not in ("rnn", "lstm", "gru"):
         return f"--grad rtrl needs a built-in cell (rnn, lstm, gru), whose step Jacobians it has; got {config.cell}"
     return None
@@ -521,6 +551,19 @@ def forward_mode_problem(config: TrainConfig, vocab_size: int) -> str | None:
         return None
     cost = forward_mode_cost(vocab_size, config.hidden_size, config.cell, config.batch_size, config.seq_length)
     return cost.problem(f"--grad rtrl (--hidden-size {config.hidden_size}, --batch-size {config.batch_size})")
+
+
+def add_memory_flags(parser: CommandParser) -> None:
+    memory = parser.add_argument_group("memory (long sequences)")
+    memory.add_argument(
+        "--segment-length",
+        type=int,
+        metavar="K",
+        help="checkpointed BPTT: keep the carried state every K steps and recompute each K-step segment's cache "
+        "in the backward pass (about T/K states and one segment kept instead of T steps, for one more forward "
+        "pass; the losses agree with a plain run within rounding); 0 keeps every step (plain BPTT). A resume may "
+        "change it (docs/memory.md#in-training)",
+    )
 
 
 def add_logging_flags(parser: CommandParser) -> None:
@@ -563,7 +606,7 @@ def add_checkpoints_flags(parser: CommandParser) -> None:
         "--resume",
         help="continue from a run directory (runs/<run> or runs/<run>/<impl>) or a checkpoint "
         "file, with its settings; only --impl, --data (same text), --threads, --device, "
-        "--dist-timeout, --epochs, --max-steps and the logging and checkpoint flags may "
+        "--dist-timeout, --segment-length, --epochs, --max-steps and the logging and checkpoint flags may "
         "differ. It trains on in the run directory that holds the checkpoint (or in --logdir/"
         "--run-name when given); a checkpoint kept elsewhere starts a new run under --logdir",
     )

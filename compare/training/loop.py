@@ -28,7 +28,14 @@ from compare.model.checkpoint import BEST, RunProgress, check_writable_directory
 from compare.model.init import init_params
 from compare.model.sampling import sample_text
 from compare.training.agreement import worst
-from compare.training.config import RunSpec, TrainConfig, apply_torch_threads, describe_run, resume_source
+from compare.training.config import (
+    RunSpec,
+    TrainConfig,
+    apply_torch_threads,
+    describe_run,
+    memory_line,
+    resume_source,
+)
 from compare.training.logger import (
     Logger,
     NullLogger,
@@ -163,6 +170,8 @@ def build_run(spec: TrainConfig | RunSpec, parallel: DataParallel) -> Run:
     torch_threads = apply_torch_threads(config, cell)  # without --threads: by a rule on the configuration
     if parallel.is_main and config.impl != "manual":
         print(torch_threads.line())
+    if parallel.is_main:
+        print(memory_line(config, len(corpus.vocab), cell))
     torch.manual_seed(config.seed)
     # Same seed and flags, same losses, bit for bit. On the CPU this changes no kernel the model
     # uses (measured: identical losses and weights with and without it, no speed difference beyond
@@ -187,6 +196,7 @@ def build_run(spec: TrainConfig | RunSpec, parallel: DataParallel) -> Run:
                 loss_reduction=config.loss_reduction,
                 eps_placement=config.adagrad_eps_placement,
                 gradient=config.grad,
+                segment_length=config.segment_length,
             )
         )
         for name in impls
