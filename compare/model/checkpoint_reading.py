@@ -137,6 +137,7 @@ CONFIG_TYPES: dict[str, tuple[Callable[[object], bool], ...]] = {
             "logdir",
             "loss_reduction",
             "adagrad_eps_placement",
+            "grad",
         ),
         (is_str,),
     ),
@@ -182,6 +183,7 @@ CONFIG_ADDED_LATER = {
     "loss_reduction": "mean",  # PyTorch's conventions, the only ones before these settings existed
     "adagrad_eps": 1e-10,
     "adagrad_eps_placement": "outside",
+    "grad": "bptt",  # reverse mode: the only gradient there was before --grad
     "segment_length": 0,  # 0: plain BPTT, every step kept (checkpointed BPTT came later)
     "overwrite": False,  # what a run was started with, stored with the rest; a resume never uses it
 }
