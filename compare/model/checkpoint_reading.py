@@ -137,6 +137,7 @@ CONFIG_TYPES: dict[str, tuple[Callable[[object], bool], ...]] = {
             "logdir",
             "loss_reduction",
             "adagrad_eps_placement",
+            "optimizer",
         ),
         (is_str,),
     ),
@@ -181,6 +182,7 @@ CONFIG_ADDED_LATER = {
     "loss_reduction": "mean",  # PyTorch's conventions, the only ones before these settings existed
     "adagrad_eps": 1e-10,
     "adagrad_eps_placement": "outside",
+    "optimizer": "adagrad",  # the only optimizer there was
     "overwrite": False,  # what a run was started with, stored with the rest; a resume never uses it
 }
 POSITIVE_CONFIG = ("hidden_size", "num_layers", "batch_size", "seq_length")
@@ -274,9 +276,8 @@ def expected_arrays(header: dict[str, Any]) -> dict[str, ArraySpec]:
     """
     config = header["config"]
     shapes = model_shapes(config, len(header["vocab"]))
-    specs = {
-        f"{kind}/{name}": ArraySpec("f", shape) for kind in ("params", "accumulators") for name, shape in shapes.items()
-    }
+    kinds = ("params", "accumulators", "moments") if config.get("optimizer") == "adam" else ("params", "accumulators")
+    specs = {f"{kind}/{name}": ArraySpec("f", shape) for kind in kinds for name, shape in shapes.items()}
     parts = manual_cell(config["cell"]).STATE_PARTS
     hidden_shape = (config["num_layers"], parts, config["batch_size"], config["hidden_size"])
     specs["hidden"] = ArraySpec("f", hidden_shape, required=False)  # absent before the first step
@@ -346,7 +347,7 @@ def check_declared(name: str, spec: ArraySpec, shape: tuple[int, ...], dtype: np
 
 
 def check_values(array: np.ndarray, name: str, spec: ArraySpec, path: Path) -> None:
-    """Floating arrays must be finite; AdaGrad's accumulators, sums of squares, also >= 0."""
+    """Floating arrays must be finite; the optimizer's accumulators, (means of) squares, also >= 0."""
     if spec.kind != "f":
         return
     if not np.isfinite(array).all():

@@ -1,7 +1,9 @@
 """One training-step interface over both implementations.
 
 ``ManualEngine`` drives ``manual`` (hand-written gradients, hand-written AdaGrad);
-``TorchEngine`` drives ``torchref`` (autograd, ``torch.optim.Adagrad``). Both take the
+``TorchEngine`` drives ``torchref`` (autograd, ``torch.optim.Adagrad``). ``optimizer`` swaps
+AdaGrad for RMSProp (char-rnn's: ``manual.RMSprop``, ``torch.optim.RMSprop``) or Adam
+(``manual.Adam``, ``torch.optim.Adam``). Both take the
 same NumPy parameter dict and the same integer batches, clip element-wise after
 backward and before the update, and carry the hidden state from chunk to chunk.
 
@@ -24,12 +26,18 @@ import torch
 import manual
 import torchref
 from compare.model.cells import CellPair, cell_pair
-from compare.model.state import EngineState
+from compare.model.state import OPTIMIZERS, EngineState
 
 IMPLEMENTATIONS = ("manual", "torch")
 NUMPY_DTYPES = {"float32": np.float32, "float64": np.float64}
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 ADAGRAD_EPS = 1e-10  # torch.optim.Adagrad's default, added outside the square root
+# What torch calls each statistic EngineState carries, per optimizer
+TORCH_STATE_KEYS = {
+    "adagrad": {"accumulators": "sum"},
+    "rmsprop": {"accumulators": "square_avg"},
+    "adam": {"accumulators": "exp_avg_sq", "moments": "exp_avg"},
+}
 
 
 @dataclass
@@ -90,6 +98,7 @@ class ManualEngine:
         *,
         loss_reduction: str = "mean",
         eps_placement: str = "outside",
+        optimizer: str = "adagrad",
     ) -> None:
         self.dtype = NUMPY_DTYPES[dtype]
         self.dtype_name = dtype
@@ -101,8 +110,16 @@ class ManualEngine:
         # update are whole-buffer passes (manual.flat), the same numbers in fewer calls
         self.params = manual.flat.FlatArrays.copy_of(params, self.dtype)
         self.grads = self.params.zeros_like()  # backward writes into it, every step
-        self.optimizer = manual.Adagrad(self.params, lr=lr, eps=eps, eps_placement=eps_placement)
-        self.updates = 0  # AdaGrad steps taken; torch's optimizer counts them as 'step'
+        self.optimizer: manual.Adagrad | manual.RMSprop | manual.Adam
+        if optimizer == "adagrad":
+            self.optimizer = manual.Adagrad(self.params, lr=lr, eps=eps, eps_placement=eps_placement)
+        elif optimizer == "rmsprop":
+            self.optimizer = manual.RMSprop(self.params, lr=lr)
+        elif optimizer == "adam":
+            self.optimizer = manual.Adam(self.params, lr=lr)
+        else:
+            raise ValueError(f"unknown optimizer {optimizer!r}; choose from {OPTIMIZERS}")
+        self.updates = 0  # optimizer steps taken; torch's optimizer counts them as 'step'
         self.clip = clip
         self.hidden: np.ndarray | None = None  # (L, P, B, H) state carried from chunk to chunk
         # data-parallel runs: averages over the ranks (compare.training.parallel)
@@ -128,7 +145,7 @@ class ManualEngine:
         return self.clip_and_update(mean_loss, grads)
 
     def clip_and_update(self, loss: SupportsFloat, grads: dict[str, np.ndarray]) -> StepStats:
-        """Measure and clip ``grads`` in place, then take one AdaGrad step.
+        """Measure and clip ``grads`` in place, then take one optimizer step.
 
         grads: a dict like the parameters, or (from train_step) ``self.grads``, whose one flat buffer
         makes the clip and the update a few calls in all instead of a few per parameter.
@@ -169,13 +186,21 @@ class ManualEngine:
         """float64 copies of everything training continues from (see compare.model.checkpoint)."""
         accumulators = {name: value.astype(np.float64) for name, value in self.optimizer.accumulators.items()}
         hidden = None if self.hidden is None else self.hidden.astype(np.float64)
-        return EngineState(self.numpy_params(), accumulators, self.updates, hidden)
+        moments = None
+        if isinstance(self.optimizer, manual.Adam):
+            moments = {name: value.astype(np.float64) for name, value in self.optimizer.moments.items()}
+        return EngineState(self.numpy_params(), accumulators, self.updates, hidden, moments)
 
     def load_state(self, state: EngineState) -> None:
         """Continue from ``state``, whichever implementation exported it."""
         for name in self.params:
             self.params[name][...] = state.params[name]  # in place: the optimizer holds this same dict
             self.optimizer.accumulators[name][...] = state.accumulators[name]
+        if isinstance(self.optimizer, manual.Adam):
+            assert state.moments is not None, "an Adam run's state holds its first moments"
+            for name in self.params:
+                self.optimizer.moments[name][...] = state.moments[name]
+            self.optimizer.steps = state.updates  # t of the bias correction
         self.updates = state.updates
         self.hidden = None if state.hidden is None else np.array(state.hidden, dtype=self.dtype)
 
@@ -195,6 +220,7 @@ class TorchEngine:
         *,
         loss_reduction: str = "mean",
         eps_placement: str = "outside",
+        optimizer: str = "adagrad",
     ) -> None:
         self.device = torch.device(device)
         self.pair = cell_pair(cell)  # resolved once: the train command hands the pair down
@@ -202,8 +228,17 @@ class TorchEngine:
         self.twin = self.pair.torch  # the module whose step the model runs: built-in or plugged in
         self.model = torchref.CharRNN(params, cell=self.twin, dtype=TORCH_DTYPES[dtype], device=self.device)
         self.loss_reduction = loss_reduction
-        self.optimizer: torch.optim.Adagrad
-        if eps_placement == "inside":
+        self.optimizer_name = optimizer
+        self.optimizer: torch.optim.Optimizer
+        if optimizer == "rmsprop":  # char-rnn's decay and eps (torch's defaults are 0.99 and 1e-8)
+            self.optimizer = torch.optim.RMSprop(
+                self.model.parameters(), lr=lr, alpha=manual.rmsprop.ALPHA, eps=manual.rmsprop.EPS, foreach=True
+            )
+        elif optimizer == "adam":  # torch's betas and eps
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, foreach=True)
+        elif optimizer != "adagrad":
+            raise ValueError(f"unknown optimizer {optimizer!r}; choose from {OPTIMIZERS}")
+        elif eps_placement == "inside":
             self.optimizer = torchref.AdagradEpsInside(self.model.parameters(), lr=lr, eps=eps)
         elif eps_placement == "outside":
             # foreach: one call updates every parameter (the same arithmetic as the per-tensor loop,
@@ -273,20 +308,37 @@ class TorchEngine:
     def export_state(self) -> EngineState:
         """float64 copies of everything training continues from (see compare.model.checkpoint)."""
         named = dict(self.model.named_parameters())
-        accumulators = {
-            name: self.optimizer.state[param]["sum"].double().cpu().numpy().copy() for name, param in named.items()
-        }
-        updates = int(self.optimizer.state[named["U"]]["step"])  # the same count for every parameter
+        statistics: dict[str, dict[str, np.ndarray]] = {}
+        for kind, key in TORCH_STATE_KEYS[self.optimizer_name].items():
+            statistics[kind] = {name: self.optimizer_state(param, key) for name, param in named.items()}
+        updates = int(self.optimizer.state[named["U"]].get("step", 0))  # the same count for every parameter
         hidden = None if self.hidden is None else self.hidden.double().cpu().numpy().copy()
-        return EngineState(self.model.numpy_params(), accumulators, updates, hidden)
+        return EngineState(self.model.numpy_params(), updates=updates, hidden=hidden, **statistics)
+
+    def optimizer_state(self, param: torch.nn.Parameter, key: str) -> np.ndarray:
+        """torch's ``state[param][key]`` as float64 NumPy; zeros before RMSProp's or Adam's first step creates it."""
+        state = self.optimizer.state[param]
+        if key not in state:
+            return np.zeros(param.shape)
+        return state[key].double().cpu().numpy().copy()
 
     @torch.no_grad()
     def load_state(self, state: EngineState) -> None:
         """Continue from ``state``, whichever implementation exported it."""
+        statistics = {"accumulators": state.accumulators, "moments": state.moments}
         for name, param in self.model.named_parameters():
             param.copy_(self._tensor(state.params[name]))  # copy_ casts to the model's dtype
-            self.optimizer.state[param]["sum"].copy_(self._tensor(state.accumulators[name]))
-            self.optimizer.state[param]["step"].fill_(state.updates)
+            torch_state = self.optimizer.state[param]
+            if self.optimizer_name != "adagrad":  # torch creates RMSProp's and Adam's state at their first step
+                # as torch's own _init_group makes it, so that it skips that: a 0-d float 'step' (float64 only when
+                # that is torch's default dtype: float32 counts exactly to 2^24 steps, as torch's own does)
+                scalar_dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+                torch_state["step"] = torch.tensor(0.0, dtype=scalar_dtype)
+            for kind, key in TORCH_STATE_KEYS[self.optimizer_name].items():
+                values = statistics[kind]
+                assert values is not None, f"a {self.optimizer_name} run's state holds its {kind}"
+                torch_state[key] = self._tensor(values[name], param.dtype).clone()
+            torch_state["step"].fill_(state.updates)
         if state.hidden is None:
             self.hidden = None
         else:
@@ -317,13 +369,16 @@ def make_engine(
     *,
     loss_reduction: str = "mean",
     eps_placement: str = "outside",
+    optimizer: str = "adagrad",
 ) -> ManualEngine | TorchEngine:
     """A fresh engine for ``impl`` ('manual' or 'torch') starting from copies of ``params``.
 
     ``device`` places the torch implementation ('cpu', 'cuda', 'cuda:1'); manual always runs on the CPU.
-    ``loss_reduction`` ('mean', 'sum') and ``eps_placement`` ('outside', 'inside'): see the module docstring.
+    ``loss_reduction`` ('mean', 'sum'), ``eps_placement`` ('outside', 'inside'; AdaGrad's) and ``optimizer``
+    ('adagrad', 'rmsprop', 'adam'; ``eps`` is AdaGrad's, the others take their fixed defaults): see the module
+    docstring.
     """
-    options = {"loss_reduction": loss_reduction, "eps_placement": eps_placement}
+    options = {"loss_reduction": loss_reduction, "eps_placement": eps_placement, "optimizer": optimizer}
     if impl == "manual":
         return ManualEngine(params, lr, clip, dtype, cell, eps, **options)
     if impl == "torch":

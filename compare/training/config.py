@@ -63,6 +63,7 @@ from compare.model.cells import (
 from compare.model.checkpoint import BEST, CheckpointError, find_checkpoint, load_checkpoint, run_dir_of
 from compare.model.init import SIZE_LIMITS, estimated_memory, memory_problem, size_problem
 from compare.model.sampling import MAX_SAMPLE_LENGTH
+from compare.model.state import OPTIMIZERS
 
 DEFAULT_TIMEOUT_S = 300.0  # seconds a data-parallel rank waits for the others (--dist-timeout)
 AGREE_EVERY = 10  # one extra manual and autograd forward/backward per 10 steps (docs/training.md: the cost)
@@ -140,6 +141,7 @@ class TrainConfig:
     loss_reduction: str = "mean"  # 'sum': minimize the sum over the T*B characters (min-char-rnn); logs stay per char
     adagrad_eps: float = 1e-10  # torch.optim.Adagrad's default
     adagrad_eps_placement: str = "outside"  # 'outside': sqrt(G) + eps (PyTorch); 'inside': sqrt(G + eps) (min-char-rnn)
+    optimizer: str = "adagrad"  # or 'rmsprop' (char-rnn's), 'adam' (PyTorch's): compare.model.engines.OPTIMIZERS
     epochs: int = 12  # about a minute on 2 cores (docs/training.md)
     max_steps: int | None = None
     seed: int = 42
@@ -198,7 +200,11 @@ def config_problem(config: TrainConfig) -> str | None:
         return (
             f"--adagrad-eps must be a positive number, got {config.adagrad_eps} (the default is {defaults.adagrad_eps})"
         )
-    for name, choices in (("loss_reduction", ("mean", "sum")), ("adagrad_eps_placement", ("outside", "inside"))):
+    for name, choices in (
+        ("loss_reduction", ("mean", "sum")),
+        ("adagrad_eps_placement", ("outside", "inside")),
+        ("optimizer", OPTIMIZERS),
+    ):
         if getattr(config, name) not in choices:  # a checkpoint's value: argparse has checked typed ones
             return f"--{name.replace('_', '-')} must be one of {', '.join(choices)}, got {getattr(config, name)!r}"
     if config.max_steps is not None and config.max_steps <= 0:
@@ -456,7 +462,12 @@ def add_optimization_flags(parser: CommandParser) -> None:
     optim = parser.add_argument_group("optimization")
     optim.add_argument("--seq-length", type=int, help="T, characters per chunk: how far back truncated BPTT reaches")
     optim.add_argument("--batch-size", type=int, help="B, parallel streams the text is split into")
-    optim.add_argument("--lr", type=float, help="AdaGrad learning rate")
+    optim.add_argument(
+        "--lr",
+        type=float,
+        help="learning rate of --optimizer (AdaGrad's default 0.05; try 2e-3 for "
+        "RMSProp, as char-rnn, and 1e-3 for Adam)",
+    )
     optim.add_argument(
         "--clip", type=float, help="clip every gradient entry to [-clip, clip] before the update; 0 turns clipping off"
     )
@@ -473,6 +484,13 @@ def add_optimization_flags(parser: CommandParser) -> None:
         choices=["outside", "inside"],
         help="AdaGrad's denominator: sqrt(G) + eps (outside, torch.optim.Adagrad) "
         "or sqrt(G + eps) (inside, min-char-rnn)",
+    )
+    optim.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        help="the update: adagrad (torch.optim.Adagrad's), rmsprop (char-rnn's: decay 0.95, eps 1e-8 outside the "
+        "root; torch.optim.RMSprop(alpha=0.95)) or adam (torch.optim.Adam's: betas 0.9, 0.999, eps 1e-8, bias "
+        "correction); written by hand in manual, taken from torch.optim in torch (docs/training.md#optimizers)",
     )
     optim.add_argument(
         "--preset",

@@ -63,6 +63,7 @@ HPARAMS = (
     "clip",
     "loss_reduction",
     "adagrad_eps_placement",
+    "optimizer",
     "dtype",
     "seed",
 )

@@ -186,6 +186,7 @@ def build_run(spec: TrainConfig | RunSpec, parallel: DataParallel) -> Run:
                 device=parallel.torch_device(config.device),
                 loss_reduction=config.loss_reduction,
                 eps_placement=config.adagrad_eps_placement,
+                optimizer=config.optimizer,
             )
         )
         for name in impls
