@@ -341,6 +341,8 @@ def test_the_preset_sets_min_char_rnns_settings_and_typed_flags_override_it():
         (["--loss-reduction", "max"], "invalid choice"),
         (["--preset", "modern"], "invalid choice"),
         (["--optimizer", "sgd"], "invalid choice"),
+        (["--clip-norm", "-1"], "--clip-norm must be a number >= 0"),
+        (["--clip-norm", "nan"], "--clip-norm must be a number >= 0"),
     ],
 )
 def test_bad_optimizer_settings_are_one_line_errors(flags, phrase, capsys):

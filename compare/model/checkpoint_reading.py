@@ -161,7 +161,7 @@ CONFIG_TYPES: dict[str, tuple[Callable[[object], bool], ...]] = {
         (is_int,),
     ),
     **dict.fromkeys(("max_steps", "threads", "eval_every"), (is_int, is_none)),
-    **dict.fromkeys(("val_frac", "lr", "clip", "dist_timeout", "adagrad_eps"), (is_number,)),
+    **dict.fromkeys(("val_frac", "lr", "clip", "dist_timeout", "adagrad_eps", "clip_norm"), (is_number,)),
     "overwrite": (is_bool,),
 }
 TYPE_NAMES: dict[Callable[[object], bool], str] = {
@@ -183,6 +183,7 @@ CONFIG_ADDED_LATER = {
     "adagrad_eps": 1e-10,
     "adagrad_eps_placement": "outside",
     "optimizer": "adagrad",  # the only optimizer there was
+    "clip_norm": 0.0,  # no clipping by the global norm
     "overwrite": False,  # what a run was started with, stored with the rest; a resume never uses it
 }
 POSITIVE_CONFIG = ("hidden_size", "num_layers", "batch_size", "seq_length")

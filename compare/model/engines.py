@@ -5,7 +5,8 @@
 AdaGrad for RMSProp (char-rnn's: ``manual.RMSprop``, ``torch.optim.RMSprop``) or Adam
 (``manual.Adam``, ``torch.optim.Adam``). Both take the
 same NumPy parameter dict and the same integer batches, clip element-wise after
-backward and before the update, and carry the hidden state from chunk to chunk.
+backward and before the update (then, with ``clip_norm``, by the global norm, as
+``torch.nn.utils.clip_grad_norm_``), and carry the hidden state from chunk to chunk.
 
 Two options shape the update, both defaulting to PyTorch's conventions: ``loss_reduction``
 'mean' (the gradient of the mean over the T*B characters) or 'sum' (of their sum, min-char-rnn's
@@ -84,6 +85,13 @@ class GradientAverager(Protocol):
     def average_tensors(self, grads: list[torch.Tensor], loss: SupportsFloat) -> float: ...
 
 
+def global_norm(grads: dict[str, np.ndarray]) -> float:
+    """The 2-norm of every entry of ``grads`` together."""
+    # np.vdot(g, g) is the sum of squares in one BLAS call (float32 sums in float32, as torch's norm does),
+    # one per parameter, summed in float64: one call over the whole buffer would round differently
+    return float(np.sqrt(sum(float(np.vdot(g, g).real) for g in grads.values())))
+
+
 class ManualEngine:
     name = "manual"
 
@@ -99,6 +107,7 @@ class ManualEngine:
         loss_reduction: str = "mean",
         eps_placement: str = "outside",
         optimizer: str = "adagrad",
+        clip_norm: float = 0.0,
     ) -> None:
         self.dtype = NUMPY_DTYPES[dtype]
         self.dtype_name = dtype
@@ -121,6 +130,7 @@ class ManualEngine:
             raise ValueError(f"unknown optimizer {optimizer!r}; choose from {OPTIMIZERS}")
         self.updates = 0  # optimizer steps taken; torch's optimizer counts them as 'step'
         self.clip = clip
+        self.clip_norm = clip_norm  # > 0: scale the gradients down to this global 2-norm (after the clip)
         self.hidden: np.ndarray | None = None  # (L, P, B, H) state carried from chunk to chunk
         # data-parallel runs: averages over the ranks (compare.training.parallel)
         self.gradient_averager: GradientAverager | None = None
@@ -150,9 +160,7 @@ class ManualEngine:
         grads: a dict like the parameters, or (from train_step) ``self.grads``, whose one flat buffer
         makes the clip and the update a few calls in all instead of a few per parameter.
         """
-        # np.vdot(g, g) is the sum of squares in one BLAS call (float32 sums in float32, as torch's norm does),
-        # one per parameter, summed in float64: one call over the whole buffer would round differently
-        grad_norm = float(np.sqrt(sum(float(np.vdot(g, g).real) for g in grads.values())))
+        grad_norm = global_norm(grads)
         clipped = 0
         if self.clip > 0:
             clip_targets = list(grads.values())
@@ -163,6 +171,8 @@ class ManualEngine:
                 if grad.max() > self.clip or grad.min() < -self.clip:
                     clipped += int(np.count_nonzero(np.abs(grad) > self.clip))
                     np.clip(grad, -self.clip, self.clip, out=grad)
+        if self.clip_norm > 0:  # after the element-wise clip, as calling clip_grad_norm_ after it does
+            manual.flat.clip_to_norm(grads, self.clip_norm, global_norm(grads) if clipped else grad_norm)
         self.optimizer.step(grads)
         self.updates += 1
         return StepStats(float(loss), grad_norm, clipped)
@@ -221,6 +231,7 @@ class TorchEngine:
         loss_reduction: str = "mean",
         eps_placement: str = "outside",
         optimizer: str = "adagrad",
+        clip_norm: float = 0.0,
     ) -> None:
         self.device = torch.device(device)
         self.pair = cell_pair(cell)  # resolved once: the train command hands the pair down
@@ -247,6 +258,7 @@ class TorchEngine:
         else:
             raise ValueError(f"unknown eps placement {eps_placement!r}; choose from ('outside', 'inside')")
         self.clip = clip
+        self.clip_norm = clip_norm  # > 0: scale the gradients down to this global 2-norm (after the clip)
         self.hidden: torch.Tensor | None = None  # (L, P, B, H) state carried from chunk to chunk
         # data-parallel runs: averages over the ranks (compare.training.parallel)
         self.gradient_averager: GradientAverager | None = None
@@ -282,6 +294,8 @@ class TorchEngine:
                 if grad.max() > self.clip or grad.min() < -self.clip:
                     clipped += int((grad.abs() > self.clip).sum())
                     grad.clamp_(-self.clip, self.clip)
+        if self.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm, foreach=True)
         self.optimizer.step()
         self.hidden = state_last.detach()  # truncated BPTT: keep the value, drop the graph
         return StepStats(float(mean_loss), grad_norm, clipped)
@@ -370,17 +384,41 @@ def make_engine(
     loss_reduction: str = "mean",
     eps_placement: str = "outside",
     optimizer: str = "adagrad",
+    clip_norm: float = 0.0,
 ) -> ManualEngine | TorchEngine:
     """A fresh engine for ``impl`` ('manual' or 'torch') starting from copies of ``params``.
 
     ``device`` places the torch implementation ('cpu', 'cuda', 'cuda:1'); manual always runs on the CPU.
     ``loss_reduction`` ('mean', 'sum'), ``eps_placement`` ('outside', 'inside'; AdaGrad's) and ``optimizer``
     ('adagrad', 'rmsprop', 'adam'; ``eps`` is AdaGrad's, the others take their fixed defaults): see the module
-    docstring.
+    docstring. ``clip_norm`` > 0 scales the (clipped) gradients down to that global 2-norm, as
+    ``torch.nn.utils.clip_grad_norm_``.
     """
-    options = {"loss_reduction": loss_reduction, "eps_placement": eps_placement, "optimizer": optimizer}
     if impl == "manual":
-        return ManualEngine(params, lr, clip, dtype, cell, eps, **options)
+        return ManualEngine(
+            params,
+            lr,
+            clip,
+            dtype,
+            cell,
+            eps,
+            loss_reduction=loss_reduction,
+            eps_placement=eps_placement,
+            optimizer=optimizer,
+            clip_norm=clip_norm,
+        )
     if impl == "torch":
-        return TorchEngine(params, lr, clip, dtype, cell, eps, device, **options)
+        return TorchEngine(
+            params,
+            lr,
+            clip,
+            dtype,
+            cell,
+            eps,
+            device,
+            loss_reduction=loss_reduction,
+            eps_placement=eps_placement,
+            optimizer=optimizer,
+            clip_norm=clip_norm,
+        )
     raise ValueError(f"unknown implementation {impl!r}; choose from {IMPLEMENTATIONS}")

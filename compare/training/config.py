@@ -142,6 +142,7 @@ class TrainConfig:
     adagrad_eps: float = 1e-10  # torch.optim.Adagrad's default
     adagrad_eps_placement: str = "outside"  # 'outside': sqrt(G) + eps (PyTorch); 'inside': sqrt(G + eps) (min-char-rnn)
     optimizer: str = "adagrad"  # or 'rmsprop' (char-rnn's), 'adam' (PyTorch's): compare.model.engines.OPTIMIZERS
+    clip_norm: float = 0.0  # > 0: scale the gradients to this global 2-norm (after --clip); 0: off
     epochs: int = 12  # about a minute on 2 cores (docs/training.md)
     max_steps: int | None = None
     seed: int = 42
@@ -192,6 +193,8 @@ def config_problem(config: TrainConfig) -> str | None:
         return f"--gradflow-every must be >= 0 (0 turns it off), got {config.gradflow_every}"
     if not config.clip >= 0:
         return f"--clip must be >= 0 (0 turns clipping off), got {config.clip}"
+    if not (math.isfinite(config.clip_norm) and config.clip_norm >= 0):
+        return f"--clip-norm must be a number >= 0 (0 turns it off), got {config.clip_norm}"
     if config.gradflow_every and (problem := flow_problem(config.cell)):
         return f"--gradflow-every: {problem}; or leave --gradflow-every out"
     if config.agree_every < 0:
@@ -491,6 +494,13 @@ def add_optimization_flags(parser: CommandParser) -> None:
         help="the update: adagrad (torch.optim.Adagrad's), rmsprop (char-rnn's: decay 0.95, eps 1e-8 outside the "
         "root; torch.optim.RMSprop(alpha=0.95)) or adam (torch.optim.Adam's: betas 0.9, 0.999, eps 1e-8, bias "
         "correction); written by hand in manual, taken from torch.optim in torch (docs/training.md#optimizers)",
+    )
+    optim.add_argument(
+        "--clip-norm",
+        type=float,
+        help="scale all the gradients together down to this global 2-norm when theirs is larger, as "
+        "torch.nn.utils.clip_grad_norm_ (char-rnn's grad_clip is element-wise: --clip); applied after --clip; "
+        "0 (the default) turns it off",
     )
     optim.add_argument(
         "--preset",

@@ -64,6 +64,7 @@ HPARAMS = (
     "loss_reduction",
     "adagrad_eps_placement",
     "optimizer",
+    "clip_norm",
     "dtype",
     "seed",
 )

@@ -187,6 +187,7 @@ def build_run(spec: TrainConfig | RunSpec, parallel: DataParallel) -> Run:
                 loss_reduction=config.loss_reduction,
                 eps_placement=config.adagrad_eps_placement,
                 optimizer=config.optimizer,
+                clip_norm=config.clip_norm,
             )
         )
         for name in impls
