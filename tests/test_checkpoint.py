@@ -219,6 +219,32 @@ def test_a_resumed_rmsprop_or_adam_run_equals_one_that_never_stopped(tmp_path, o
 
 
 @pytest.mark.exactness
+@pytest.mark.parametrize("schedule", ["step", "cosine"])
+def test_a_resumed_run_keeps_its_learning_rate_schedule(tmp_path, schedule, capsys):
+    # 2 epochs of 42 steps: the step schedule decays at 42 and the cosine runs to 0 at 84. 40 + 20 steps or 60 at once.
+    flags = {"impl": "both", "lr_schedule": schedule, "lr_decay": 0.5, "epochs": 2}
+    whole = train(parse_args(train_argv(tmp_path, "whole", max_steps=60, **flags)))
+    first = train(parse_args(train_argv(tmp_path, "split", max_steps=40, **flags)))
+    second = train(parse_args(["--resume", str(tmp_path / "runs" / "split"), "--max-steps", "60"]))
+    for name, result in whole["impls"].items():
+        # Exactly equal: the resumed engines replayed the schedule to the rate step 41 uses.
+        assert first["impls"][name]["losses"] + second["impls"][name]["losses"] == result["losses"], name
+        assert_states_equal(
+            final_checkpoint(tmp_path, "whole", name).engine, final_checkpoint(tmp_path, "split", name).engine
+        )
+
+    capsys.readouterr()  # drop the progress bars
+    more_epochs = ["--resume", str(tmp_path / "runs" / "split"), "--epochs", "3"]
+    if schedule == "step":  # decays every epoch, however many there are
+        assert parse_args(more_epochs).epochs == 3
+        return
+    with pytest.raises(SystemExit) as exit_info:  # the cosine's horizon is --epochs: other epochs, another schedule
+        parse_args(more_epochs)
+    assert exit_info.value.code == 2
+    assert "--epochs 3 (checkpoint: 2)" in capsys.readouterr().err
+
+
+@pytest.mark.exactness
 def test_a_manual_checkpoint_resumes_in_torch_with_the_same_losses(tmp_path):
     whole = train(parse_args(train_argv(tmp_path, "whole", impl="manual", max_steps=60)))
     train(parse_args(train_argv(tmp_path, "split", impl="manual", max_steps=40)))

@@ -12,6 +12,7 @@ from compare.data.corpus import StreamBatches, Vocab, builtin_corpus
 from compare.model.engines import ADAGRAD_EPS, make_engine
 from compare.model.init import init_params
 from compare.model.state import EngineState
+from manual.lr_schedule import LRSchedule
 
 pytestmark = pytest.mark.exactness  # docs/tolerances.md: run under every BLAS kernel and CPU capability
 
@@ -28,6 +29,7 @@ def lockstep_run(
     optimizer="adagrad",
     lr=0.1,
     clip_norm=0.0,
+    lr_schedule=None,
 ):
     """Train both engines in float64; per step: (manual StepStats, torch StepStats, params of each)."""
     text = builtin_corpus()[:20000]
@@ -45,6 +47,7 @@ def lockstep_run(
             eps=eps,
             optimizer=optimizer,
             clip_norm=clip_norm,
+            lr_schedule=lr_schedule,
         )
         for impl in ("manual", "torch")
     ]
@@ -166,3 +169,35 @@ def test_the_optimizer_gets_gradients_scaled_to_the_global_norm(impl, clip):
     # max_norm * norm / (norm + 1e-6) is 1e-6 / norm relatively below max_norm: norm >= 0.02 here (the largest
     # entry, after the clip), so under 5e-5 off, and float64 rounding adds nothing visible at 1e-4
     assert global_norm(grads) == pytest.approx(0.01, rel=1e-4, abs=0)
+
+
+SCHEDULES = {  # over the 50 steps: halved every 10 (rates exact in binary), and a cosine down to 0 at step 50
+    "step": LRSchedule("step", every=10, gamma=0.5),
+    "cosine": LRSchedule("cosine", horizon=50),
+}
+
+
+@pytest.mark.parametrize("optimizer, lr", [("adagrad", 0.1), ("adam", 0.01)])
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_learning_rate_schedules_train_in_lockstep(optimizer, lr, schedule):
+    history = lockstep_run(50, optimizer=optimizer, lr=lr, lr_schedule=SCHEDULES[schedule])
+    assert_lockstep(history, tolerance=1e-12)  # float64 rounding over 50 steps, as without a schedule
+    constant = lockstep_run(50, optimizer=optimizer, lr=lr)
+    assert not np.array_equal(history[-1][1][0]["W"], constant[-1][1][0]["W"])  # the schedule changed the steps
+
+
+@pytest.mark.parametrize("impl", ["manual", "torch"])
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_the_rate_after_each_update_follows_the_schedule(impl, schedule):
+    problem = random_problem(vocab_size=7, hidden_size=5, batch_size=3, seq_length=6, seed=4)
+    engine = make_engine(impl, problem["params"], lr=0.1, clip=5.0, dtype="float64", lr_schedule=SCHEDULES[schedule])
+    engine.reset_hidden(3)
+    rates = []
+    for _ in range(50):
+        engine.train_step(problem["inputs"], problem["targets"])
+        rates.append(engine.optimizer.lr if impl == "manual" else engine.optimizer.param_groups[0]["lr"])
+    if schedule == "step":  # 0.1 * 0.5^(t // 10): products by 0.5 are exact
+        assert rates == [0.1 * 0.5 ** (t // 10) for t in range(1, 51)]
+    else:  # the closed form 0.1 * (1 + cos(pi t / 50)) / 2, reached by 50 rounded ratios: within 1e-15 of it
+        closed = [0.1 * (1 + np.cos(np.pi * t / 50)) / 2 for t in range(1, 51)]
+        np.testing.assert_allclose(rates, closed, rtol=0, atol=1e-15)

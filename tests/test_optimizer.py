@@ -14,6 +14,7 @@ import torch
 from problems import random_params
 
 from manual import Adagrad, Adam, RMSprop
+from manual.lr_schedule import LRSchedule, ScheduledRate
 
 pytestmark = pytest.mark.exactness  # docs/tolerances.md: run under every BLAS kernel and CPU capability
 
@@ -195,3 +196,22 @@ def test_rmsprop_and_adam_steps_from_the_same_state_differ_only_by_fused_roundin
             assert np.array_equal(manual_params[name], expected.numpy()), where
             # So wherever the inputs of that last line agree, the two optimizers agree to the bit.
             assert np.array_equal(manual_params[name][same], param.detach().numpy()[same]), where
+
+
+@pytest.mark.parametrize("kind", ["step", "cosine"])
+def test_the_hand_written_schedule_gives_torchs_rates_to_the_bit(kind):
+    """torch's schedulers update the rate from the previous one, which rounds differently from the closed form."""
+    schedule = LRSchedule(kind, every=7, gamma=0.97, horizon=50)  # 130 updates: many decays, past the cosine's end
+    param = torch.nn.Parameter(torch.zeros(2))
+    optimizer = torch.optim.SGD([param], lr=0.05)
+    if kind == "step":
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=7, gamma=0.97)
+    else:
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=50)
+    rate = ScheduledRate(schedule, 0.05)
+    for update in range(1, 131):
+        param.grad = torch.zeros(2)
+        optimizer.step()
+        scheduler.step()
+        assert rate.step() == optimizer.param_groups[0]["lr"], f"after update {update}"
+    assert ScheduledRate(schedule, 0.05).restart_at(130) == rate.lr  # a resume's replay reaches the same rate

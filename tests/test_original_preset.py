@@ -343,6 +343,10 @@ def test_the_preset_sets_min_char_rnns_settings_and_typed_flags_override_it():
         (["--optimizer", "sgd"], "invalid choice"),
         (["--clip-norm", "-1"], "--clip-norm must be a number >= 0"),
         (["--clip-norm", "nan"], "--clip-norm must be a number >= 0"),
+        (["--lr-schedule", "linear"], "invalid choice"),
+        (["--lr-decay", "0"], "--lr-decay must be in (0, 1]"),
+        (["--lr-decay", "1.5"], "--lr-decay must be in (0, 1]"),
+        (["--lr-decay-every", "0"], "--lr-decay-every must be a positive number of epochs"),
     ],
 )
 def test_bad_optimizer_settings_are_one_line_errors(flags, phrase, capsys):

@@ -138,6 +138,7 @@ CONFIG_TYPES: dict[str, tuple[Callable[[object], bool], ...]] = {
             "loss_reduction",
             "adagrad_eps_placement",
             "optimizer",
+            "lr_schedule",
         ),
         (is_str,),
     ),
@@ -157,11 +158,12 @@ CONFIG_TYPES: dict[str, tuple[Callable[[object], bool], ...]] = {
             "sample_length",
             "checkpoint_every",
             "gradflow_every",
+            "lr_decay_every",
         ),
         (is_int,),
     ),
     **dict.fromkeys(("max_steps", "threads", "eval_every"), (is_int, is_none)),
-    **dict.fromkeys(("val_frac", "lr", "clip", "dist_timeout", "adagrad_eps", "clip_norm"), (is_number,)),
+    **dict.fromkeys(("val_frac", "lr", "clip", "dist_timeout", "adagrad_eps", "clip_norm", "lr_decay"), (is_number,)),
     "overwrite": (is_bool,),
 }
 TYPE_NAMES: dict[Callable[[object], bool], str] = {
@@ -184,6 +186,9 @@ CONFIG_ADDED_LATER = {
     "adagrad_eps_placement": "outside",
     "optimizer": "adagrad",  # the only optimizer there was
     "clip_norm": 0.0,  # no clipping by the global norm
+    "lr_schedule": "constant",
+    "lr_decay": 0.97,  # unused with a constant rate: the default
+    "lr_decay_every": 1,
     "overwrite": False,  # what a run was started with, stored with the rest; a resume never uses it
 }
 POSITIVE_CONFIG = ("hidden_size", "num_layers", "batch_size", "seq_length")

@@ -18,6 +18,7 @@ torch: ``torchref.AdagradEpsInside``). Whatever the step minimizes, StepStats.lo
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Protocol, SupportsFloat
 
@@ -28,6 +29,7 @@ import manual
 import torchref
 from compare.model.cells import CellPair, cell_pair
 from compare.model.state import OPTIMIZERS, EngineState
+from manual.lr_schedule import LRSchedule, ScheduledRate
 
 IMPLEMENTATIONS = ("manual", "torch")
 NUMPY_DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -108,6 +110,7 @@ class ManualEngine:
         eps_placement: str = "outside",
         optimizer: str = "adagrad",
         clip_norm: float = 0.0,
+        lr_schedule: LRSchedule | None = None,
     ) -> None:
         self.dtype = NUMPY_DTYPES[dtype]
         self.dtype_name = dtype
@@ -129,6 +132,8 @@ class ManualEngine:
         else:
             raise ValueError(f"unknown optimizer {optimizer!r}; choose from {OPTIMIZERS}")
         self.updates = 0  # optimizer steps taken; torch's optimizer counts them as 'step'
+        # the learning rate of the next update, by hand (None: --lr throughout)
+        self.rate = None if lr_schedule is None or lr_schedule.kind == "constant" else ScheduledRate(lr_schedule, lr)
         self.clip = clip
         self.clip_norm = clip_norm  # > 0: scale the gradients down to this global 2-norm (after the clip)
         self.hidden: np.ndarray | None = None  # (L, P, B, H) state carried from chunk to chunk
@@ -175,6 +180,8 @@ class ManualEngine:
             manual.flat.clip_to_norm(grads, self.clip_norm, global_norm(grads) if clipped else grad_norm)
         self.optimizer.step(grads)
         self.updates += 1
+        if self.rate is not None:
+            self.optimizer.lr = self.rate.step()
         return StepStats(float(loss), grad_norm, clipped)
 
     def eval_loss(self, inputs: np.ndarray, targets: np.ndarray, state: np.ndarray) -> tuple[float, np.ndarray]:
@@ -212,6 +219,8 @@ class ManualEngine:
                 self.optimizer.moments[name][...] = state.moments[name]
             self.optimizer.steps = state.updates  # t of the bias correction
         self.updates = state.updates
+        if self.rate is not None:
+            self.optimizer.lr = self.rate.restart_at(state.updates)
         self.hidden = None if state.hidden is None else np.array(state.hidden, dtype=self.dtype)
 
 
@@ -232,6 +241,7 @@ class TorchEngine:
         eps_placement: str = "outside",
         optimizer: str = "adagrad",
         clip_norm: float = 0.0,
+        lr_schedule: LRSchedule | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.pair = cell_pair(cell)  # resolved once: the train command hands the pair down
@@ -259,6 +269,8 @@ class TorchEngine:
             raise ValueError(f"unknown eps placement {eps_placement!r}; choose from ('outside', 'inside')")
         self.clip = clip
         self.clip_norm = clip_norm  # > 0: scale the gradients down to this global 2-norm (after the clip)
+        self.lr_schedule = lr_schedule
+        self.scheduler = torch_scheduler(self.optimizer, lr_schedule)
         self.hidden: torch.Tensor | None = None  # (L, P, B, H) state carried from chunk to chunk
         # data-parallel runs: averages over the ranks (compare.training.parallel)
         self.gradient_averager: GradientAverager | None = None
@@ -297,6 +309,8 @@ class TorchEngine:
         if self.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm, foreach=True)
         self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
         self.hidden = state_last.detach()  # truncated BPTT: keep the value, drop the graph
         return StepStats(float(mean_loss), grad_norm, clipped)
 
@@ -353,10 +367,33 @@ class TorchEngine:
                 assert values is not None, f"a {self.optimizer_name} run's state holds its {kind}"
                 torch_state[key] = self._tensor(values[name], param.dtype).clone()
             torch_state["step"].fill_(state.updates)
+        if self.scheduler is not None:  # torch's own rates, replayed from the start as training reached them
+            for group in self.optimizer.param_groups:
+                group["lr"] = group["initial_lr"]
+            scheduler = torch_scheduler(self.optimizer, self.lr_schedule)
+            assert scheduler is not None  # the schedule is not constant: there was one
+            with warnings.catch_warnings():  # the replay steps the scheduler without the optimizer, on purpose
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler")
+                for _ in range(state.updates):
+                    scheduler.step()
+            self.scheduler = scheduler
         if state.hidden is None:
             self.hidden = None
         else:
             self.hidden = self._tensor(state.hidden, self.model.W.dtype).clone()  # never share the caller's array
+
+
+def torch_scheduler(
+    optimizer: torch.optim.Optimizer, schedule: LRSchedule | None
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """torch's scheduler for ``schedule`` (stepped once per update), or None for a constant rate."""
+    if schedule is None or schedule.kind == "constant":
+        return None
+    if schedule.kind == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=schedule.every, gamma=schedule.gamma)
+    if schedule.kind == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=schedule.horizon)
+    raise ValueError(f"unknown schedule {schedule.kind!r}")
 
 
 def filled_grads(model: torch.nn.Module) -> list[torch.Tensor]:
@@ -385,6 +422,7 @@ def make_engine(
     eps_placement: str = "outside",
     optimizer: str = "adagrad",
     clip_norm: float = 0.0,
+    lr_schedule: LRSchedule | None = None,
 ) -> ManualEngine | TorchEngine:
     """A fresh engine for ``impl`` ('manual' or 'torch') starting from copies of ``params``.
 
@@ -392,7 +430,8 @@ def make_engine(
     ``loss_reduction`` ('mean', 'sum'), ``eps_placement`` ('outside', 'inside'; AdaGrad's) and ``optimizer``
     ('adagrad', 'rmsprop', 'adam'; ``eps`` is AdaGrad's, the others take their fixed defaults): see the module
     docstring. ``clip_norm`` > 0 scales the (clipped) gradients down to that global 2-norm, as
-    ``torch.nn.utils.clip_grad_norm_``.
+    ``torch.nn.utils.clip_grad_norm_``. ``lr_schedule`` (counted in updates) changes the rate after each update,
+    by hand (manual.lr_schedule) or by ``torch.optim.lr_scheduler``.
     """
     if impl == "manual":
         return ManualEngine(
@@ -406,6 +445,7 @@ def make_engine(
             eps_placement=eps_placement,
             optimizer=optimizer,
             clip_norm=clip_norm,
+            lr_schedule=lr_schedule,
         )
     if impl == "torch":
         return TorchEngine(
@@ -420,5 +460,6 @@ def make_engine(
             eps_placement=eps_placement,
             optimizer=optimizer,
             clip_norm=clip_norm,
+            lr_schedule=lr_schedule,
         )
     raise ValueError(f"unknown implementation {impl!r}; choose from {IMPLEMENTATIONS}")

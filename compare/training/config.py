@@ -64,6 +64,7 @@ from compare.model.checkpoint import BEST, CheckpointError, find_checkpoint, loa
 from compare.model.init import SIZE_LIMITS, estimated_memory, memory_problem, size_problem
 from compare.model.sampling import MAX_SAMPLE_LENGTH
 from compare.model.state import OPTIMIZERS
+from manual.lr_schedule import SCHEDULES, LRSchedule
 
 DEFAULT_TIMEOUT_S = 300.0  # seconds a data-parallel rank waits for the others (--dist-timeout)
 AGREE_EVERY = 10  # one extra manual and autograd forward/backward per 10 steps (docs/training.md: the cost)
@@ -143,6 +144,9 @@ class TrainConfig:
     adagrad_eps_placement: str = "outside"  # 'outside': sqrt(G) + eps (PyTorch); 'inside': sqrt(G + eps) (min-char-rnn)
     optimizer: str = "adagrad"  # or 'rmsprop' (char-rnn's), 'adam' (PyTorch's): compare.model.engines.OPTIMIZERS
     clip_norm: float = 0.0  # > 0: scale the gradients to this global 2-norm (after --clip); 0: off
+    lr_schedule: str = "constant"  # 'step': times lr_decay every lr_decay_every epochs; 'cosine': to 0 over --epochs
+    lr_decay: float = 0.97  # char-rnn's learning_rate_decay
+    lr_decay_every: int = 1  # epochs
     epochs: int = 12  # about a minute on 2 cores (docs/training.md)
     max_steps: int | None = None
     seed: int = 42
@@ -195,6 +199,10 @@ def config_problem(config: TrainConfig) -> str | None:
         return f"--clip must be >= 0 (0 turns clipping off), got {config.clip}"
     if not (math.isfinite(config.clip_norm) and config.clip_norm >= 0):
         return f"--clip-norm must be a number >= 0 (0 turns it off), got {config.clip_norm}"
+    if not (math.isfinite(config.lr_decay) and 0 < config.lr_decay <= 1):
+        return f"--lr-decay must be in (0, 1] (the factor the rate is multiplied by), got {config.lr_decay}"
+    if config.lr_decay_every <= 0:
+        return f"--lr-decay-every must be a positive number of epochs, got {config.lr_decay_every}"
     if config.gradflow_every and (problem := flow_problem(config.cell)):
         return f"--gradflow-every: {problem}; or leave --gradflow-every out"
     if config.agree_every < 0:
@@ -207,6 +215,7 @@ def config_problem(config: TrainConfig) -> str | None:
         ("loss_reduction", ("mean", "sum")),
         ("adagrad_eps_placement", ("outside", "inside")),
         ("optimizer", OPTIMIZERS),
+        ("lr_schedule", SCHEDULES),
     ):
         if getattr(config, name) not in choices:  # a checkpoint's value: argparse has checked typed ones
             return f"--{name.replace('_', '-')} must be one of {', '.join(choices)}, got {getattr(config, name)!r}"
@@ -293,11 +302,23 @@ def device_problem(config: TrainConfig) -> str | None:
 
 def config_conflicts(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """'--flag value (checkpoint: value)' for each setting that differs but may not change on resume."""
+    # A cosine schedule runs to 0 at the end of --epochs: other epochs, another schedule
+    fixed = {"epochs"} if stored.get("lr_schedule") == "cosine" else set()
     return [
         f"--{name.replace('_', '-')} {value} (checkpoint: {stored.get(name)})"
         for name, value in wanted.items()
-        if name not in RESUME_MAY_CHANGE and value != stored.get(name)
+        if (name not in RESUME_MAY_CHANGE or name in fixed) and value != stored.get(name)
     ]
+
+
+def lr_schedule_of(config: TrainConfig, steps_per_epoch: int) -> LRSchedule:
+    """The run's learning-rate schedule, counted in updates (steps_per_epoch of them an epoch)."""
+    return LRSchedule(
+        config.lr_schedule,
+        every=config.lr_decay_every * steps_per_epoch,
+        gamma=config.lr_decay,
+        horizon=config.epochs * steps_per_epoch,
+    )
 
 
 def resumed_settings(resume: str, given: dict[str, Any]) -> dict[str, Any]:
@@ -502,6 +523,16 @@ def add_optimization_flags(parser: CommandParser) -> None:
         "torch.nn.utils.clip_grad_norm_ (char-rnn's grad_clip is element-wise: --clip); applied after --clip; "
         "0 (the default) turns it off",
     )
+    optim.add_argument(
+        "--lr-schedule",
+        choices=SCHEDULES,
+        help="the learning rate over training: constant (--lr throughout), step (char-rnn's decay: times --lr-decay "
+        "every --lr-decay-every epochs, torch.optim.lr_scheduler.StepLR) or cosine (from --lr down to 0 at the end "
+        "of --epochs, CosineAnnealingLR; a resume may then not change --epochs); by hand in manual, from torch "
+        "in torch",
+    )
+    optim.add_argument("--lr-decay", type=float, help="--lr-schedule step: the factor (default 0.97, char-rnn's)")
+    optim.add_argument("--lr-decay-every", type=int, help="--lr-schedule step: epochs between decays (default 1)")
     optim.add_argument(
         "--preset",
         choices=sorted(PRESETS),

@@ -65,6 +65,7 @@ HPARAMS = (
     "adagrad_eps_placement",
     "optimizer",
     "clip_norm",
+    "lr_schedule",
     "dtype",
     "seed",
 )
