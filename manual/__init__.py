@@ -1,4 +1,5 @@
-"""Hand-written NumPy BPTT for character RNN, LSTM and GRU models, plus a hand-written AdaGrad.
+"""Hand-written NumPy BPTT for character RNN, LSTM and GRU models, plus hand-written optimizers
+(AdaGrad, RMSProp, Adam).
 
 ``manual.model`` holds the model (input lookup, stacked layers, output, loss) and one module
 per cell type holds its recurrence: ``manual.rnn``, ``manual.lstm``, ``manual.gru``; ``manual.rtrl``
@@ -8,6 +9,20 @@ Imports nothing from ``torchref`` or ``compare``: parameters are plain NumPy dic
 
 from manual import flat
 from manual.adagrad import Adagrad
+from manual.adam import Adam
 from manual.model import CELLS, Cache, backward, forward, layer_param_names, step, zero_state
+from manual.rmsprop import RMSprop
 
-__all__ = ["Adagrad", "flat", "CELLS", "Cache", "backward", "forward", "layer_param_names", "step", "zero_state"]
+__all__ = [
+    "Adagrad",
+    "Adam",
+    "RMSprop",
+    "flat",
+    "CELLS",
+    "Cache",
+    "backward",
+    "forward",
+    "layer_param_names",
+    "step",
+    "zero_state",
+]

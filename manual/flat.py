@@ -1,8 +1,9 @@
 """Named arrays that are views of one flat buffer, so that element-wise work over all of them is one call.
 
 The parameters, their gradients and AdaGrad's accumulators each live in one contiguous buffer
-(``FlatArrays``), laid out alike: parameter ``name`` is ``buffer[start:stop]`` reshaped. The clip
-and the AdaGrad update are then a few whole-buffer passes instead of a few passes per parameter.
+(``FlatArrays``), laid out alike: parameter ``name`` is ``buffer[start:stop]`` reshaped. The clips
+(element-wise, and by the global norm: ``clip_to_norm``) and the optimizers' updates are then a few
+whole-buffer passes instead of a few passes per parameter.
 Each pass computes, entry by entry, what the per-parameter loop computed, so the numbers
 are bit for bit the same; at batch 1 the difference is only the number of calls (docs/speed.md).
 """
@@ -55,3 +56,24 @@ class FlatArrays(dict):
         return [(name, value.shape) for name, value in self.items()] == [
             (name, value.shape) for name, value in other.items()
         ]
+
+
+NORM_CLIP_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s, added to the norm before dividing
+
+
+def clip_to_norm(arrays: dict[str, np.ndarray], max_norm: float, norm: float) -> bool:
+    """Scale every array in place by max_norm / (norm + 1e-6) when ``norm``, their global 2-norm
+    (sqrt of the sum of every entry squared), exceeds ``max_norm``: ``torch.nn.utils.clip_grad_norm_``'s
+    rule. Whether it scaled. A FlatArrays all in its buffer is one pass.
+
+    The direction is kept and the length becomes max_norm (a hair under: the 1e-6 keeps a zero norm finite).
+    """
+    if not norm > max_norm:  # torch multiplies by the coefficient clamped to 1: no change at all
+        return False
+    scale = max_norm / (norm + NORM_CLIP_EPS)
+    if isinstance(arrays, FlatArrays) and arrays.in_buffer():
+        arrays.buffer *= scale
+    else:
+        for array in arrays.values():
+            array *= scale
+    return True

@@ -333,6 +333,10 @@ CASES = [
         "lr-nan", "Hyperparameters", "`--lr nan`", lambda d: ["--lr", "nan"], 2, "--lr must be a positive number"
     ),
     train_case("clip-negative", "Hyperparameters", "`--clip -1`", lambda d: ["--clip", "-1"], 2, "--clip must be >= 0"),
+    train_case(
+        "clip-norm-negative", "Hyperparameters", "`--clip-norm -1`", lambda d: ["--clip-norm", "-1"], 2, "--clip-norm"
+    ),
+    train_case("lr-decay-0", "Hyperparameters", "`--lr-decay 0`", lambda d: ["--lr-decay", "0"], 2, "--lr-decay must"),
     train_case("val-frac-1", "Hyperparameters", "`--val-frac 1`", lambda d: ["--val-frac", "1"], 2, "in [0, 1)"),
     train_case(
         "val-frac-negative", "Hyperparameters", "`--val-frac -0.1`", lambda d: ["--val-frac", "-0.1"], 2, "in [0, 1)"

@@ -59,6 +59,10 @@ def assert_states_equal(first: EngineState, second: EngineState) -> None:
             assert_array_equal(getattr(first, kind)[name], getattr(second, kind)[name], err_msg=f"{kind}/{name}")
     assert first.updates == second.updates
     assert_array_equal(first.hidden, second.hidden)
+    assert (first.moments is None) == (second.moments is None)  # Adam's first moments, where there are any
+    for name in first.moments or {}:
+        assert second.moments is not None
+        assert_array_equal(first.moments[name], second.moments[name], err_msg=f"moments/{name}")
 
 
 @pytest.mark.parametrize("hidden", [True, False], ids=["hidden", "no-hidden"])
@@ -124,8 +128,8 @@ def test_find_checkpoint_accepts_a_file_an_impl_directory_or_a_run_directory(tmp
         find_checkpoint(tmp_path)
 
 
-def trained_engine(impl: str, batches: StreamBatches, params: dict, steps: int):
-    engine = make_engine(impl, params, lr=0.1, clip=0.5, dtype="float64")
+def trained_engine(impl: str, batches: StreamBatches, params: dict, steps: int, optimizer: str = "adagrad"):
+    engine = make_engine(impl, params, lr=0.1, clip=0.5, dtype="float64", optimizer=optimizer)
     engine.reset_hidden(batches.inputs.shape[0])
     for index in range(steps):
         engine.train_step(*batches.get_batch(index))
@@ -133,23 +137,26 @@ def trained_engine(impl: str, batches: StreamBatches, params: dict, steps: int):
 
 
 @pytest.mark.exactness
+@pytest.mark.parametrize("optimizer", ["adagrad", "rmsprop", "adam"])
 @pytest.mark.parametrize(
     "writer, reader", [("manual", "torch"), ("torch", "manual"), ("manual", "manual"), ("torch", "torch")]
 )
-def test_a_checkpoint_continues_in_either_implementation(tmp_path, writer, reader):
+def test_a_checkpoint_continues_in_either_implementation(tmp_path, writer, reader, optimizer):
     vocab = Vocab.from_text(PHRASE)
     batches = StreamBatches(vocab.encode(PHRASE * 10), batch_size=2, seq_length=10)
     params = init_params(len(vocab), 16, seed=1)
-    source = trained_engine(writer, batches, params, steps=5)
+    source = trained_engine(writer, batches, params, steps=5, optimizer=optimizer)
     checkpoint = replace(
         small_checkpoint(),
         vocab=vocab.chars,
         engine=source.export_state(),
-        config=asdict(TrainConfig(hidden_size=16, batch_size=2)),
+        config=asdict(TrainConfig(hidden_size=16, batch_size=2, optimizer=optimizer)),
     )
     save_checkpoint(tmp_path / "latest.npz", checkpoint)
 
-    target = make_engine(reader, init_params(len(vocab), 16, seed=2), lr=0.1, clip=0.5, dtype="float64")
+    target = make_engine(
+        reader, init_params(len(vocab), 16, seed=2), lr=0.1, clip=0.5, dtype="float64", optimizer=optimizer
+    )
     target.load_state(load_checkpoint(tmp_path / "latest.npz").engine)
     assert_states_equal(source.export_state(), target.export_state())
     assert target.export_state().updates == 5
@@ -184,6 +191,57 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path, impl):
         assert resumed.engine.updates == 80
         assert resumed.progress.smooth_loss == uninterrupted.progress.smooth_loss
         assert resumed.progress.val_loss == uninterrupted.progress.val_loss
+
+
+@pytest.mark.exactness
+@pytest.mark.parametrize("optimizer", ["rmsprop", "adam"])
+def test_a_resumed_rmsprop_or_adam_run_equals_one_that_never_stopped(tmp_path, optimizer, capsys):
+    # As the test above: 60 steps in one go, or 40 + 20 across the epoch boundary at 42, both engines at once.
+    flags = {"impl": "both", "optimizer": optimizer, "lr": 0.01}
+    whole = train(parse_args(train_argv(tmp_path, "whole", max_steps=60, **flags)))
+    first = train(parse_args(train_argv(tmp_path, "split", max_steps=40, **flags)))
+    resumed_config = parse_args(["--resume", str(tmp_path / "runs" / "split"), "--max-steps", "60"])
+    assert resumed_config.optimizer == optimizer
+    second = train(resumed_config)
+    for name, result in whole["impls"].items():
+        # Exactly equal: the moments (and Adam's step count, which its bias correction reads) came back whole.
+        assert first["impls"][name]["losses"] + second["impls"][name]["losses"] == result["losses"], name
+        uninterrupted, resumed = final_checkpoint(tmp_path, "whole", name), final_checkpoint(tmp_path, "split", name)
+        assert_states_equal(uninterrupted.engine, resumed.engine)
+        assert resumed.engine.updates == 60
+
+    capsys.readouterr()  # drop the progress bars
+    with pytest.raises(SystemExit) as exit_info:  # the optimizer's state means nothing to another optimizer
+        parse_args(["--resume", str(tmp_path / "runs" / "split"), "--optimizer", "adagrad"])
+    assert exit_info.value.code == 2
+    stderr = capsys.readouterr().err
+    assert stderr.count("\n") == 1 and f"--optimizer adagrad (checkpoint: {optimizer})" in stderr, stderr
+
+
+@pytest.mark.exactness
+@pytest.mark.parametrize("schedule", ["step", "cosine"])
+def test_a_resumed_run_keeps_its_learning_rate_schedule(tmp_path, schedule, capsys):
+    # 2 epochs of 42 steps: the step schedule decays at 42 and the cosine runs to 0 at 84. 40 + 20 steps or 60 at once.
+    flags = {"impl": "both", "lr_schedule": schedule, "lr_decay": 0.5, "epochs": 2}
+    whole = train(parse_args(train_argv(tmp_path, "whole", max_steps=60, **flags)))
+    first = train(parse_args(train_argv(tmp_path, "split", max_steps=40, **flags)))
+    second = train(parse_args(["--resume", str(tmp_path / "runs" / "split"), "--max-steps", "60"]))
+    for name, result in whole["impls"].items():
+        # Exactly equal: the resumed engines replayed the schedule to the rate step 41 uses.
+        assert first["impls"][name]["losses"] + second["impls"][name]["losses"] == result["losses"], name
+        assert_states_equal(
+            final_checkpoint(tmp_path, "whole", name).engine, final_checkpoint(tmp_path, "split", name).engine
+        )
+
+    capsys.readouterr()  # drop the progress bars
+    more_epochs = ["--resume", str(tmp_path / "runs" / "split"), "--epochs", "3"]
+    if schedule == "step":  # decays every epoch, however many there are
+        assert parse_args(more_epochs).epochs == 3
+        return
+    with pytest.raises(SystemExit) as exit_info:  # the cosine's horizon is --epochs: other epochs, another schedule
+        parse_args(more_epochs)
+    assert exit_info.value.code == 2
+    assert "--epochs 3 (checkpoint: 2)" in capsys.readouterr().err
 
 
 @pytest.mark.exactness

@@ -13,7 +13,8 @@ import pytest
 import torch
 from problems import random_params
 
-from manual import Adagrad
+from manual import Adagrad, Adam, RMSprop
+from manual.lr_schedule import LRSchedule, ScheduledRate
 
 pytestmark = pytest.mark.exactness  # docs/tolerances.md: run under every BLAS kernel and CPU capability
 
@@ -118,3 +119,99 @@ def test_thirty_steps_stay_within_the_rounding_bound():
             step_size = LR * np.abs(grads[name]) / (np.sqrt(g_torch) + EPS)
             bound[name] += (step + 7) * U * step_size + 2 * U * np.abs(theta_torch)
             assert np.all(np.abs(manual_params[name] - theta_torch) <= bound[name]), where
+
+
+# RMSProp (char-rnn's alpha 0.95, eps 1e-8) and Adam (torch's betas and eps) against their torch twins.
+RMSPROP_LR, ADAM_LR = 2e-3, 1e-3
+
+
+def torch_state_of(optimizer, param) -> dict[str, np.ndarray]:
+    """The running statistics torch keeps for ``param``, named as the manual optimizers name them."""
+    state = optimizer.state[param]
+    if isinstance(optimizer, torch.optim.RMSprop):
+        return {"accumulators": state["square_avg"].numpy()}
+    return {"accumulators": state["exp_avg_sq"].numpy(), "moments": state["exp_avg"].numpy()}
+
+
+@pytest.mark.parametrize("foreach", [None, True], ids=["default", "foreach"])
+@pytest.mark.parametrize("kind", ["rmsprop", "adam"])
+def test_rmsprop_and_adam_steps_from_the_same_state_differ_only_by_fused_roundings_and_the_sqrt(kind, foreach):
+    rng = np.random.default_rng(0)
+    shapes = {f"n{size}": (size,) for size in SIZES}
+    torch_params = {
+        name: torch.nn.Parameter(torch.from_numpy(rng.normal(size=shape))) for name, shape in shapes.items()
+    }
+    manual_params = {name: np.zeros(shape) for name, shape in shapes.items()}
+    if kind == "rmsprop":
+        torch_optimizer = torch.optim.RMSprop(
+            torch_params.values(), lr=RMSPROP_LR, alpha=0.95, eps=1e-8, foreach=foreach
+        )
+        manual_optimizer = RMSprop(manual_params, lr=RMSPROP_LR)
+    else:
+        torch_optimizer = torch.optim.Adam(torch_params.values(), lr=ADAM_LR, foreach=foreach)
+        manual_optimizer = Adam(manual_params, lr=ADAM_LR)
+
+    for step in range(30):
+        before = {name: param.detach().numpy().copy() for name, param in torch_params.items()}
+        previous = {}
+        for name, param in torch_params.items():  # the manual optimizer starts from torch's state
+            manual_params[name][...] = before[name]
+            if step > 0:
+                previous[name] = {key: value.copy() for key, value in torch_state_of(torch_optimizer, param).items()}
+                for key, value in previous[name].items():
+                    getattr(manual_optimizer, key)[name][...] = value
+        grads = draw_grads(rng, shapes)
+        step_both(manual_optimizer, torch_optimizer, torch_params, grads)
+
+        for name, param in torch_params.items():
+            where = f"step {step}, {name}"
+            state = torch_state_of(torch_optimizer, param)
+            # alpha * v + (1 - alpha) * g*g, with the product rounded once more than torch's FMA: <= 1 float64 apart.
+            assert ulps(manual_optimizer.accumulators[name], state["accumulators"]).max() <= 1, where
+            v_manual, v_torch = manual_optimizer.accumulators[name], torch.from_numpy(state["accumulators"])
+            # As AdaGrad's (the test above): 0.5 + 0.71 + 0.53 ulp < 2, so the roots are one float64 apart.
+            assert ulps(np.sqrt(v_manual), v_torch.sqrt().numpy()).max() <= 1, where
+            if kind == "rmsprop":
+                numerator, value = param.grad, -RMSPROP_LR
+                denominator_manual = np.sqrt(v_manual) + 1e-8
+                denominator_torch = (v_torch.sqrt() + 1e-8).numpy()
+                same = denominator_manual == denominator_torch
+            else:
+                m_manual, m_torch = manual_optimizer.moments[name], state["moments"]
+                m_before = previous[name]["moments"] if step > 0 else np.zeros_like(m_torch)
+                # m + w*(g - m): g - m is rounded alike; torch's lerp may fuse w*(g - m) into the sum, NumPy rounds
+                # the product (<= U of it) and the sum (<= U of it), torch the sum only: apart by at most that.
+                correction = np.abs(0.1 * (grads[name] - m_before))
+                assert np.all(np.abs(m_manual - m_torch) <= U * (correction + 2 * np.abs(m_torch))), where
+                t = step + 1
+                numerator, value = torch.from_numpy(m_manual), -ADAM_LR / (1 - 0.9**t)
+                root_correction = (1 - 0.999**t) ** 0.5
+                denominator_manual = np.sqrt(v_manual) / root_correction + 1e-8
+                denominator_torch = (v_torch.sqrt() / root_correction + 1e-8).numpy()
+                same = (denominator_manual == denominator_torch) & (m_manual == m_torch)
+            # Given manual's numerator and denominator, torch's own addcdiv_ gives manual's parameter to the bit.
+            expected = torch.from_numpy(before[name]).addcdiv(
+                numerator, torch.from_numpy(denominator_manual), value=value
+            )
+            assert np.array_equal(manual_params[name], expected.numpy()), where
+            # So wherever the inputs of that last line agree, the two optimizers agree to the bit.
+            assert np.array_equal(manual_params[name][same], param.detach().numpy()[same]), where
+
+
+@pytest.mark.parametrize("kind", ["step", "cosine"])
+def test_the_hand_written_schedule_gives_torchs_rates_to_the_bit(kind):
+    """torch's schedulers update the rate from the previous one, which rounds differently from the closed form."""
+    schedule = LRSchedule(kind, every=7, gamma=0.97, horizon=50)  # 130 updates: many decays, past the cosine's end
+    param = torch.nn.Parameter(torch.zeros(2))
+    optimizer = torch.optim.SGD([param], lr=0.05)
+    if kind == "step":
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=7, gamma=0.97)
+    else:
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=50)
+    rate = ScheduledRate(schedule, 0.05)
+    for update in range(1, 131):
+        param.grad = torch.zeros(2)
+        optimizer.step()
+        scheduler.step()
+        assert rate.step() == optimizer.param_groups[0]["lr"], f"after update {update}"
+    assert ScheduledRate(schedule, 0.05).restart_at(130) == rate.lr  # a resume's replay reaches the same rate

@@ -340,6 +340,13 @@ def test_the_preset_sets_min_char_rnns_settings_and_typed_flags_override_it():
         (["--adagrad-eps", "nan"], "--adagrad-eps must be a positive number"),
         (["--loss-reduction", "max"], "invalid choice"),
         (["--preset", "modern"], "invalid choice"),
+        (["--optimizer", "sgd"], "invalid choice"),
+        (["--clip-norm", "-1"], "--clip-norm must be a number >= 0"),
+        (["--clip-norm", "nan"], "--clip-norm must be a number >= 0"),
+        (["--lr-schedule", "linear"], "invalid choice"),
+        (["--lr-decay", "0"], "--lr-decay must be in (0, 1]"),
+        (["--lr-decay", "1.5"], "--lr-decay must be in (0, 1]"),
+        (["--lr-decay-every", "0"], "--lr-decay-every must be a positive number of epochs"),
     ],
 )
 def test_bad_optimizer_settings_are_one_line_errors(flags, phrase, capsys):
@@ -380,7 +387,7 @@ def test_a_checkpoint_from_before_these_settings_meant_pytorchs_conventions(tmp_
     with np.load(path) as archive:
         arrays = dict(archive)
     header = json.loads(arrays["header"].tobytes())
-    for key in ("loss_reduction", "adagrad_eps", "adagrad_eps_placement"):
+    for key in ("loss_reduction", "adagrad_eps", "adagrad_eps_placement", "optimizer"):
         header["config"].pop(key)
     arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
     old = tmp_path / "old.npz"
@@ -391,6 +398,7 @@ def test_a_checkpoint_from_before_these_settings_meant_pytorchs_conventions(tmp_
         1e-10,
         "outside",
     )
+    assert config["optimizer"] == "adagrad"  # the only optimizer there was
 
 
 def test_data_parallel_training_refuses_the_summed_loss(tmp_path, monkeypatch):

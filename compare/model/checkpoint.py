@@ -16,7 +16,9 @@ Layout, version 1; every entry is a plain array:
                          SHA-256 of a plugged-in cell's source (null for a built-in cell; absent
                          from checkpoints written before it was recorded)
     params/<name>        float64, for every parameter (U W V b c, U2 W2 b2 ... with layers)
-    accumulators/<name>  float64: AdaGrad's running sum of squared gradients
+    accumulators/<name>  float64: the optimizer's statistic of squared gradients (AdaGrad's running
+                         sum, RMSProp's running mean, Adam's second moment)
+    moments/<name>       float64, only when config.optimizer is adam: its first moment
     hidden               float64 (L, P, B, H): the state carried into the next chunk
     torch_rng_state      uint8: torch.get_rng_state()
 
@@ -121,6 +123,8 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> None:
     for name in checkpoint.engine.params:
         arrays[f"params/{name}"] = np.asarray(checkpoint.engine.params[name], dtype=np.float64)
         arrays[f"accumulators/{name}"] = np.asarray(checkpoint.engine.accumulators[name], dtype=np.float64)
+        if checkpoint.engine.moments is not None:
+            arrays[f"moments/{name}"] = np.asarray(checkpoint.engine.moments[name], dtype=np.float64)
     if checkpoint.engine.hidden is not None:
         arrays["hidden"] = np.asarray(checkpoint.engine.hidden, dtype=np.float64)
     arrays["torch_rng_state"] = np.asarray(checkpoint.torch_rng_state, dtype=np.uint8)
@@ -195,6 +199,7 @@ def load_checkpoint(path: str | Path, cell: str | None = None) -> Checkpoint:
         accumulators={name: present[f"accumulators/{name}"] for name in names},
         updates=header["updates"],
         hidden=present.get("hidden"),
+        moments={name: present[f"moments/{name}"] for name in names} if config["optimizer"] == "adam" else None,
     )
     return Checkpoint(
         impl=header["impl"],

@@ -138,6 +138,8 @@ CONFIG_TYPES: dict[str, tuple[Callable[[object], bool], ...]] = {
             "loss_reduction",
             "adagrad_eps_placement",
             "grad",
+            "optimizer",
+            "lr_schedule",
         ),
         (is_str,),
     ),
@@ -158,11 +160,12 @@ CONFIG_TYPES: dict[str, tuple[Callable[[object], bool], ...]] = {
             "checkpoint_every",
             "gradflow_every",
             "segment_length",
+            "lr_decay_every",
         ),
         (is_int,),
     ),
     **dict.fromkeys(("max_steps", "threads", "eval_every"), (is_int, is_none)),
-    **dict.fromkeys(("val_frac", "lr", "clip", "dist_timeout", "adagrad_eps"), (is_number,)),
+    **dict.fromkeys(("val_frac", "lr", "clip", "dist_timeout", "adagrad_eps", "clip_norm", "lr_decay"), (is_number,)),
     "overwrite": (is_bool,),
 }
 TYPE_NAMES: dict[Callable[[object], bool], str] = {
@@ -185,6 +188,11 @@ CONFIG_ADDED_LATER = {
     "adagrad_eps_placement": "outside",
     "grad": "bptt",  # reverse mode: the only gradient there was before --grad
     "segment_length": 0,  # 0: plain BPTT, every step kept (checkpointed BPTT came later)
+    "optimizer": "adagrad",  # the only optimizer there was
+    "clip_norm": 0.0,  # no clipping by the global norm
+    "lr_schedule": "constant",
+    "lr_decay": 0.97,  # unused with a constant rate: the default
+    "lr_decay_every": 1,
     "overwrite": False,  # what a run was started with, stored with the rest; a resume never uses it
 }
 POSITIVE_CONFIG = ("hidden_size", "num_layers", "batch_size", "seq_length")
@@ -278,9 +286,8 @@ def expected_arrays(header: dict[str, Any]) -> dict[str, ArraySpec]:
     """
     config = header["config"]
     shapes = model_shapes(config, len(header["vocab"]))
-    specs = {
-        f"{kind}/{name}": ArraySpec("f", shape) for kind in ("params", "accumulators") for name, shape in shapes.items()
-    }
+    kinds = ("params", "accumulators", "moments") if config.get("optimizer") == "adam" else ("params", "accumulators")
+    specs = {f"{kind}/{name}": ArraySpec("f", shape) for kind in kinds for name, shape in shapes.items()}
     parts = manual_cell(config["cell"]).STATE_PARTS
     hidden_shape = (config["num_layers"], parts, config["batch_size"], config["hidden_size"])
     specs["hidden"] = ArraySpec("f", hidden_shape, required=False)  # absent before the first step
@@ -350,7 +357,7 @@ def check_declared(name: str, spec: ArraySpec, shape: tuple[int, ...], dtype: np
 
 
 def check_values(array: np.ndarray, name: str, spec: ArraySpec, path: Path) -> None:
-    """Floating arrays must be finite; AdaGrad's accumulators, sums of squares, also >= 0."""
+    """Floating arrays must be finite; the optimizer's accumulators, (means of) squares, also >= 0."""
     if spec.kind != "f":
         return
     if not np.isfinite(array).all():

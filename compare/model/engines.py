@@ -1,9 +1,12 @@
 """One training-step interface over both implementations.
 
 ``ManualEngine`` drives ``manual`` (hand-written gradients, hand-written AdaGrad);
-``TorchEngine`` drives ``torchref`` (autograd, ``torch.optim.Adagrad``). Both take the
+``TorchEngine`` drives ``torchref`` (autograd, ``torch.optim.Adagrad``). ``optimizer`` swaps
+AdaGrad for RMSProp (char-rnn's: ``manual.RMSprop``, ``torch.optim.RMSprop``) or Adam
+(``manual.Adam``, ``torch.optim.Adam``). Both take the
 same NumPy parameter dict and the same integer batches, clip element-wise after
-backward and before the update, and carry the hidden state from chunk to chunk.
+backward and before the update (then, with ``clip_norm``, by the global norm, as
+``torch.nn.utils.clip_grad_norm_``), and carry the hidden state from chunk to chunk.
 
 Two options shape the update, both defaulting to PyTorch's conventions: ``loss_reduction``
 'mean' (the gradient of the mean over the T*B characters) or 'sum' (of their sum, min-char-rnn's
@@ -25,6 +28,7 @@ torch.utils.checkpoint); the gradients are the plain ones within rounding. 0: pl
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Protocol, SupportsFloat
 
@@ -34,9 +38,10 @@ import torch
 import manual
 import torchref
 from compare.model.cells import CellPair, cell_pair
-from compare.model.state import EngineState
+from compare.model.state import OPTIMIZERS, EngineState
 from manual import checkpointed as manual_checkpointed
 from manual import rtrl
+from manual.lr_schedule import LRSchedule, ScheduledRate
 from torchref import checkpointed as torch_checkpointed
 from torchref import forward
 
@@ -45,6 +50,12 @@ GRADIENTS = ("bptt", "rtrl")  # reverse mode, truncated at each chunk; forward m
 NUMPY_DTYPES = {"float32": np.float32, "float64": np.float64}
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 ADAGRAD_EPS = 1e-10  # torch.optim.Adagrad's default, added outside the square root
+# What torch calls each statistic EngineState carries, per optimizer
+TORCH_STATE_KEYS = {
+    "adagrad": {"accumulators": "sum"},
+    "rmsprop": {"accumulators": "square_avg"},
+    "adam": {"accumulators": "exp_avg_sq", "moments": "exp_avg"},
+}
 
 
 @dataclass
@@ -91,6 +102,13 @@ class GradientAverager(Protocol):
     def average_tensors(self, grads: list[torch.Tensor], loss: SupportsFloat) -> float: ...
 
 
+def global_norm(grads: dict[str, np.ndarray]) -> float:
+    """The 2-norm of every entry of ``grads`` together."""
+    # np.vdot(g, g) is the sum of squares in one BLAS call (float32 sums in float32, as torch's norm does),
+    # one per parameter, summed in float64: one call over the whole buffer would round differently
+    return float(np.sqrt(sum(float(np.vdot(g, g).real) for g in grads.values())))
+
+
 class ManualEngine:
     name = "manual"
 
@@ -107,6 +125,9 @@ class ManualEngine:
         eps_placement: str = "outside",
         gradient: str = "bptt",
         segment_length: int = 0,
+        optimizer: str = "adagrad",
+        clip_norm: float = 0.0,
+        lr_schedule: LRSchedule | None = None,
     ) -> None:
         self.gradient = gradient
         self.influence: dict[str, np.ndarray] | None = None  # --grad rtrl: d hidden / d(U, W, b), carried
@@ -121,9 +142,20 @@ class ManualEngine:
         # update are whole-buffer passes (manual.flat), the same numbers in fewer calls
         self.params = manual.flat.FlatArrays.copy_of(params, self.dtype)
         self.grads = self.params.zeros_like()  # backward writes into it, every step
-        self.optimizer = manual.Adagrad(self.params, lr=lr, eps=eps, eps_placement=eps_placement)
-        self.updates = 0  # AdaGrad steps taken; torch's optimizer counts them as 'step'
+        self.optimizer: manual.Adagrad | manual.RMSprop | manual.Adam
+        if optimizer == "adagrad":
+            self.optimizer = manual.Adagrad(self.params, lr=lr, eps=eps, eps_placement=eps_placement)
+        elif optimizer == "rmsprop":
+            self.optimizer = manual.RMSprop(self.params, lr=lr)
+        elif optimizer == "adam":
+            self.optimizer = manual.Adam(self.params, lr=lr)
+        else:
+            raise ValueError(f"unknown optimizer {optimizer!r}; choose from {OPTIMIZERS}")
+        self.updates = 0  # optimizer steps taken; torch's optimizer counts them as 'step'
+        # the learning rate of the next update, by hand (None: --lr throughout)
+        self.rate = None if lr_schedule is None or lr_schedule.kind == "constant" else ScheduledRate(lr_schedule, lr)
         self.clip = clip
+        self.clip_norm = clip_norm  # > 0: scale the gradients down to this global 2-norm (after the clip)
         self.hidden: np.ndarray | None = None  # (L, P, B, H) state carried from chunk to chunk
         # data-parallel runs: averages over the ranks (compare.training.parallel)
         self.gradient_averager: GradientAverager | None = None
@@ -177,14 +209,12 @@ class ManualEngine:
         return self.influence
 
     def clip_and_update(self, loss: SupportsFloat, grads: dict[str, np.ndarray]) -> StepStats:
-        """Measure and clip ``grads`` in place, then take one AdaGrad step.
+        """Measure and clip ``grads`` in place, then take one optimizer step.
 
         grads: a dict like the parameters, or (from train_step) ``self.grads``, whose one flat buffer
         makes the clip and the update a few calls in all instead of a few per parameter.
         """
-        # np.vdot(g, g) is the sum of squares in one BLAS call (float32 sums in float32, as torch's norm does),
-        # one per parameter, summed in float64: one call over the whole buffer would round differently
-        grad_norm = float(np.sqrt(sum(float(np.vdot(g, g).real) for g in grads.values())))
+        grad_norm = global_norm(grads)
         clipped = 0
         if self.clip > 0:
             clip_targets = list(grads.values())
@@ -195,8 +225,12 @@ class ManualEngine:
                 if grad.max() > self.clip or grad.min() < -self.clip:
                     clipped += int(np.count_nonzero(np.abs(grad) > self.clip))
                     np.clip(grad, -self.clip, self.clip, out=grad)
+        if self.clip_norm > 0:  # after the element-wise clip, as calling clip_grad_norm_ after it does
+            manual.flat.clip_to_norm(grads, self.clip_norm, global_norm(grads) if clipped else grad_norm)
         self.optimizer.step(grads)
         self.updates += 1
+        if self.rate is not None:
+            self.optimizer.lr = self.rate.step()
         return StepStats(float(loss), grad_norm, clipped)
 
     def eval_loss(self, inputs: np.ndarray, targets: np.ndarray, state: np.ndarray) -> tuple[float, np.ndarray]:
@@ -218,14 +252,24 @@ class ManualEngine:
         """float64 copies of everything training continues from (see compare.model.checkpoint)."""
         accumulators = {name: value.astype(np.float64) for name, value in self.optimizer.accumulators.items()}
         hidden = None if self.hidden is None else self.hidden.astype(np.float64)
-        return EngineState(self.numpy_params(), accumulators, self.updates, hidden)
+        moments = None
+        if isinstance(self.optimizer, manual.Adam):
+            moments = {name: value.astype(np.float64) for name, value in self.optimizer.moments.items()}
+        return EngineState(self.numpy_params(), accumulators, self.updates, hidden, moments)
 
     def load_state(self, state: EngineState) -> None:
         """Continue from ``state``, whichever implementation exported it."""
         for name in self.params:
             self.params[name][...] = state.params[name]  # in place: the optimizer holds this same dict
             self.optimizer.accumulators[name][...] = state.accumulators[name]
+        if isinstance(self.optimizer, manual.Adam):
+            assert state.moments is not None, "an Adam run's state holds its first moments"
+            for name in self.params:
+                self.optimizer.moments[name][...] = state.moments[name]
+            self.optimizer.steps = state.updates  # t of the bias correction
         self.updates = state.updates
+        if self.rate is not None:
+            self.optimizer.lr = self.rate.restart_at(state.updates)
         self.hidden = None if state.hidden is None else np.array(state.hidden, dtype=self.dtype)
         self.influence = None  # not checkpointed: the resumed state is a constant
 
@@ -247,6 +291,9 @@ class TorchEngine:
         eps_placement: str = "outside",
         gradient: str = "bptt",
         segment_length: int = 0,
+        optimizer: str = "adagrad",
+        clip_norm: float = 0.0,
+        lr_schedule: LRSchedule | None = None,
     ) -> None:
         self.gradient = gradient
         self.influence: dict[str, torch.Tensor] | None = None  # --grad rtrl: d hidden / d(U, W, b), carried
@@ -257,8 +304,17 @@ class TorchEngine:
         self.twin = self.pair.torch  # the module whose step the model runs: built-in or plugged in
         self.model = torchref.CharRNN(params, cell=self.twin, dtype=TORCH_DTYPES[dtype], device=self.device)
         self.loss_reduction = loss_reduction
-        self.optimizer: torch.optim.Adagrad
-        if eps_placement == "inside":
+        self.optimizer_name = optimizer
+        self.optimizer: torch.optim.Optimizer
+        if optimizer == "rmsprop":  # char-rnn's decay and eps (torch's defaults are 0.99 and 1e-8)
+            self.optimizer = torch.optim.RMSprop(
+                self.model.parameters(), lr=lr, alpha=manual.rmsprop.ALPHA, eps=manual.rmsprop.EPS, foreach=True
+            )
+        elif optimizer == "adam":  # torch's betas and eps
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, foreach=True)
+        elif optimizer != "adagrad":
+            raise ValueError(f"unknown optimizer {optimizer!r}; choose from {OPTIMIZERS}")
+        elif eps_placement == "inside":
             self.optimizer = torchref.AdagradEpsInside(self.model.parameters(), lr=lr, eps=eps)
         elif eps_placement == "outside":
             # foreach: one call updates every parameter (the same arithmetic as the per-tensor loop,
@@ -267,6 +323,9 @@ class TorchEngine:
         else:
             raise ValueError(f"unknown eps placement {eps_placement!r}; choose from ('outside', 'inside')")
         self.clip = clip
+        self.clip_norm = clip_norm  # > 0: scale the gradients down to this global 2-norm (after the clip)
+        self.lr_schedule = lr_schedule
+        self.scheduler = torch_scheduler(self.optimizer, lr_schedule)
         self.hidden: torch.Tensor | None = None  # (L, P, B, H) state carried from chunk to chunk
         # data-parallel runs: averages over the ranks (compare.training.parallel)
         self.gradient_averager: GradientAverager | None = None
@@ -310,7 +369,11 @@ class TorchEngine:
                 if grad.max() > self.clip or grad.min() < -self.clip:
                     clipped += int((grad.abs() > self.clip).sum())
                     grad.clamp_(-self.clip, self.clip)
+        if self.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm, foreach=True)
         self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
         self.hidden = state_last.detach()  # truncated BPTT: keep the value, drop the graph
         return StepStats(float(mean_loss), grad_norm, clipped)
 
@@ -348,25 +411,65 @@ class TorchEngine:
     def export_state(self) -> EngineState:
         """float64 copies of everything training continues from (see compare.model.checkpoint)."""
         named = dict(self.model.named_parameters())
-        accumulators = {
-            name: self.optimizer.state[param]["sum"].double().cpu().numpy().copy() for name, param in named.items()
-        }
-        updates = int(self.optimizer.state[named["U"]]["step"])  # the same count for every parameter
+        statistics: dict[str, dict[str, np.ndarray]] = {}
+        for kind, key in TORCH_STATE_KEYS[self.optimizer_name].items():
+            statistics[kind] = {name: self.optimizer_state(param, key) for name, param in named.items()}
+        updates = int(self.optimizer.state[named["U"]].get("step", 0))  # the same count for every parameter
         hidden = None if self.hidden is None else self.hidden.double().cpu().numpy().copy()
-        return EngineState(self.model.numpy_params(), accumulators, updates, hidden)
+        return EngineState(self.model.numpy_params(), updates=updates, hidden=hidden, **statistics)
+
+    def optimizer_state(self, param: torch.nn.Parameter, key: str) -> np.ndarray:
+        """torch's ``state[param][key]`` as float64 NumPy; zeros before RMSProp's or Adam's first step creates it."""
+        state = self.optimizer.state[param]
+        if key not in state:
+            return np.zeros(param.shape)
+        return state[key].double().cpu().numpy().copy()
 
     @torch.no_grad()
     def load_state(self, state: EngineState) -> None:
         """Continue from ``state``, whichever implementation exported it."""
+        statistics = {"accumulators": state.accumulators, "moments": state.moments}
         for name, param in self.model.named_parameters():
             param.copy_(self._tensor(state.params[name]))  # copy_ casts to the model's dtype
-            self.optimizer.state[param]["sum"].copy_(self._tensor(state.accumulators[name]))
-            self.optimizer.state[param]["step"].fill_(state.updates)
+            torch_state = self.optimizer.state[param]
+            if self.optimizer_name != "adagrad":  # torch creates RMSProp's and Adam's state at their first step
+                # as torch's own _init_group makes it, so that it skips that: a 0-d float 'step' (float64 only when
+                # that is torch's default dtype: float32 counts exactly to 2^24 steps, as torch's own does)
+                scalar_dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+                torch_state["step"] = torch.tensor(0.0, dtype=scalar_dtype)
+            for kind, key in TORCH_STATE_KEYS[self.optimizer_name].items():
+                values = statistics[kind]
+                assert values is not None, f"a {self.optimizer_name} run's state holds its {kind}"
+                torch_state[key] = self._tensor(values[name], param.dtype).clone()
+            torch_state["step"].fill_(state.updates)
         self.influence = None  # not checkpointed: the resumed state is a constant
+        if self.scheduler is not None:  # torch's own rates, replayed from the start as training reached them
+            for group in self.optimizer.param_groups:
+                group["lr"] = group["initial_lr"]
+            scheduler = torch_scheduler(self.optimizer, self.lr_schedule)
+            assert scheduler is not None  # the schedule is not constant: there was one
+            with warnings.catch_warnings():  # the replay steps the scheduler without the optimizer, on purpose
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler")
+                for _ in range(state.updates):
+                    scheduler.step()
+            self.scheduler = scheduler
         if state.hidden is None:
             self.hidden = None
         else:
             self.hidden = self._tensor(state.hidden, self.model.W.dtype).clone()  # never share the caller's array
+
+
+def torch_scheduler(
+    optimizer: torch.optim.Optimizer, schedule: LRSchedule | None
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """torch's scheduler for ``schedule`` (stepped once per update), or None for a constant rate."""
+    if schedule is None or schedule.kind == "constant":
+        return None
+    if schedule.kind == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=schedule.every, gamma=schedule.gamma)
+    if schedule.kind == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=schedule.horizon)
+    raise ValueError(f"unknown schedule {schedule.kind!r}")
 
 
 def filled_grads(model: torch.nn.Module) -> list[torch.Tensor]:
@@ -395,16 +498,51 @@ def make_engine(
     eps_placement: str = "outside",
     gradient: str = "bptt",
     segment_length: int = 0,
+    optimizer: str = "adagrad",
+    clip_norm: float = 0.0,
+    lr_schedule: LRSchedule | None = None,
 ) -> ManualEngine | TorchEngine:
     """A fresh engine for ``impl`` ('manual' or 'torch') starting from copies of ``params``.
 
     ``device`` places the torch implementation ('cpu', 'cuda', 'cuda:1'); manual always runs on the CPU.
-    ``loss_reduction`` ('mean', 'sum'), ``eps_placement`` ('outside', 'inside'), ``gradient`` ('bptt',
-    'rtrl') and ``segment_length`` (checkpointed BPTT; 0: plain): see the module docstring.
+    ``loss_reduction`` ('mean', 'sum'), ``eps_placement`` ('outside', 'inside'; AdaGrad's) and ``optimizer``
+    ('adagrad', 'rmsprop', 'adam'; ``eps`` is AdaGrad's, the others take their fixed defaults): see the module
+    docstring. ``clip_norm`` > 0 scales the (clipped) gradients down to that global 2-norm, as
+    ``torch.nn.utils.clip_grad_norm_``. ``lr_schedule`` (counted in updates) changes the rate after each update,
+    by hand (manual.lr_schedule) or by ``torch.optim.lr_scheduler``.
+    ``gradient`` ('bptt', 'rtrl') and ``segment_length`` (checkpointed BPTT; 0: plain): see the module docstring.
     """
-    options = {"loss_reduction": loss_reduction, "eps_placement": eps_placement, "gradient": gradient}
     if impl == "manual":
-        return ManualEngine(params, lr, clip, dtype, cell, eps, **options, segment_length=segment_length)
+        return ManualEngine(
+            params,
+            lr,
+            clip,
+            dtype,
+            cell,
+            eps,
+            loss_reduction=loss_reduction,
+            eps_placement=eps_placement,
+            optimizer=optimizer,
+            clip_norm=clip_norm,
+            lr_schedule=lr_schedule,
+            gradient=gradient,
+            segment_length=segment_length,
+        )
     if impl == "torch":
-        return TorchEngine(params, lr, clip, dtype, cell, eps, device, **options, segment_length=segment_length)
+        return TorchEngine(
+            params,
+            lr,
+            clip,
+            dtype,
+            cell,
+            eps,
+            device,
+            loss_reduction=loss_reduction,
+            eps_placement=eps_placement,
+            optimizer=optimizer,
+            clip_norm=clip_norm,
+            lr_schedule=lr_schedule,
+            gradient=gradient,
+            segment_length=segment_length,
+        )
     raise ValueError(f"unknown implementation {impl!r}; choose from {IMPLEMENTATIONS}")

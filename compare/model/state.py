@@ -6,12 +6,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+OPTIMIZERS = ("adagrad", "rmsprop", "adam")  # what --optimizer names; Adam alone keeps EngineState.moments
+
 
 @dataclass
 class EngineState:
     """Everything an engine needs to continue training exactly, as float64 NumPy arrays."""
 
     params: dict[str, np.ndarray]  # name -> array, see compare.model.init.param_shapes
-    accumulators: dict[str, np.ndarray]  # AdaGrad's sum of squared gradients: same names and shapes as params
-    updates: int  # AdaGrad steps taken (torch's 'step'; with lr_decay = 0 it changes no number)
+    # the optimizer's statistic of squared gradients, same names and shapes as params: AdaGrad's sum,
+    # RMSProp's running mean, Adam's second moment
+    accumulators: dict[str, np.ndarray]
+    updates: int  # optimizer steps taken (torch's 'step'): Adam's bias correction reads it
     hidden: np.ndarray | None  # (L, P, B, H) state carried into the next chunk; None before any step
+    moments: dict[str, np.ndarray] | None = None  # Adam's first moment (None for the other optimizers)

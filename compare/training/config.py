@@ -70,6 +70,8 @@ from compare.model.init import (
     size_problem,
 )
 from compare.model.sampling import MAX_SAMPLE_LENGTH
+from compare.model.state import OPTIMIZERS
+from manual.lr_schedule import SCHEDULES, LRSchedule
 
 DEFAULT_TIMEOUT_S = 300.0  # seconds a data-parallel rank waits for the others (--dist-timeout)
 AGREE_EVERY = 10  # one extra manual and autograd forward/backward per 10 steps (docs/training.md: the cost)
@@ -150,6 +152,11 @@ class TrainConfig:
     adagrad_eps: float = 1e-10  # torch.optim.Adagrad's default
     adagrad_eps_placement: str = "outside"  # 'outside': sqrt(G) + eps (PyTorch); 'inside': sqrt(G + eps) (min-char-rnn)
     grad: str = "bptt"  # 'rtrl': forward mode, the influence carried across chunks (docs/forward.md)
+    optimizer: str = "adagrad"  # or 'rmsprop' (char-rnn's), 'adam' (PyTorch's): compare.model.engines.OPTIMIZERS
+    clip_norm: float = 0.0  # > 0: scale the gradients to this global 2-norm (after --clip); 0: off
+    lr_schedule: str = "constant"  # 'step': times lr_decay every lr_decay_every epochs; 'cosine': to 0 over --epochs
+    lr_decay: float = 0.97  # char-rnn's learning_rate_decay
+    lr_decay_every: int = 1  # epochs
     epochs: int = 12  # about a minute on 2 cores (docs/training.md)
     max_steps: int | None = None
     seed: int = 42
@@ -202,6 +209,12 @@ def config_problem(config: TrainConfig) -> str | None:
         return f"--gradflow-every must be >= 0 (0 turns it off), got {config.gradflow_every}"
     if not config.clip >= 0:
         return f"--clip must be >= 0 (0 turns clipping off), got {config.clip}"
+    if not (math.isfinite(config.clip_norm) and config.clip_norm >= 0):
+        return f"--clip-norm must be a number >= 0 (0 turns it off), got {config.clip_norm}"
+    if not (math.isfinite(config.lr_decay) and 0 < config.lr_decay <= 1):
+        return f"--lr-decay must be in (0, 1] (the factor the rate is multiplied by), got {config.lr_decay}"
+    if config.lr_decay_every <= 0:
+        return f"--lr-decay-every must be a positive number of epochs, got {config.lr_decay_every}"
     if config.gradflow_every and (problem := flow_problem(config.cell)):
         return f"--gradflow-every: {problem}; or leave --gradflow-every out"
     if config.agree_every < 0:
@@ -210,7 +223,12 @@ def config_problem(config: TrainConfig) -> str | None:
         return (
             f"--adagrad-eps must be a positive number, got {config.adagrad_eps} (the default is {defaults.adagrad_eps})"
         )
-    for name, choices in (("loss_reduction", ("mean", "sum")), ("adagrad_eps_placement", ("outside", "inside"))):
+    for name, choices in (
+        ("loss_reduction", ("mean", "sum")),
+        ("adagrad_eps_placement", ("outside", "inside")),
+        ("optimizer", OPTIMIZERS),
+        ("lr_schedule", SCHEDULES),
+    ):
         if getattr(config, name) not in choices:  # a checkpoint's value: argparse has checked typed ones
             return f"--{name.replace('_', '-')} must be one of {', '.join(choices)}, got {getattr(config, name)!r}"
     if config.max_steps is not None and config.max_steps <= 0:
@@ -312,11 +330,23 @@ def device_problem(config: TrainConfig) -> str | None:
 
 def config_conflicts(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """'--flag value (checkpoint: value)' for each setting that differs but may not change on resume."""
+    # A cosine schedule runs to 0 at the end of --epochs: other epochs, another schedule
+    fixed = {"epochs"} if stored.get("lr_schedule") == "cosine" else set()
     return [
         f"--{name.replace('_', '-')} {value} (checkpoint: {stored.get(name)})"
         for name, value in wanted.items()
-        if name not in RESUME_MAY_CHANGE and value != stored.get(name)
+        if (name not in RESUME_MAY_CHANGE or name in fixed) and value != stored.get(name)
     ]
+
+
+def lr_schedule_of(config: TrainConfig, steps_per_epoch: int) -> LRSchedule:
+    """The run's learning-rate schedule, counted in updates (steps_per_epoch of them an epoch)."""
+    return LRSchedule(
+        config.lr_schedule,
+        every=config.lr_decay_every * steps_per_epoch,
+        gamma=config.lr_decay,
+        horizon=config.epochs * steps_per_epoch,
+    )
 
 
 def resumed_settings(resume: str, given: dict[str, Any]) -> dict[str, Any]:
@@ -486,7 +516,12 @@ def add_optimization_flags(parser: CommandParser) -> None:
     optim = parser.add_argument_group("optimization")
     optim.add_argument("--seq-length", type=int, help="T, characters per chunk: how far back truncated BPTT reaches")
     optim.add_argument("--batch-size", type=int, help="B, parallel streams the text is split into")
-    optim.add_argument("--lr", type=float, help="AdaGrad learning rate")
+    optim.add_argument(
+        "--lr",
+        type=float,
+        help="learning rate of --optimizer (AdaGrad's default 0.05; try 2e-3 for "
+        "RMSProp, as char-rnn, and 1e-3 for Adam)",
+    )
     optim.add_argument(
         "--clip", type=float, help="clip every gradient entry to [-clip, clip] before the update; 0 turns clipping off"
     )
@@ -504,6 +539,30 @@ def add_optimization_flags(parser: CommandParser) -> None:
         help="AdaGrad's denominator: sqrt(G) + eps (outside, torch.optim.Adagrad) "
         "or sqrt(G + eps) (inside, min-char-rnn)",
     )
+    optim.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        help="the update: adagrad (torch.optim.Adagrad's), rmsprop (char-rnn's: decay 0.95, eps 1e-8 outside the "
+        "root; torch.optim.RMSprop(alpha=0.95)) or adam (torch.optim.Adam's: betas 0.9, 0.999, eps 1e-8, bias "
+        "correction); written by hand in manual, taken from torch.optim in torch (docs/training.md#optimizers)",
+    )
+    optim.add_argument(
+        "--clip-norm",
+        type=float,
+        help="scale all the gradients together down to this global 2-norm when theirs is larger, as "
+        "torch.nn.utils.clip_grad_norm_ (char-rnn's grad_clip is element-wise: --clip); applied after --clip; "
+        "0 (the default) turns it off",
+    )
+    optim.add_argument(
+        "--lr-schedule",
+        choices=SCHEDULES,
+        help="the learning rate over training: constant (--lr throughout), step (char-rnn's decay: times --lr-decay "
+        "every --lr-decay-every epochs, torch.optim.lr_scheduler.StepLR) or cosine (from --lr down to 0 at the end "
+        "of --epochs, CosineAnnealingLR; a resume may then not change --epochs); by hand in manual, from torch "
+        "in torch",
+    )
+    optim.add_argument("--lr-decay", type=float, help="--lr-schedule step: the factor (default 0.97, char-rnn's)")
+    optim.add_argument("--lr-decay-every", type=int, help="--lr-schedule step: epochs between decays (default 1)")
     optim.add_argument(
         "--preset",
         choices=sorted(PRESETS),

@@ -63,6 +63,9 @@ HPARAMS = (
     "clip",
     "loss_reduction",
     "adagrad_eps_placement",
+    "optimizer",
+    "clip_norm",
+    "lr_schedule",
     "dtype",
     "seed",
 )

@@ -33,6 +33,7 @@ from compare.training.config import (
     TrainConfig,
     apply_torch_threads,
     describe_run,
+    lr_schedule_of,
     memory_line,
     resume_source,
 )
@@ -180,6 +181,7 @@ def build_run(spec: TrainConfig | RunSpec, parallel: DataParallel) -> Run:
     if config.device == "cuda":  # cuBLAS is deterministic only with this workspace, read at its first use
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     impls = ["manual", "torch"] if config.impl == "both" else [config.impl]
+    batches = StreamBatches(corpus.train_tokens, config.batch_size, config.seq_length)
     params = init_params(len(corpus.vocab), config.hidden_size, config.seed, cell, config.num_layers)
     initial_loss = math.log(len(corpus.vocab))
     engines = [
@@ -197,6 +199,9 @@ def build_run(spec: TrainConfig | RunSpec, parallel: DataParallel) -> Run:
                 eps_placement=config.adagrad_eps_placement,
                 gradient=config.grad,
                 segment_length=config.segment_length,
+                optimizer=config.optimizer,
+                clip_norm=config.clip_norm,
+                lr_schedule=lr_schedule_of(config, len(batches)),
             )
         )
         for name in impls
@@ -206,7 +211,7 @@ def build_run(spec: TrainConfig | RunSpec, parallel: DataParallel) -> Run:
         config,
         corpus.vocab,
         corpus.sha256,
-        batches=StreamBatches(corpus.train_tokens, config.batch_size, config.seq_length),
+        batches=batches,
         val_batches=(
             validation_batches(corpus.val_tokens, config.batch_size, config.seq_length) if has_validation else None
         ),
