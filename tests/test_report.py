@@ -188,3 +188,11 @@ def test_a_tiny_report_of_the_other_routes_writes_their_tables_and_draws_their_f
     assert "H 100, B 1, T 25: the hand-written H v costs" in second["second_order.speed"]
     for figure in figures:
         assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 0, figure
+
+
+def test_a_benchmark_output_keeps_two_tables_apart_and_each_other_line_its_own_paragraph():
+    from compare.reporting.benches import as_markdown
+
+    printed = "title\n| a |\n|---|\n| 1 |\n\n| b |\n|---|\n| 2 |\nload 1\nload 2\n"
+    expected = "title\n\n| a |\n|---|\n| 1 |\n\n| b |\n|---|\n| 2 |\n\nload 1\n\nload 2"
+    assert as_markdown(printed) == expected
