@@ -64,7 +64,8 @@ def truncation(ctx: Context) -> list:
 def second_order(ctx: Context) -> list:
     """docs/second-order.md: the three routes to H v (and G v) for every cell, then H v's speed and its targets."""
     body, commands = per_cell(ctx, ["--second-order", *(TINY_GRADCHECK if ctx.tiny else SECOND_ORDER_FLAGS)])
-    speed = ctx.run("compare.bench", ["--second-order", *(TINY_SPEED if ctx.tiny else SPEED_FLAGS)])
+    speed_flags = [*(TINY_SPEED if ctx.tiny else SPEED_FLAGS), *ctx.bench_threads()]  # torch's, as NumPy's
+    speed = ctx.run("compare.bench", ["--second-order", *speed_flags])
     return [
         Block("second_order", body, commands),
         Block("second_order.speed", as_markdown(speed.stdout), [speed.shown]),
