@@ -65,9 +65,11 @@ Subpackages (each imports only downward: never a command module):
     serving     server.py + page.html: the demo's HTTP server (Starlette on uvicorn): what POST /api/generate
                 takes, checked against the model; how many generations run at once, and how long a request
                 waits for one; the app; connections.py: its listening socket and connection timeouts
-    plotting    events.py: TensorBoard events read back; figure.py: the matplotlib figure; flow_figure.py: gradflow's
+    plotting    events.py: TensorBoard events read back; figure.py: the matplotlib figure; flow_figure.py: gradflow's;
+                forward_figure.py: bench --rtrl's cost against H and gradflow --truncation's error against K
     reporting   markers.py: the generated blocks; provenance.py: commit, CPU, threads, load; runner.py;
                 text.py; quickstart.py, training.py, agreement.py, original.py, cells.py, benches.py, flow.py,
-                peers.py, diagnosis.py: the sections; sections.py: their list; generate.py; browser.py: the demo page in
-                headless Chromium (docs/demo.png); screenshots.py: TensorBoard in headless Chromium
+                peers.py, diagnosis.py, derivatives.py (routes, rtrl, truncation, second_order): the sections;
+                sections.py: their list; generate.py; browser.py: the demo page in headless Chromium
+                (docs/demo.png); screenshots.py: TensorBoard in headless Chromium
 """

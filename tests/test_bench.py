@@ -8,6 +8,7 @@ readings the test chooses, so they run in milliseconds and mean the same on any 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -283,3 +284,26 @@ def test_the_load_monitor_counts_other_processes_on_this_process_cpus(tmp_path):
 
 def test_the_load_monitor_says_none_without_proc(tmp_path):
     assert LoadMonitor(proc=tmp_path / "missing", pid=1, cpus=None).start().other_load_pct() is None
+
+
+def test_bench_second_order_times_the_configs_asked_for_and_says_which_targets_it_meets(capsys):
+    from compare.bench import main
+
+    assert main(["--second-order", "--configs", "seed", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n| H ") == 1 and "\n| H 100, B 1, T 25 | " in out  # the large configuration left out
+    verdict = (
+        r"^H 100, B 1, T 25: the hand-written H v costs \d+\.\d\dx its gradient \(target at most 3x: (met|missed)\)"
+    )
+    assert re.search(verdict + r"; autograd's H v costs \d+\.\d\dx the hand-written one", out, flags=re.M), out
+
+
+def test_bench_second_order_refuses_an_unknown_config_in_one_line(capsys):
+    from compare.bench import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--second-order", "--configs", "seed,huge"])
+    err = capsys.readouterr().err
+    assert (
+        exit_info.value.code == 2 and err.count("\n") == 1 and "--configs 'seed,huge': choose from seed, large" in err
+    )

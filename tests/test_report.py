@@ -174,3 +174,37 @@ def test_a_tiny_report_of_what_each_backward_keeps_and_the_cost_curve(pages):
         "| rnn | 20 | k = 5 | hand |" in blocks["saved.curve"]
         and "| rnn | 20 | k = 5 | autograd |" in blocks["saved.curve"]
     )
+
+
+@pytest.mark.slow
+def test_a_tiny_report_of_the_other_routes_writes_their_tables_and_draws_their_figures(pages):
+    before = read_all(pages)
+    figures = [pages["README.md"].parent / "docs" / name for name in ("rtrl-cost.png", "truncation.png")]
+    for figure in figures:
+        figure.unlink(missing_ok=True)  # drawn afresh, not left over from the checkout
+    sections = {"routes", "rtrl", "truncation", "second_order"}
+    assert run_report(pages, "--tiny", "--sections", ",".join(sorted(sections))) == 0
+    after = read_all(pages)
+    assert_regenerated(before, after, sections)
+    forward, second = blocks_of(after["docs/forward.md"]), blocks_of(after["docs/second-order.md"])
+    for cell in ("rnn", "lstm", "gru"):
+        assert f"python -m compare.gradcheck --routes --hidden-size 2 --seq-length 5 --cell {cell}" in forward["routes"]
+        assert (
+            f"{cell}, hidden size 2" in forward["routes"]
+            and f"--second-order --hidden-size 2 --seq-length 5 --cell {cell}" in second["second_order"]
+        )
+    assert forward["routes"].count("- `bptt`: hand-written BPTT") == 1  # the legend once, under the last table
+    assert "| rtrl | " in forward["rtrl"] and "![time and peak memory" in forward["rtrl"]
+    assert "| K | rnn init rel. error |" in forward["truncation"] and "(truncation.png)" in forward["truncation"]
+    assert "Second order: the routes agree" in second["second_order"]
+    assert "H 100, B 1, T 25: the hand-written H v costs" in second["second_order.speed"]
+    for figure in figures:
+        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 0, figure
+
+
+def test_a_benchmark_output_keeps_two_tables_apart_and_each_other_line_its_own_paragraph():
+    from compare.reporting.benches import as_markdown
+
+    printed = "title\n| a |\n|---|\n| 1 |\n\n| b |\n|---|\n| 2 |\nload 1\nload 2\n"
+    expected = "title\n\n| a |\n|---|\n| 1 |\n\n| b |\n|---|\n| 2 |\n\nload 1\n\nload 2"
+    assert as_markdown(printed) == expected

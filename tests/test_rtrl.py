@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -282,6 +284,24 @@ def test_bench_rtrl_prints_every_route_and_the_fitted_exponents(capsys):
     assert "load average" in out
 
 
+def test_bench_rtrl_draws_time_and_memory_against_h(tmp_path, capsys):
+    from compare.bench import main
+
+    out = tmp_path / "rtrl-cost.png"
+    assert main(["--rtrl", "--sizes", "2,3", "--seq-length", "3", "--repeats", "1", "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 0
+
+
+@pytest.mark.parametrize("command", [["compare.bench", "--rtrl"], ["compare.gradflow", "--truncation"]])
+def test_out_into_a_missing_directory_is_refused_before_the_work(command, tmp_path):
+    missing = tmp_path / "no" / "figure.png"
+    finished = subprocess.run(
+        [sys.executable, "-m", *command, "--out", str(missing)], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert finished.returncode == 2 and finished.stderr.count("\n") == 1, finished.stderr
+    assert f"--out {missing}: no such directory to write it in" in finished.stderr
+
+
 @pytest.mark.parametrize("sizes", ["0,8", "8,x", "1024"])
 def test_bench_rtrl_refuses_bad_sizes_in_one_line(sizes, capsys):
     code, err = 0, ""
@@ -317,6 +337,16 @@ def test_gradflow_truncation_prints_the_table(capsys):
     assert "| K | gru init rel. error | gru init cosine | gru init flow g_K/g_0 |" in out
     assert re.search(r"^\| 1 \| \d\.\d\de-\d\d \| \d\.\d{6} \| ", out, flags=re.M), out
     assert "\n| 25 | " in out and "\n| 50 | " not in out  # K below the stream's 30 steps only
+
+
+def test_gradflow_truncation_draws_the_errors_beside_the_flow(tmp_path, capsys):
+    from compare.gradflow import main
+
+    out = tmp_path / "truncation.png"
+    argv = ["--truncation", "--cells", "rnn,gru", "--hidden-size", "3", "--stream-length", "30", "--train-steps", "2"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert "| K | rnn init rel. error |" in capsys.readouterr().out
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 0
 
 
 def test_gradflow_truncation_refuses_a_cell_without_rtrl(capsys):

@@ -2,6 +2,7 @@
 
     python -m compare.bench --rtrl                       # H = 8, 16, 32, 64; T = 25, B = 1; rnn
     python -m compare.bench --rtrl --sizes 8,16,32,64,128 --cell lstm
+    python -m compare.bench --rtrl --out rtrl-cost.png    # the figure too: log-log, fitted and theory slopes
 
 The four routes of gradcheck --routes (compare.gradients.routes): BPTT and RTRL by hand, reverse- and
 forward-mode autograd. Time: the median over --repeats chunks (after one untimed) divided by T, torch on
@@ -20,25 +21,34 @@ import statistics
 import time
 import tracemalloc
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 
 import manual
+from compare.cli.errors import UsageError
 from compare.cli.parser import CommandParser, comma_list
 from compare.data.corpus import Vocab, builtin_corpus
 from compare.model.init import FORWARD_MODE_BYTES, forward_mode_cost, init_params
+from compare.plotting.events import PlotError
+from compare.plotting.figure import require_matplotlib, save_png
 from manual import rtrl
 from torchref import forward
 from torchref.model import CharRNN
 
 ROUTES = ("bptt", "rtrl", "reverse", "forward")
-THEORY = {  # (time per step, memory) exponents of H
-    "bptt": ("2", "1 (activations; the gradients are 2)"),
-    "rtrl": ("4", "3"),
-    "reverse": ("2", ""),
-    "forward": ("4 (one tangent per parameter: H^2 of them, each H^2 a step)", ""),
+THEORY: dict[str, tuple[int, int | None]] = {  # (time per step, memory) exponents of H; None: not measured
+    "bptt": (2, 1),
+    "rtrl": (4, 3),
+    "reverse": (2, None),
+    "forward": (4, None),
 }
+THEORY_NOTES = {  # (time, memory): what the exponent counts, where it needs saying
+    "bptt": ("", " (activations; the gradients are 2)"),
+    "forward": (" (one tangent per parameter: H^2 of them, each H^2 a step)", ""),
+}
+Fit = tuple[float, float]  # the exponent over every size, and over the two largest alone
 
 
 def route_step(route: str, params: dict, cell: str, inputs: np.ndarray, targets: np.ndarray) -> Callable[[], object]:
@@ -79,12 +89,27 @@ def slope(sizes: list[int], values: list[float]) -> float:
     return float(np.polyfit(np.log(sizes), np.log(values), 1)[0])
 
 
+def fitted_exponents(measured: dict[int, tuple[float, int | None]], which: int) -> Fit | None:
+    """The exponents of time (``which`` 0) or peak memory (1) over the measured sizes; None if fewer than 2."""
+    values = [measured[size][which] for size in measured]
+    if len(values) < 2 or any(value is None for value in values):
+        return None
+    sizes, numbers = list(measured), [float(value) for value in values if value is not None]
+    return slope(sizes, numbers), slope(sizes[-2:], numbers[-2:])
+
+
+def theory_column(route: str, which: int) -> str:
+    exponent = THEORY[route][which]
+    return "" if exponent is None else f"H^{exponent}{THEORY_NOTES.get(route, ('', ''))[which]}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = CommandParser(prog="python -m compare.bench --rtrl", description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="8,16,32,64", help="comma-separated hidden sizes (default: %(default)s)")
     parser.add_argument("--cell", choices=["rnn", "lstm", "gru"], default="rnn", help="(default: %(default)s)")
     parser.add_argument("--seq-length", type=int, default=25, metavar="T", help="(default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=3, help="timed chunks per route and size (default: %(default)s)")
+    parser.add_argument("--out", metavar="PNG", help="also draw time and memory against H, log-log (needs matplotlib)")
     args = parser.parse_args(argv)
     try:
         sizes = [int(size) for size in comma_list(args.sizes)]
@@ -94,6 +119,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--sizes must be between 1 and 512 (RTRL is O(H^4) a step), got {args.sizes!r}")
     if args.seq_length <= 0 or args.repeats <= 0:
         parser.error("--seq-length and --repeats must be positive")
+    if args.out:  # say so before the work, not after
+        if not Path(args.out).absolute().parent.is_dir():
+            parser.error(f"--out {args.out}: no such directory to write it in")
+        try:
+            require_matplotlib()
+        except PlotError as error:
+            parser.error(f"--out: {error}")
     torch.set_num_threads(1)
     text = builtin_corpus()
     vocab = Vocab.from_text(text)
@@ -123,24 +155,21 @@ def main(argv: list[str] | None = None) -> int:
     # every size, and the two largest alone: at small H a step is mostly per-call overhead, flat in H
     print("| route | time exponent, all | the two largest | theory | memory exponent, all | the two largest | theory |")
     print("|---|---:|---:|---|---:|---:|---|")
-    for route in ROUTES:
-        measured = found[route]
-        if len(measured) < 2:
+    fits = {route: (fitted_exponents(found[route], 0), fitted_exponents(found[route], 1)) for route in ROUTES}
+    for route, (time_fit, memory_fit) in fits.items():
+        if time_fit is None:
             continue
-        fitted = list(measured)
-        fits = []
-        for which in (0, 1):  # the amount: time, then peak memory
-            values = [measured[size][which] for size in fitted]
-            if any(value is None for value in values):
-                fits.append(("", ""))
-                continue
-            numbers = [float(value) for value in values if value is not None]
-            fits.append((f"{slope(fitted, numbers):.2f}", f"{slope(fitted[-2:], numbers[-2:]):.2f}"))
-        (time_all, time_top), (memory_all, memory_top) = fits
-        time_theory, memory_theory = THEORY[route]
-        print(
-            f"| {route} | {time_all} | {time_top} | H^{time_theory} | {memory_all} | {memory_top} | {memory_theory} |"
-        )
+        memory = ["", ""] if memory_fit is None else [f"{exponent:.2f}" for exponent in memory_fit]
+        cells = [f"{time_fit[0]:.2f}", f"{time_fit[1]:.2f}", theory_column(route, 0), *memory, theory_column(route, 1)]
+        print(f"| {route} | " + " | ".join(cells) + " |")
     print()
     print(f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after, on {os.cpu_count()} CPUs")
+    if args.out:
+        from compare.plotting.forward_figure import draw_cost
+
+        title = f"{args.cell}, T = {args.seq_length}, B = 1"
+        try:
+            save_png(draw_cost(found, fits, THEORY, title), Path(args.out))
+        except PlotError as error:
+            raise UsageError(str(error)) from None
     return 0

@@ -65,20 +65,31 @@ def truncated_gradient(params: dict[str, np.ndarray], cell: str, tokens: np.ndar
     return recurrent_vector(total)
 
 
-def truncation_bias(
-    params: dict[str, np.ndarray], cell: str, tokens: np.ndarray, lengths: tuple[int, ...] = LENGTHS
-) -> list[TruncationRow]:
-    """One row per K in ``lengths`` (those shorter than the stream), tokens (N,) ids: a stream of N - 1 steps."""
-    exact = exact_gradient(params, cell, tokens)
-    steps = min(max(lengths), len(tokens) - 1)
-    flow_chunk = Chunk(
+def flow_curve(params: dict[str, np.ndarray], cell: str, tokens: np.ndarray, steps: int) -> np.ndarray:
+    """g_k / g_0 for k = 0..steps, (steps + 1,): compare.gradflow's curve on the stream's first steps + 1 characters."""
+    chunk = Chunk(
         params,
         tokens[None, :steps],
         tokens[None, 1 : steps + 1],
         manual.zero_state(cell, 1, 1, params["W"].shape[1]),
         cell,
     )
-    flow = manual_flow(flow_chunk)  # (steps + 1,): g_k for k = 0..steps
+    norms = manual_flow(chunk)  # g_k = ||dL_T/dh_{T-k}||
+    return norms / norms[0]
+
+
+def flow_steps(tokens: np.ndarray, lengths: tuple[int, ...] = LENGTHS) -> int:
+    """How far back the flow curve beside a table reaches: the longest K, or the whole stream if shorter."""
+    return min(max(lengths), len(tokens) - 1)
+
+
+def truncation_bias(
+    params: dict[str, np.ndarray], cell: str, tokens: np.ndarray, lengths: tuple[int, ...] = LENGTHS
+) -> list[TruncationRow]:
+    """One row per K in ``lengths`` (those shorter than the stream), tokens (N,) ids: a stream of N - 1 steps."""
+    exact = exact_gradient(params, cell, tokens)
+    steps = flow_steps(tokens, lengths)
+    flow = flow_curve(params, cell, tokens, steps)
     rows = []
     for length in lengths:
         if length >= len(tokens) - 1:
@@ -86,7 +97,7 @@ def truncation_bias(
         truncated = truncated_gradient(params, cell, tokens, length)
         error = float(np.linalg.norm(truncated - exact) / np.linalg.norm(exact))
         cosine = float(truncated @ exact / (np.linalg.norm(truncated) * np.linalg.norm(exact)))
-        reach = float(flow[length] / flow[0]) if length <= steps else float("nan")
+        reach = float(flow[length]) if length <= steps else float("nan")
         rows.append(TruncationRow(length, error, cosine, reach))
     return rows
 
@@ -113,10 +124,15 @@ def format_truncation(tables: dict[str, list[TruncationRow]]) -> str:
 
 def main(argv: list[str]) -> int:
     """python -m compare.gradflow --truncation: the table, per cell, at init and (with --train-steps) trained."""
+    from pathlib import Path
+
+    from compare.cli.errors import UsageError
     from compare.cli.parser import CommandParser, comma_list
     from compare.data.corpus import Vocab, read_corpus
     from compare.gradients.flow_run import train_briefly
     from compare.model.init import init_params
+    from compare.plotting.events import PlotError
+    from compare.plotting.figure import require_matplotlib, save_png
 
     parser = CommandParser(
         prog="python -m compare.gradflow --truncation",
@@ -131,6 +147,11 @@ def main(argv: list[str]) -> int:
         "--train-steps", type=int, default=0, help="also measure after this many training steps (default: init only)"
     )
     parser.add_argument("--seed", type=int, default=42, help="of init_params (default: %(default)s)")
+    parser.add_argument(
+        "--out",
+        metavar="PNG",
+        help="also draw the errors against K beside the gradient flow, log-log (needs matplotlib)",
+    )
     args = parser.parse_args(argv)
     cells = comma_list(args.cells)
     if not cells or any(cell not in ("rnn", "lstm", "gru") for cell in cells):
@@ -141,21 +162,35 @@ def main(argv: list[str]) -> int:
         parser.error(f"--stream-length must be between 2 and 100,000, got {args.stream_length}")
     if args.train_steps < 0:
         parser.error(f"--train-steps must be >= 0, got {args.train_steps}")
+    if args.out:  # say so before the work, not after
+        if not Path(args.out).absolute().parent.is_dir():
+            parser.error(f"--out {args.out}: no such directory to write it in")
+        try:
+            require_matplotlib()
+        except PlotError as error:
+            parser.error(f"--out: {error}")
     text = read_corpus(None)
     vocab = Vocab.from_text(text)
     tokens = vocab.encode(text).astype(np.int64)
     stream = tokens[: args.stream_length + 1]
-    tables = {}
+    weights = {}  # model ("<cell> <state>") -> its parameters
     for cell in cells:
-        init = init_params(len(vocab), args.hidden_size, args.seed, cell)
-        tables[f"{cell} init"] = truncation_bias(init, cell, stream)
+        weights[f"{cell} init"] = init_params(len(vocab), args.hidden_size, args.seed, cell)
         if args.train_steps:
-            trained = train_briefly(init, cell, tokens, args.train_steps)
-            tables[f"{cell} trained"] = truncation_bias(trained, cell, stream)
+            weights[f"{cell} trained"] = train_briefly(weights[f"{cell} init"], cell, tokens, args.train_steps)
+    tables = {model: truncation_bias(params, model.split()[0], stream) for model, params in weights.items()}
     print(
         f"H = {args.hidden_size}, a stream of {len(stream) - 1} characters of the built-in corpus, B = 1, "
         "from h_0 = 0, the loss summed; errors over U, W, b; float64."
     )
     print()
     print(format_truncation(tables))
+    if args.out:
+        from compare.plotting.forward_figure import draw_truncation
+
+        flows = {model: flow_curve(weights[model], model.split()[0], stream, flow_steps(stream)) for model in tables}
+        try:
+            save_png(draw_truncation(tables, flows), Path(args.out))
+        except PlotError as error:
+            raise UsageError(str(error)) from None
     return 0

@@ -25,6 +25,7 @@ def as_markdown(stdout: str) -> str:
         line = line.rstrip()
         is_table = line.startswith("|")
         if not line:
+            previous_was_table = False  # two tables a blank line apart stay two tables
             continue
         if pieces and not (is_table and previous_was_table):
             pieces.append("")  # a blank line: a new paragraph, or the edge of a table

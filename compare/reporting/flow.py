@@ -17,14 +17,8 @@ FIGURE = "gradflow.png"
 
 def gradflow(ctx: Context) -> list:
     json_path = ctx.workdir / "gradflow.json"
-    args = [*(TINY_FLAGS if ctx.tiny else FLAGS), "--json", json_path]
-    try:
-        import matplotlib  # noqa: F401  (only to know whether compare.gradflow can draw)
-    except ImportError:
-        drawn = f'docs/{FIGURE} was not redrawn: matplotlib is missing (`pip install -e ".[plot]"`).'
-    else:
-        args += ["--out", ctx.docs / FIGURE]
-        drawn = f"![g_k / g_0 against the lag k, per cell]({FIGURE})"
+    draw, drawn = ctx.figure(FIGURE, "g_k / g_0 against the lag k, per cell")
+    args = [*(TINY_FLAGS if ctx.tiny else FLAGS), "--json", json_path, *draw]
     finished = ctx.run("compare.gradflow", args)
     settings = json.loads(json_path.read_text(encoding="utf-8"))["settings"]
     steps, trained = settings["seq_length"], settings["train_steps"]

@@ -74,6 +74,14 @@ class Context:
             shown.append(shell_quote(argument))
         return " ".join(["python -m", module, *shown])
 
+    def figure(self, name: str, caption: str) -> tuple[list, str]:
+        """(the flags that draw docs/``name``, the Markdown that shows it), or, without matplotlib, ([], why not)."""
+        try:
+            import matplotlib  # noqa: F401  (only to know whether the command can draw)
+        except ImportError:
+            return [], f'docs/{name} was not redrawn: matplotlib is missing (`pip install -e ".[plot]"`).'
+        return ["--out", self.docs / name], f"![{caption}]({name})"
+
     def bench_threads(self) -> list:
         return ["--threads", str(self.threads)] if self.threads_given else []
 

@@ -11,7 +11,18 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from compare.reporting import agreement, benches, cells, diagnosis, flow, original, peers, quickstart, training
+from compare.reporting import (
+    agreement,
+    benches,
+    cells,
+    derivatives,
+    diagnosis,
+    flow,
+    original,
+    peers,
+    quickstart,
+    training,
+)
 from compare.reporting.runner import Block, Context
 from compare.reporting.text import table
 
@@ -78,6 +89,15 @@ SECTIONS = {
         Section("lossplot", training.lossplot, ("lossplot",), "docs/demo.md's 20,000-step run and loss.png"),
         Section("cells", cells.cells, ("cells", "cells.speed", "cells.divergence"), "rnn, lstm, gru"),
         Section("gradflow", flow.gradflow, ("gradflow",), "rnn, lstm, gru: how far back the gradient reaches"),
+        Section("routes", derivatives.routes, ("routes",), "rnn, lstm, gru: BPTT, RTRL, reverse and forward autograd"),
+        Section("rtrl", derivatives.rtrl, ("rtrl",), "the four routes' cost per step as H grows, and rtrl-cost.png"),
+        Section("truncation", derivatives.truncation, ("truncation",), "truncated against exact gradients, per K"),
+        Section(
+            "second_order",
+            derivatives.second_order,
+            ("second_order", "second_order.speed"),
+            "H v and G v three ways for every cell, and H v's speed against the gradient's",
+        ),
         Section("diagnosis", diagnosis.diagnosis, ("diagnosis", "diagnosis.carry"), "diagnose planted bugs"),
         Section("bench", benches.bench, ("bench", "bench.scaling"), "speed and scaling"),
         Section(
