@@ -222,3 +222,31 @@ def test_a_bad_memory_curve_flag_is_one_line(tmp_path):
         timeout=60,
     )
     assert finished.returncode == 2 and finished.stderr.count("\n") == 1, finished.stderr
+
+
+def curve_row(cell, steps, segment_length, peak_bytes, seconds, side="hand"):
+    """One row as curve_main collects it: the plain backward of the same T is 1,000 bytes in 1 s."""
+    return (
+        cell,
+        steps,
+        segment_length,
+        side,
+        {"peak_bytes": peak_bytes, "seconds": seconds},
+        {"peak_bytes": 1000, "seconds": 1.0},
+    )
+
+
+def test_the_target_verdict_reads_the_rows_at_t_10000():
+    from compare.benchmarks.saved import target_verdict
+
+    rows = [
+        curve_row("rnn", 10_000, 10, 50, 2.0),  # 5% of the peak but 2x the time
+        curve_row("rnn", 10_000, 100, 90, 1.2),  # 9% in 1.2x: meets it
+        curve_row("lstm", 10_000, 100, 101, 1.0),  # 10.1%: misses it
+        curve_row("lstm", 10_000, 100, 10, 1.0, side="autograd"),  # not the hand-written backward
+        curve_row("gru", 1_000, 100, 10, 1.0),  # not T = 10,000
+    ]
+    verdict = target_verdict(rows)
+    assert "rnn met (k = 100: 9.0% of the plain peak in 1.20x its time)" in verdict
+    assert "lstm missed (k = 100: 10.1% of the plain peak in 1.00x its time)" in verdict
+    assert "gru" not in verdict and target_verdict(rows[-1:]) == ""

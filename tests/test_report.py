@@ -166,6 +166,8 @@ def test_a_tiny_report_of_the_quick_start_shows_its_output_and_redraws_the_demo(
 
 def test_a_tiny_report_of_what_each_backward_keeps_and_the_cost_curve(pages):
     before = read_all(pages)
+    figure = pages["README.md"].parent / "docs" / "memory-curve.png"
+    figure.unlink(missing_ok=True)  # drawn afresh, not left over from the checkout
     assert run_report(pages, "--tiny", "--sections", "saved") == 0
     assert_regenerated(before, read_all(pages), {"saved"})
     blocks = blocks_of(read_all(pages)["docs/memory.md"])
@@ -174,6 +176,8 @@ def test_a_tiny_report_of_what_each_backward_keeps_and_the_cost_curve(pages):
         "| rnn | 20 | k = 5 | hand |" in blocks["saved.curve"]
         and "| rnn | 20 | k = 5 | autograd |" in blocks["saved.curve"]
     )
+    assert "![peak memory against time per character" in blocks["saved.curve"]
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
 
 
 @pytest.mark.slow

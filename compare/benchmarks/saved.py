@@ -1,5 +1,6 @@
 """bench --saved: what each backward keeps, by hand and by autograd, for one training step of each cell;
-bench --memory-curve: what checkpointed BPTT trades for it, peak memory against time per character.
+bench --memory-curve: what checkpointed BPTT trades for it, peak memory against time per character
+(--out: the same rows as a figure, memory against time, log-log).
 
 By hand: the arrays manual.forward's cache holds (walked field by field; views counted once, by the array
 they view; the parameters left out, since both sides keep those anyway). By autograd: every tensor the
@@ -18,7 +19,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import fields, is_dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,8 +28,13 @@ import torch
 import manual
 import torchref
 from compare.model.init import init_params, size_problem
+from compare.plotting.figure import IMPL_STYLES
 from manual import checkpointed
 from torchref import checkpointed as torch_checkpointed
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 CELL_NAMES = ("rnn", "lstm", "gru")
 
@@ -225,7 +232,10 @@ def measure_curve_cell(side: str, cell: str, hidden: int, steps: int, segment_le
 
 def curve_main(argv: list[str] | None = None) -> int:
     """python -m compare.bench --memory-curve: the table, one subprocess per cell."""
+    from compare.cli.errors import UsageError
     from compare.cli.parser import CommandParser
+    from compare.plotting.events import PlotError
+    from compare.plotting.figure import require_matplotlib, save_png
     from compare.reporting.provenance import cpu_model, load_average
 
     parser = CommandParser(
@@ -246,7 +256,10 @@ def curve_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1, help="timed calls per cell; the median is reported")
     parser.add_argument("--threads", type=int, default=1, help="threads for NumPy's BLAS and torch alike (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no line on stderr per cell")
+    parser.add_argument("--out", metavar="PNG", help="draw the rows into this PNG too: memory against time")
     args = parser.parse_args(argv)
+    if args.out and not Path(args.out).absolute().parent.is_dir():  # say so before the work, not after
+        parser.error(f"--out {args.out}: no such directory to write it in")
     cells, sides = args.cells.split(","), args.sides.split(",")
     if not set(cells) <= set(CELL_NAMES) or not set(sides) <= set(SIDES):
         parser.error(f"--cells takes {', '.join(CELL_NAMES)}; --sides takes {', '.join(SIDES)}")
@@ -260,6 +273,11 @@ def curve_main(argv: list[str] | None = None) -> int:
         parser.error("--steps, --hidden, --repeats and --threads must be at least 1")
     if problem := size_problem({"hidden_size": args.hidden, "seq_length": max(all_steps)}):
         parser.error(problem)
+    if args.out:
+        try:
+            require_matplotlib()  # before the work, not after
+        except PlotError as error:
+            raise UsageError(str(error)) from None
     load_before = load_average()
     rows = []
     for cell in cells:
@@ -285,7 +303,130 @@ def curve_main(argv: list[str] | None = None) -> int:
             f"{result['seconds'] / steps * 1e6:,.0f} | {result['peak_bytes'] / max(base['peak_bytes'], 1):.3f} | "
             f"{result['seconds'] / base['seconds']:.2f} |"
         )
+    for summary in (gruslys_comparison(rows), target_verdict(rows)):
+        if summary:
+            print()
+            print(summary)
+    if args.out:
+        try:
+            save_png(draw_memory_curve(rows), Path(args.out))
+        except PlotError as error:
+            raise UsageError(str(error)) from None
     return 0
+
+
+# Gruslys et al. (2016), "Memory-efficient backpropagation through time": at T = 1,000, 95% of the memory
+# saved for about a third more time
+GRUSLYS_STEPS, GRUSLYS_SAVED, GRUSLYS_TIME = 1000, 0.95, 4 / 3
+
+
+def gruslys_comparison(rows: list) -> str:
+    """One line: Gruslys et al.'s trade at T = 1,000 beside ours there, for each cell and side, at the
+    measured k nearest sqrt(T); empty when T = 1,000 was not measured checkpointed."""
+    points = []
+    for cell, steps, segment_length, side, result, base in rows:
+        if steps != GRUSLYS_STEPS or not segment_length:
+            continue
+        measured = {row[2] for row in rows if row[:2] == (cell, steps) and row[2]}
+        if segment_length != min(measured, key=lambda length: abs(length - math.sqrt(steps))):
+            continue
+        saved = 1 - result["peak_bytes"] / max(base["peak_bytes"], 1)
+        points.append(
+            f"{cell} {'by hand' if side == 'hand' else 'by autograd'}, k = {segment_length}: {saved:.1%} saved "
+            f"for {result['seconds'] / base['seconds']:.2f}x"
+        )
+    if not points:
+        return ""
+    return (
+        f"Gruslys et al. (2016) at T = {GRUSLYS_STEPS:,}: {GRUSLYS_SAVED:.0%} of the memory saved for about "
+        f"{GRUSLYS_TIME:.2f}x the time. Here at T = {GRUSLYS_STEPS:,}, the k nearest sqrt(T), memory saved "
+        f"(1 - peak / plain) for the time of the plain backward: {'; '.join(points)}."
+    )
+
+
+# issue 31's target for the hand-written checkpointed backward at the longest stream
+TARGET_STEPS, TARGET_PEAK, TARGET_TIME = 10_000, 0.10, 1.5
+
+
+def target_verdict(rows: list) -> str:
+    """One line: for each cell, whether checkpointing by hand at T = 10,000 keeps at most 10% of the plain
+    backward's peak for at most 1.5x its time, and at which k; empty when T = 10,000 was not measured."""
+    verdicts = []
+    for cell in dict.fromkeys(row[0] for row in rows):
+        trades = [
+            (segment_length, result["peak_bytes"] / max(base["peak_bytes"], 1), result["seconds"] / base["seconds"])
+            for row_cell, steps, segment_length, side, result, base in rows
+            if (row_cell, steps, side) == (cell, TARGET_STEPS, "hand") and segment_length
+        ]
+        if not trades:
+            continue
+        met = [trade for trade in trades if trade[1] <= TARGET_PEAK and trade[2] <= TARGET_TIME]
+        length, peak, seconds = min(met or trades, key=lambda trade: trade[2])  # the fastest (that meets it)
+        verdict = "met" if met else "missed"
+        verdicts.append(f"{cell} {verdict} (k = {length}: {peak:.1%} of the plain peak in {seconds:.2f}x its time)")
+    if not verdicts:
+        return ""
+    return (
+        f"Target, checkpointed by hand at T = {TARGET_STEPS:,} in at most {TARGET_PEAK:.0%} of the plain backward's "
+        f"peak for at most {TARGET_TIME}x its time: {'; '.join(verdicts)}."
+    )
+
+
+SIDE_COLOURS = {"hand": IMPL_STYLES["manual"]["color"], "autograd": IMPL_STYLES["torch"]["color"]}
+STEP_MARKERS = ("o", "s", "^", "D", "v", "P")  # one per T, in the order measured
+
+
+def draw_memory_curve(rows: list, width: float = 12.0, height: float = 6.5, dpi: int = 100) -> Figure:
+    """Peak memory against time per character, log-log, one panel per cell; one curve per side and T, from
+    the plain backward through the checkpointed ones (each point labelled by its k), and a star where
+    Gruslys et al.'s trade (95% saved, 1.33x the time) would put the plain backward of T = 1,000."""
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure list
+
+    cells = list(dict.fromkeys(row[0] for row in rows))
+    all_steps = list(dict.fromkeys(row[1] for row in rows))
+    figure = Figure(figsize=(width, height), dpi=dpi, layout="constrained")
+    panels = figure.subplots(1, len(cells), squeeze=False)[0]
+    for axes, cell in zip(panels, cells, strict=True):
+        for side in dict.fromkeys(row[3] for row in rows):
+            for steps in all_steps:
+                curve = [row for row in rows if row[0] == cell and row[1] == steps and row[3] == side]
+                draw_trade(axes, side, steps, STEP_MARKERS[all_steps.index(steps) % len(STEP_MARKERS)], curve)
+        axes.set_xscale("log")
+        axes.set_yscale("log")
+        axes.set_title(f"{cell}: one forward + backward, plain and checkpointed")
+        axes.set_xlabel("time per character (µs)")
+        axes.grid(True, which="major", alpha=0.3)
+    panels[0].set_ylabel("peak memory (MiB, growth of resident memory)")
+    handles, labels = panels[0].get_legend_handles_labels()  # one legend for all panels, below them
+    figure.legend(handles, labels, loc="outside lower center", ncols=3, fontsize="small")
+    return figure
+
+
+def draw_trade(axes: Axes, side: str, steps: int, marker: str, curve: list) -> None:
+    """One side at one T: its plain point, then k from large to small (less memory, more time)."""
+    curve = sorted(curve, key=lambda row: -row[2] if row[2] else -math.inf)  # plain first
+    points = [(row[2], row[4]["seconds"] / steps * 1e6, row[4]["peak_bytes"] / 2**20) for row in curve]
+    points = [point for point in points if point[2] > 0]  # a log scale cannot show a peak of 0 (a coarse one)
+    if not points:
+        return
+    colour = SIDE_COLOURS[side]
+    _, times, peaks = zip(*points, strict=True)
+    axes.plot(times, peaks, color=colour, marker=marker, linewidth=1.2, label=f"{side}, T = {steps:,}")
+    for segment_length, time_per_character, peak in points:
+        text = f"k={segment_length}" if segment_length else f"plain T={steps:,}"
+        axes.annotate(text, (time_per_character, peak), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    plain_time, plain_peak = times[0], peaks[0]
+    if steps == GRUSLYS_STEPS and not points[0][0]:
+        axes.plot(
+            [plain_time * GRUSLYS_TIME],
+            [plain_peak * (1 - GRUSLYS_SAVED)],
+            linestyle="none",
+            marker="*",
+            markersize=11,
+            color=colour,
+            markerfacecolor="none",
+            label=f"{side}: Gruslys et al.'s trade from the plain T = {steps:,}",
+        )
 
 
 def curve_cell_in_subprocess(

@@ -60,12 +60,16 @@ def memory(ctx: Context) -> list:
 
 def saved_and_curve(ctx: Context) -> list:
     """docs/memory.md's two tables: what each backward keeps (bench --saved), then the cost curve of
-    checkpointed BPTT, peak memory against time per character (bench --memory-curve)."""
+    checkpointed BPTT, peak memory against time per character (bench --memory-curve), and its figure."""
     saved_args = ["--saved", "--hidden", 4 if ctx.tiny else 100, "--steps", 5 if ctx.tiny else "100,1000"]
     saved = ctx.run("compare.bench", saved_args)
     tiny_curve = ["--steps", "20", "--segments", "5", "--cells", "rnn"]
-    curve = bench_block(ctx, "saved.curve", ["--memory-curve", "--cells", "rnn,lstm"], tiny_curve)
-    return [Block("saved", as_markdown(saved.stdout), [saved.shown]), curve]
+    draw, drawn = ctx.figure("memory-curve.png", "peak memory against time per character, plain and checkpointed")
+    curve = bench_block(ctx, "saved.curve", ["--memory-curve", "--cells", "rnn,lstm", *draw], tiny_curve)
+    return [
+        Block("saved", as_markdown(saved.stdout), [saved.shown]),
+        Block(curve.name, f"{curve.body}\n\n{drawn}", curve.commands),
+    ]
 
 
 def distributed(ctx: Context) -> list:
