@@ -250,3 +250,21 @@ def test_the_target_verdict_reads_the_rows_at_t_10000():
     assert "rnn met (k = 100: 9.0% of the plain peak in 1.20x its time)" in verdict
     assert "lstm missed (k = 100: 10.1% of the plain peak in 1.00x its time)" in verdict
     assert "gru" not in verdict and target_verdict(rows[-1:]) == ""
+
+
+@pytest.mark.parametrize("side", ["hand", "autograd"])
+def test_a_steps_peak_resident_memory_covers_what_its_backward_keeps(side):
+    import argparse
+
+    from compare.benchmarks.saved import curve_cell_in_subprocess, measure
+
+    one_call = argparse.Namespace(threads=1, repeats=1, no_progress=True)
+    peaks = {
+        dtype: curve_cell_in_subprocess(side, "rnn", 64, 2000, 0, one_call, layers=2, dtype=dtype)["peak_bytes"]
+        for dtype in ("float64", "float32")
+    }
+    kept = measure("rnn", layers=2, hidden=64, steps=2000)  # about 3 MB, far above the measure's page coarseness
+    kept_bytes = sum(kept["hand" if side == "hand" else "autograd_by_shape"].values())
+    assert peaks["float64"] >= kept_bytes, (peaks, kept_bytes)  # the step holds at least its cache at once
+    if side == "hand":  # NumPy arrays alone: twice the bytes in float64 (autograd's graph nodes do not double)
+        assert peaks["float64"] > 1.5 * peaks["float32"], peaks

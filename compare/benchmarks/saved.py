@@ -132,10 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     if min(sizes + lengths) < 1:
         parser.error("--hidden and --steps must be at least 1")
     print(
-        "| cell | layers | H | T | hand cache KiB | autograd saved KiB | hand / autograd | hand, by what | "
-        "autograd, top operations |"
+        "| cell | layers | H | T | hand cache KiB | autograd saved KiB | hand / autograd | hand peak KiB | "
+        "autograd peak KiB | hand, by what | autograd, top operations |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---|---|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+    one_call = argparse.Namespace(threads=1, repeats=1, no_progress=True)
     for cell in CELL_NAMES:
         for layers in (1, 2):
             for hidden in sizes:
@@ -146,9 +147,15 @@ def main(argv: list[str] | None = None) -> int:
                     top = ", ".join(
                         f"{name} {kib(size)}" for name, size in result["autograd_by_operation"].most_common(4)
                     )
+                    peaks = [
+                        curve_cell_in_subprocess(side, cell, hidden, steps, 0, one_call, layers, "float64")[
+                            "peak_bytes"
+                        ]
+                        for side in SIDES
+                    ]
                     print(
                         f"| {cell} | {layers} | {hidden} | {steps} | {kib(hand)} | {kib(saved)} | "
-                        f"{hand / saved:.2f} | {what} | {top} |"
+                        f"{hand / saved:.2f} | {kib(peaks[0])} | {kib(peaks[1])} | {what} | {top} |"
                     )
     return 0
 
@@ -172,19 +179,21 @@ def segment_lengths(steps: int, wanted: list[str]) -> list[int]:
     return sorted(length for length in lengths if 1 <= length < steps)
 
 
-def curve_step(side: str, cell: str, hidden: int, steps: int, segment_length: int) -> Callable[[], object]:
-    """One forward + backward of T = ``steps`` characters, one stream, float32; segment_length 0: plain."""
-    params = {name: value.astype(np.float32) for name, value in init_params(65, hidden, 0, cell).items()}
+def curve_step(
+    side: str, cell: str, hidden: int, steps: int, segment_length: int, layers: int = 1, dtype: str = "float32"
+) -> Callable[[], object]:
+    """One forward + backward of T = ``steps`` characters, one stream; segment_length 0: plain."""
+    params = {name: value.astype(dtype) for name, value in init_params(65, hidden, 0, cell, layers).items()}
     rng = np.random.default_rng(1)
     inputs, targets = rng.integers(0, 65, size=(2, 1, steps))
-    state0 = manual.zero_state(cell, 1, 1, hidden, np.float32)
+    state0 = manual.zero_state(cell, layers, 1, hidden, np.dtype(dtype))
     if side == "hand":
         if segment_length:
             return lambda: checkpointed.backward(
                 checkpointed.forward(params, inputs, targets, state0, cell, segment_length=segment_length)[2]
             )
         return lambda: manual.backward(manual.forward(params, inputs, targets, state0, cell)[1])
-    model = torchref.CharRNN(params, cell=cell, dtype=torch.float32)
+    model = torchref.CharRNN(params, cell=cell, dtype=getattr(torch, dtype))
     batch = (torch.from_numpy(inputs), torch.from_numpy(targets), torch.from_numpy(state0))
 
     def autograd_step() -> object:
@@ -208,13 +217,22 @@ def status_kib(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field} (a bug; report it)")
 
 
-def measure_curve_cell(side: str, cell: str, hidden: int, steps: int, segment_length: int, repeats: int) -> dict:
+def measure_curve_cell(
+    side: str,
+    cell: str,
+    hidden: int,
+    steps: int,
+    segment_length: int,
+    repeats: int,
+    layers: int = 1,
+    dtype: str = "float32",
+) -> dict:
     """In this process: (peak growth bytes of the first call, median seconds per call over ``repeats``)."""
     import ctypes
     import gc
 
-    curve_step(side, cell, hidden, min(steps, 10), min(segment_length, 10))()  # libraries' first-use work
-    step = curve_step(side, cell, hidden, steps, segment_length)
+    curve_step(side, cell, hidden, min(steps, 10), min(segment_length, 10), layers, dtype)()  # first-use work
+    step = curve_step(side, cell, hidden, steps, segment_length, layers, dtype)
     gc.collect()
     ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed heap handed back, so that the baseline is what is in use
     before = status_kib("VmRSS")
@@ -430,7 +448,14 @@ def draw_trade(axes: Axes, side: str, steps: int, marker: str, curve: list) -> N
 
 
 def curve_cell_in_subprocess(
-    side: str, cell: str, hidden: int, steps: int, segment_length: int, args: argparse.Namespace
+    side: str,
+    cell: str,
+    hidden: int,
+    steps: int,
+    segment_length: int,
+    args: argparse.Namespace,
+    layers: int = 1,
+    dtype: str = "float32",
 ) -> dict:
     """measure_curve_cell in a fresh Python: its peak is this cell's alone."""
     import json
@@ -444,7 +469,7 @@ def curve_cell_in_subprocess(
     environ = {**os.environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     finished = subprocess.run(
         [sys.executable, "-m", "compare.benchmarks.saved", side, cell, str(hidden), str(steps), str(segment_length)]
-        + [str(args.repeats)],
+        + [str(args.repeats), str(layers), dtype],
         capture_output=True,
         text=True,
         env=environ,
@@ -453,10 +478,11 @@ def curve_cell_in_subprocess(
     return json.loads(finished.stdout.splitlines()[-1])
 
 
-if __name__ == "__main__":  # one cell of the curve's table: python -m compare.benchmarks.saved SIDE CELL H T K REPEATS
+if __name__ == "__main__":  # one measured step: python -m compare.benchmarks.saved SIDE CELL H T K REPEATS LAYERS DTYPE
     import json
     import sys
 
-    side_, cell_, hidden_, steps_, segment_, repeats_ = sys.argv[1:7]
+    side_, cell_, hidden_, steps_, segment_, repeats_, layers_, dtype_ = sys.argv[1:9]
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    print(json.dumps(measure_curve_cell(side_, cell_, int(hidden_), int(steps_), int(segment_), int(repeats_))))
+    sizes_ = (int(hidden_), int(steps_), int(segment_), int(repeats_), int(layers_))
+    print(json.dumps(measure_curve_cell(side_, cell_, *sizes_[:4], layers=sizes_[4], dtype=dtype_)))
