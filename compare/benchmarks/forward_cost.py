@@ -32,7 +32,7 @@ from compare.cli.parser import CommandParser, comma_list
 from compare.data.corpus import Vocab, builtin_corpus
 from compare.model.init import FORWARD_MODE_BYTES, forward_mode_cost, init_params
 from compare.plotting.events import PlotError
-from compare.plotting.figure import require_matplotlib, save_png
+from compare.plotting.figure import figure_problem, save_png
 from manual import rtrl
 from torchref import forward
 from torchref.model import CharRNN
@@ -119,13 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--sizes must be between 1 and 512 (RTRL is O(H^4) a step), got {args.sizes!r}")
     if args.seq_length <= 0 or args.repeats <= 0:
         parser.error("--seq-length and --repeats must be positive")
-    if args.out:  # say so before the work, not after
-        if not Path(args.out).absolute().parent.is_dir():
-            parser.error(f"--out {args.out}: no such directory to write it in")
-        try:
-            require_matplotlib()
-        except PlotError as error:
-            parser.error(f"--out: {error}")
+    if problem := figure_problem(args.out):
+        parser.error(problem)
     torch.set_num_threads(1)
     text = builtin_corpus()
     vocab = Vocab.from_text(text)

@@ -253,7 +253,7 @@ def curve_main(argv: list[str] | None = None) -> int:
     from compare.cli.errors import UsageError
     from compare.cli.parser import CommandParser
     from compare.plotting.events import PlotError
-    from compare.plotting.figure import require_matplotlib, save_png
+    from compare.plotting.figure import figure_problem, save_png
     from compare.reporting.provenance import cpu_model, load_average
 
     parser = CommandParser(
@@ -276,8 +276,6 @@ def curve_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no line on stderr per cell")
     parser.add_argument("--out", metavar="PNG", help="draw the rows into this PNG too: memory against time")
     args = parser.parse_args(argv)
-    if args.out and not Path(args.out).absolute().parent.is_dir():  # say so before the work, not after
-        parser.error(f"--out {args.out}: no such directory to write it in")
     cells, sides = args.cells.split(","), args.sides.split(",")
     if not set(cells) <= set(CELL_NAMES) or not set(sides) <= set(SIDES):
         parser.error(f"--cells takes {', '.join(CELL_NAMES)}; --sides takes {', '.join(SIDES)}")
@@ -291,11 +289,8 @@ def curve_main(argv: list[str] | None = None) -> int:
         parser.error("--steps, --hidden, --repeats and --threads must be at least 1")
     if problem := size_problem({"hidden_size": args.hidden, "seq_length": max(all_steps)}):
         parser.error(problem)
-    if args.out:
-        try:
-            require_matplotlib()  # before the work, not after
-        except PlotError as error:
-            raise UsageError(str(error)) from None
+    if problem := figure_problem(args.out):
+        parser.error(problem)
     load_before = load_average()
     rows = []
     for cell in cells:

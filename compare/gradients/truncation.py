@@ -132,7 +132,7 @@ def main(argv: list[str]) -> int:
     from compare.gradients.flow_run import train_briefly
     from compare.model.init import init_params
     from compare.plotting.events import PlotError
-    from compare.plotting.figure import require_matplotlib, save_png
+    from compare.plotting.figure import figure_problem, save_png
 
     parser = CommandParser(
         prog="python -m compare.gradflow --truncation",
@@ -162,13 +162,8 @@ def main(argv: list[str]) -> int:
         parser.error(f"--stream-length must be between 2 and 100,000, got {args.stream_length}")
     if args.train_steps < 0:
         parser.error(f"--train-steps must be >= 0, got {args.train_steps}")
-    if args.out:  # say so before the work, not after
-        if not Path(args.out).absolute().parent.is_dir():
-            parser.error(f"--out {args.out}: no such directory to write it in")
-        try:
-            require_matplotlib()
-        except PlotError as error:
-            parser.error(f"--out: {error}")
+    if problem := figure_problem(args.out):
+        parser.error(problem)
     text = read_corpus(None)
     vocab = Vocab.from_text(text)
     tokens = vocab.encode(text).astype(np.int64)

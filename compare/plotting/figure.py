@@ -100,6 +100,20 @@ def require_matplotlib() -> None:
         raise PlotError('matplotlib is not installed; pip install -e ".[plot]"') from None
 
 
+def figure_problem(out: str | Path | None) -> str | None:
+    """Why a command's --out figure could not be drawn (no directory to write it in, no matplotlib), or None:
+    asked before the work, not after it."""
+    if not out:
+        return None
+    if not Path(out).absolute().parent.is_dir():
+        return f"--out {out}: no such directory to write it in"
+    try:
+        require_matplotlib()
+    except PlotError as error:
+        return f"--out: {error}"
+    return None
+
+
 def save_png(figure: Figure, out: Path) -> None:
     try:
         figure.savefig(out, format="png")  # Figure.savefig renders with Agg: no display needed
