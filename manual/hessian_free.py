@@ -23,7 +23,9 @@ loss, not of the damped system. L(theta + s) is the same minibatch, from the sam
 What this leaves out of Martens' method, to stay short and deterministic: no preconditioner, no warm
 start of CG from the previous d, no CG backtracking and no line search (the step is always taken),
 and a fixed number k of iterations instead of his relative-progress stop. CG stops early only when
-the residual is exactly zero (g = 0: d = 0 is the solution).
+the residual is exactly zero (g = 0: d = 0 is the solution) or the curvature p . (G + lambda I) p is not
+positive (as Martens' CG does: after many good steps lambda can fall below what float32 holds, and G is
+singular: the characters a minibatch lacks give V's and c's rows no curvature).
 
 The gradient given is the one the engine clips (--clip, --clip-norm), so with clipping the system
 solved is (G + lambda I) d = -clip(g); q uses that same g.
@@ -67,7 +69,10 @@ def conjugate_gradient(
             break
         g_p = gauss_newton(p)
         damped_p = {name: g_p[name] + damping * p[name] for name in p}  # (G + lambda I) p_i
-        alpha = r_dot_r / dot(p, damped_p)
+        curvature = dot(p, damped_p)
+        if curvature <= 0.0:  # lambda gone to 0 (it falls by 2/3 a step) along a null direction of G: no descent
+            break
+        alpha = r_dot_r / curvature
         for name in d:
             d[name] += alpha * p[name]  # d_{i+1} = d_i + alpha_i p_i
             r[name] -= alpha * damped_p[name]  # r_{i+1} = r_i - alpha_i (G + lambda I) p_i

@@ -93,6 +93,15 @@ def test_conjugate_gradient_solves_the_damped_system_in_n_steps(impl, damping):
     assert np.linalg.norm(flat(d) - solution) <= bound, (np.linalg.norm(flat(d) - solution), bound)
 
 
+@pytest.mark.parametrize("module", [hessian_free, torch_hessian_free], ids=["manual", "torch"])
+def test_conjugate_gradient_stops_where_the_damped_curvature_vanishes(module):
+    # lambda 0 and a direction G does not see (a character the minibatch lacks): p . (G + lambda I) p = 0
+    zeros = np.zeros if module is hessian_free else torch.zeros
+    grads = {"c": zeros(3) + 1.0}
+    d = module.conjugate_gradient(lambda v: {"c": 0 * v["c"]}, grads, 0.0, iterations=10)
+    assert float(abs(d["c"]).max()) == 0.0  # no step rather than a division by zero
+
+
 def torch_twin(problem: dict) -> tuple[torchref.CharRNN, tuple[torch.Tensor, ...]]:
     model = torchref.CharRNN(problem["params"], cell=problem["cell"], dtype=torch.float64)
     batch = tuple(torch.from_numpy(problem[key]) for key in ("inputs", "targets", "state0"))

@@ -41,7 +41,10 @@ def conjugate_gradient(
             break
         g_p = gauss_newton(p)
         damped_p = {name: g_p[name] + damping * p[name] for name in p}  # (G + lambda I) p_i
-        alpha = r_dot_r / dot(p, damped_p)
+        curvature = dot(p, damped_p)
+        if curvature <= 0.0:  # lambda gone to 0 (it falls by 2/3 a step) along a null direction of G: no descent
+            break
+        alpha = r_dot_r / curvature
         for name in d:
             d[name] += alpha * p[name]  # d_{i+1} = d_i + alpha_i p_i
             r[name] -= alpha * damped_p[name]  # r_{i+1} = r_i - alpha_i (G + lambda I) p_i
