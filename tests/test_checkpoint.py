@@ -63,6 +63,7 @@ def assert_states_equal(first: EngineState, second: EngineState) -> None:
     for name in first.moments or {}:
         assert second.moments is not None
         assert_array_equal(first.moments[name], second.moments[name], err_msg=f"moments/{name}")
+    assert first.damping == second.damping  # Hessian-free's lambda, where there is one
 
 
 @pytest.mark.parametrize("hidden", [True, False], ids=["hidden", "no-hidden"])
@@ -137,7 +138,7 @@ def trained_engine(impl: str, batches: StreamBatches, params: dict, steps: int, 
 
 
 @pytest.mark.exactness
-@pytest.mark.parametrize("optimizer", ["adagrad", "rmsprop", "adam"])
+@pytest.mark.parametrize("optimizer", ["adagrad", "rmsprop", "adam", "hf"])
 @pytest.mark.parametrize(
     "writer, reader", [("manual", "torch"), ("torch", "manual"), ("manual", "manual"), ("torch", "torch")]
 )
@@ -216,6 +217,20 @@ def test_a_resumed_rmsprop_or_adam_run_equals_one_that_never_stopped(tmp_path, o
     assert exit_info.value.code == 2
     stderr = capsys.readouterr().err
     assert stderr.count("\n") == 1 and f"--optimizer adagrad (checkpoint: {optimizer})" in stderr, stderr
+
+
+@pytest.mark.exactness
+def test_a_resumed_hf_run_equals_one_that_never_stopped(tmp_path):
+    # 12 steps in one go, or 7 + 5 across the epoch boundary at 4 and 8: lambda must come back exactly
+    flags = {"impl": "both", "optimizer": "hf", "batch_size": 8, "seq_length": 25, "eval_every": 4}
+    whole = train(parse_args(train_argv(tmp_path, "whole", max_steps=12, **flags)))
+    first = train(parse_args(train_argv(tmp_path, "split", max_steps=7, **flags)))
+    second = train(parse_args(["--resume", str(tmp_path / "runs" / "split"), "--max-steps", "12"]))
+    for name, result in whole["impls"].items():
+        assert first["impls"][name]["losses"] + second["impls"][name]["losses"] == result["losses"], name
+        uninterrupted, resumed = final_checkpoint(tmp_path, "whole", name), final_checkpoint(tmp_path, "split", name)
+        assert_states_equal(uninterrupted.engine, resumed.engine)
+        assert resumed.engine.damping is not None and resumed.engine.updates == 12
 
 
 @pytest.mark.exactness

@@ -18,7 +18,9 @@ Layout, version 1; every entry is a plain array:
     params/<name>        float64, for every parameter (U W V b c, U2 W2 b2 ... with layers)
     accumulators/<name>  float64: the optimizer's statistic of squared gradients (AdaGrad's running
                          sum, RMSProp's running mean, Adam's second moment)
+                         (none when config.optimizer is hf, which keeps no such statistic)
     moments/<name>       float64, only when config.optimizer is adam: its first moment
+    damping              float64 (), only when config.optimizer is hf: its Levenberg-Marquardt lambda
     hidden               float64 (L, P, B, H): the state carried into the next chunk
     torch_rng_state      uint8: torch.get_rng_state()
 
@@ -122,9 +124,12 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> None:
     arrays: dict[str, Any] = {"header": np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)}
     for name in checkpoint.engine.params:
         arrays[f"params/{name}"] = np.asarray(checkpoint.engine.params[name], dtype=np.float64)
-        arrays[f"accumulators/{name}"] = np.asarray(checkpoint.engine.accumulators[name], dtype=np.float64)
+        if checkpoint.engine.accumulators:  # Hessian-free keeps none
+            arrays[f"accumulators/{name}"] = np.asarray(checkpoint.engine.accumulators[name], dtype=np.float64)
         if checkpoint.engine.moments is not None:
             arrays[f"moments/{name}"] = np.asarray(checkpoint.engine.moments[name], dtype=np.float64)
+    if checkpoint.engine.damping is not None:
+        arrays["damping"] = np.float64(checkpoint.engine.damping)
     if checkpoint.engine.hidden is not None:
         arrays["hidden"] = np.asarray(checkpoint.engine.hidden, dtype=np.float64)
     arrays["torch_rng_state"] = np.asarray(checkpoint.torch_rng_state, dtype=np.uint8)
@@ -196,10 +201,11 @@ def load_checkpoint(path: str | Path, cell: str | None = None) -> Checkpoint:
     names = list(model_shapes(config, vocab_size))
     engine = EngineState(
         params={name: present[f"params/{name}"] for name in names},
-        accumulators={name: present[f"accumulators/{name}"] for name in names},
+        accumulators={name: present[f"accumulators/{name}"] for name in names if f"accumulators/{name}" in present},
         updates=header["updates"],
         hidden=present.get("hidden"),
         moments={name: present[f"moments/{name}"] for name in names} if config["optimizer"] == "adam" else None,
+        damping=float(present["damping"]) if "damping" in present else None,
     )
     return Checkpoint(
         impl=header["impl"],

@@ -286,8 +286,12 @@ def expected_arrays(header: dict[str, Any]) -> dict[str, ArraySpec]:
     """
     config = header["config"]
     shapes = model_shapes(config, len(header["vocab"]))
-    kinds = ("params", "accumulators", "moments") if config.get("optimizer") == "adam" else ("params", "accumulators")
+    kinds = {"adam": ("params", "accumulators", "moments"), "hf": ("params",)}.get(
+        config.get("optimizer", "adagrad"), ("params", "accumulators")
+    )
     specs = {f"{kind}/{name}": ArraySpec("f", shape) for kind in kinds for name, shape in shapes.items()}
+    if config.get("optimizer") == "hf":
+        specs["damping"] = ArraySpec("f", ())  # Hessian-free's lambda
     parts = manual_cell(config["cell"]).STATE_PARTS
     hidden_shape = (config["num_layers"], parts, config["batch_size"], config["hidden_size"])
     specs["hidden"] = ArraySpec("f", hidden_shape, required=False)  # absent before the first step
@@ -364,3 +368,5 @@ def check_values(array: np.ndarray, name: str, spec: ArraySpec, path: Path) -> N
         raise CheckpointError(f"{path}: {name} holds values that are not finite (NaN or Inf); {REWRITE}")
     if name.startswith("accumulators/") and (array < 0).any():
         raise CheckpointError(f"{path}: {name} holds negative values (it is a sum of squares); {REWRITE}")
+    if name == "damping" and not array > 0:
+        raise CheckpointError(f"{path}: damping must be positive (Hessian-free's lambda), got {array}; {REWRITE}")

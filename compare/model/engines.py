@@ -2,8 +2,10 @@
 
 ``ManualEngine`` drives ``manual`` (hand-written gradients, hand-written AdaGrad);
 ``TorchEngine`` drives ``torchref`` (autograd, ``torch.optim.Adagrad``). ``optimizer`` swaps
-AdaGrad for RMSProp (char-rnn's: ``manual.RMSprop``, ``torch.optim.RMSprop``) or Adam
-(``manual.Adam``, ``torch.optim.Adam``). Both take the
+AdaGrad for RMSProp (char-rnn's: ``manual.RMSprop``, ``torch.optim.RMSprop``), Adam
+(``manual.Adam``, ``torch.optim.Adam``) or Hessian-free (Martens 2010: ``manual.HessianFree`` on the
+hand-written Gauss-Newton product, ``torchref.HessianFree`` on torch.func's), whose step also needs the
+minibatch itself: ``hessian_free_problem`` in each engine gives it that. Both take the
 same NumPy parameter dict and the same integer batches, clip element-wise after
 backward and before the update (then, with ``clip_norm``, by the global norm, as
 ``torch.nn.utils.clip_grad_norm_``), and carry the hidden state from chunk to chunk.
@@ -29,8 +31,10 @@ torch.utils.checkpoint); the gradients are the plain ones within rounding. 0: pl
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, SupportsFloat
+from functools import partial
+from typing import Any, Protocol, SupportsFloat
 
 import numpy as np
 import torch
@@ -40,10 +44,10 @@ import torchref
 from compare.model.cells import CellPair, cell_pair
 from compare.model.state import OPTIMIZERS, EngineState
 from manual import checkpointed as manual_checkpointed
-from manual import rtrl
+from manual import hessian, rtrl
 from manual.lr_schedule import LRSchedule, ScheduledRate
 from torchref import checkpointed as torch_checkpointed
-from torchref import forward
+from torchref import forward, second
 
 IMPLEMENTATIONS = ("manual", "torch")
 GRADIENTS = ("bptt", "rtrl")  # reverse mode, truncated at each chunk; forward mode, carried (docs/forward.md)
@@ -56,6 +60,9 @@ TORCH_STATE_KEYS = {
     "rmsprop": {"accumulators": "square_avg"},
     "adam": {"accumulators": "exp_avg_sq", "moments": "exp_avg"},
 }
+# HF's step asks of the minibatch: L(theta) of the loss minimized, v -> G v at theta, and L at the parameters
+# as they are when called (after the update): same inputs, targets and carried state
+HessianFreeProblem = tuple[float, Callable[[dict[str, Any]], dict[str, Any]], Callable[[], float]]
 
 
 @dataclass
@@ -142,13 +149,16 @@ class ManualEngine:
         # update are whole-buffer passes (manual.flat), the same numbers in fewer calls
         self.params = manual.flat.FlatArrays.copy_of(params, self.dtype)
         self.grads = self.params.zeros_like()  # backward writes into it, every step
-        self.optimizer: manual.Adagrad | manual.RMSprop | manual.Adam
+        self.optimizer: manual.Adagrad | manual.RMSprop | manual.Adam | manual.HessianFree
         if optimizer == "adagrad":
             self.optimizer = manual.Adagrad(self.params, lr=lr, eps=eps, eps_placement=eps_placement)
         elif optimizer == "rmsprop":
             self.optimizer = manual.RMSprop(self.params, lr=lr)
         elif optimizer == "adam":
             self.optimizer = manual.Adam(self.params, lr=lr)
+        elif optimizer == "hf":
+            check_hessian_free(gradient, segment_length, lr_schedule)
+            self.optimizer = manual.HessianFree(self.params, lr=lr)
         else:
             raise ValueError(f"unknown optimizer {optimizer!r}; choose from {OPTIMIZERS}")
         self.updates = 0  # optimizer steps taken; torch's optimizer counts them as 'step'
@@ -172,11 +182,28 @@ class ManualEngine:
     def train_step(self, inputs: np.ndarray, targets: np.ndarray) -> StepStats:
         assert self.hidden is not None, "reset_hidden() or load_state() comes before the first train_step()"
         self.pair.check_sizes(self.recurrence, inputs.shape, self.params["W"].shape[1], self.dtype_name)
+        state0 = self.hidden
         loss, grads, self.hidden = self.loss_and_grads(inputs, targets)
         mean_loss: SupportsFloat = loss if self.loss_reduction == "mean" else loss / inputs.size  # per character
         if self.gradient_averager is not None:  # before clipping: every rank clips the same averaged gradient
             mean_loss = self.gradient_averager.average_arrays(grads, mean_loss)
-        return self.clip_and_update(mean_loss, grads)
+        problem = self.hessian_free_problem(inputs, targets, state0) if self.hessian_free else None
+        return self.clip_and_update(mean_loss, grads, problem)
+
+    @property
+    def hessian_free(self) -> bool:
+        return isinstance(self.optimizer, manual.HessianFree)
+
+    def hessian_free_problem(self, inputs: np.ndarray, targets: np.ndarray, state0: np.ndarray) -> HessianFreeProblem:
+        """HF's view of the minibatch (see HessianFreeProblem): G v from the forward cache at theta
+        (manual.hessian), run again here: one forward, against HF's dozen products with G."""
+        # the cell by name: manual.hessian's R-passes are keyed by the built-in cells' names
+        loss, cache = manual.forward(self.params, inputs, targets, state0, self.cell, self.loss_reduction)
+
+        def loss_after() -> float:
+            return float(manual.forward(self.params, inputs, targets, state0, self.cell, self.loss_reduction)[0])
+
+        return float(loss), partial(hessian.gauss_newton_vector_product, cache), loss_after
 
     def loss_and_grads(
         self, inputs: np.ndarray, targets: np.ndarray
@@ -208,11 +235,14 @@ class ManualEngine:
             self.influence = rtrl.zero_influence(self.params, self.recurrence, batch_size)
         return self.influence
 
-    def clip_and_update(self, loss: SupportsFloat, grads: dict[str, np.ndarray]) -> StepStats:
+    def clip_and_update(
+        self, loss: SupportsFloat, grads: dict[str, np.ndarray], problem: HessianFreeProblem | None = None
+    ) -> StepStats:
         """Measure and clip ``grads`` in place, then take one optimizer step.
 
         grads: a dict like the parameters, or (from train_step) ``self.grads``, whose one flat buffer
         makes the clip and the update a few calls in all instead of a few per parameter.
+        problem: the minibatch, for Hessian-free's step (None for the other optimizers).
         """
         grad_norm = global_norm(grads)
         clipped = 0
@@ -227,7 +257,11 @@ class ManualEngine:
                     np.clip(grad, -self.clip, self.clip, out=grad)
         if self.clip_norm > 0:  # after the element-wise clip, as calling clip_grad_norm_ after it does
             manual.flat.clip_to_norm(grads, self.clip_norm, global_norm(grads) if clipped else grad_norm)
-        self.optimizer.step(grads)
+        if isinstance(self.optimizer, manual.HessianFree):
+            assert problem is not None, "Hessian-free's step needs the minibatch"
+            self.optimizer.step(grads, *problem)
+        else:
+            self.optimizer.step(grads)
         self.updates += 1
         if self.rate is not None:
             self.optimizer.lr = self.rate.step()
@@ -250,8 +284,10 @@ class ManualEngine:
 
     def export_state(self) -> EngineState:
         """float64 copies of everything training continues from (see compare.model.checkpoint)."""
-        accumulators = {name: value.astype(np.float64) for name, value in self.optimizer.accumulators.items()}
         hidden = None if self.hidden is None else self.hidden.astype(np.float64)
+        if isinstance(self.optimizer, manual.HessianFree):
+            return EngineState(self.numpy_params(), {}, self.updates, hidden, damping=self.optimizer.damping)
+        accumulators = {name: value.astype(np.float64) for name, value in self.optimizer.accumulators.items()}
         moments = None
         if isinstance(self.optimizer, manual.Adam):
             moments = {name: value.astype(np.float64) for name, value in self.optimizer.moments.items()}
@@ -261,7 +297,12 @@ class ManualEngine:
         """Continue from ``state``, whichever implementation exported it."""
         for name in self.params:
             self.params[name][...] = state.params[name]  # in place: the optimizer holds this same dict
-            self.optimizer.accumulators[name][...] = state.accumulators[name]
+        if isinstance(self.optimizer, manual.HessianFree):
+            assert state.damping is not None, "a Hessian-free run's state holds its damping"
+            self.optimizer.damping = state.damping
+        else:
+            for name in self.params:
+                self.optimizer.accumulators[name][...] = state.accumulators[name]
         if isinstance(self.optimizer, manual.Adam):
             assert state.moments is not None, "an Adam run's state holds its first moments"
             for name in self.params:
@@ -305,8 +346,11 @@ class TorchEngine:
         self.model = torchref.CharRNN(params, cell=self.twin, dtype=TORCH_DTYPES[dtype], device=self.device)
         self.loss_reduction = loss_reduction
         self.optimizer_name = optimizer
-        self.optimizer: torch.optim.Optimizer
-        if optimizer == "rmsprop":  # char-rnn's decay and eps (torch's defaults are 0.99 and 1e-8)
+        self.optimizer: torch.optim.Optimizer | torchref.HessianFree
+        if optimizer == "hf":
+            check_hessian_free(gradient, segment_length, lr_schedule)
+            self.optimizer = torchref.HessianFree(dict(self.model.named_parameters()), lr=lr)
+        elif optimizer == "rmsprop":  # char-rnn's decay and eps (torch's defaults are 0.99 and 1e-8)
             self.optimizer = torch.optim.RMSprop(
                 self.model.parameters(), lr=lr, alpha=manual.rmsprop.ALPHA, eps=manual.rmsprop.EPS, foreach=True
             )
@@ -325,13 +369,38 @@ class TorchEngine:
         self.clip = clip
         self.clip_norm = clip_norm  # > 0: scale the gradients down to this global 2-norm (after the clip)
         self.lr_schedule = lr_schedule
-        self.scheduler = torch_scheduler(self.optimizer, lr_schedule)
+        self.updates = 0  # optimizer steps taken (torch.optim's optimizers count them too, as 'step')
+        self.scheduler = None if self.hessian_free else torch_scheduler(self.torch_optimizer, lr_schedule)
         self.hidden: torch.Tensor | None = None  # (L, P, B, H) state carried from chunk to chunk
         # data-parallel runs: averages over the ranks (compare.training.parallel)
         self.gradient_averager: GradientAverager | None = None
 
     def _tensor(self, array: np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:
         return torch.as_tensor(array, dtype=dtype, device=self.device)
+
+    @property
+    def hessian_free(self) -> bool:
+        return isinstance(self.optimizer, torchref.HessianFree)
+
+    @property
+    def torch_optimizer(self) -> torch.optim.Optimizer:
+        """The torch.optim optimizer of every --optimizer but hf."""
+        assert isinstance(self.optimizer, torch.optim.Optimizer), "Hessian-free is not a torch.optim optimizer"
+        return self.optimizer
+
+    def hessian_free_problem(
+        self, inputs: torch.Tensor, targets: torch.Tensor, state0: torch.Tensor, loss: float
+    ) -> HessianFreeProblem:
+        """HF's view of the minibatch (see HessianFreeProblem): G v by torch.func (torchref.second)."""
+
+        def gauss_newton(vector: dict[str, Any]) -> dict[str, Any]:
+            return second.gauss_newton_vector_product(self.model, inputs, targets, state0, vector, self.loss_reduction)
+
+        @torch.no_grad()
+        def loss_after() -> float:
+            return float(self.model.loss(inputs, targets, state0, self.loss_reduction)[0])
+
+        return loss, gauss_newton, loss_after
 
     def zero_state(self, batch_size: int) -> np.ndarray:
         """(L, P, B, H) float64 zeros: where every epoch, validation pass and sample starts."""
@@ -344,7 +413,8 @@ class TorchEngine:
     def train_step(self, inputs: np.ndarray, targets: np.ndarray) -> StepStats:
         assert self.hidden is not None, "reset_hidden() or load_state() comes before the first train_step()"
         self.pair.check_sizes(self.twin, inputs.shape, self.model.hidden_size, self.dtype_name)
-        self.optimizer.zero_grad(set_to_none=True)
+        self.model.zero_grad(set_to_none=True)
+        state0 = self.hidden
         batch = (self._tensor(inputs, torch.long), self._tensor(targets, torch.long))
         if self.gradient == "rtrl":
             loss, state_last = self.forward_mode_gradient(*batch)
@@ -371,7 +441,12 @@ class TorchEngine:
                     grad.clamp_(-self.clip, self.clip)
         if self.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm, foreach=True)
-        self.optimizer.step()
+        if isinstance(self.optimizer, torchref.HessianFree):
+            named_grads = dict(zip(self.optimizer.params, grads, strict=True))  # the parameters' order
+            self.optimizer.step(named_grads, *self.hessian_free_problem(*batch, state0, float(loss.detach())))
+        else:
+            self.optimizer.step()
+        self.updates += 1
         if self.scheduler is not None:
             self.scheduler.step()
         self.hidden = state_last.detach()  # truncated BPTT: keep the value, drop the graph
@@ -411,16 +486,20 @@ class TorchEngine:
     def export_state(self) -> EngineState:
         """float64 copies of everything training continues from (see compare.model.checkpoint)."""
         named = dict(self.model.named_parameters())
+        hidden = None if self.hidden is None else self.hidden.double().cpu().numpy().copy()
+        if isinstance(self.optimizer, torchref.HessianFree):
+            params = self.model.numpy_params()
+            return EngineState(params, {}, self.updates, hidden, damping=self.optimizer.damping)
         statistics: dict[str, dict[str, np.ndarray]] = {}
         for kind, key in TORCH_STATE_KEYS[self.optimizer_name].items():
             statistics[kind] = {name: self.optimizer_state(param, key) for name, param in named.items()}
         updates = int(self.optimizer.state[named["U"]].get("step", 0))  # the same count for every parameter
-        hidden = None if self.hidden is None else self.hidden.double().cpu().numpy().copy()
-        return EngineState(self.model.numpy_params(), updates=updates, hidden=hidden, **statistics)
+        params = self.model.numpy_params()
+        return EngineState(params, statistics["accumulators"], updates, hidden, statistics.get("moments"))
 
     def optimizer_state(self, param: torch.nn.Parameter, key: str) -> np.ndarray:
         """torch's ``state[param][key]`` as float64 NumPy; zeros before RMSProp's or Adam's first step creates it."""
-        state = self.optimizer.state[param]
+        state = self.torch_optimizer.state[param]
         if key not in state:
             return np.zeros(param.shape)
         return state[key].double().cpu().numpy().copy()
@@ -431,6 +510,8 @@ class TorchEngine:
         statistics = {"accumulators": state.accumulators, "moments": state.moments}
         for name, param in self.model.named_parameters():
             param.copy_(self._tensor(state.params[name]))  # copy_ casts to the model's dtype
+            if isinstance(self.optimizer, torchref.HessianFree):
+                continue
             torch_state = self.optimizer.state[param]
             if self.optimizer_name != "adagrad":  # torch creates RMSProp's and Adam's state at their first step
                 # as torch's own _init_group makes it, so that it skips that: a 0-d float 'step' (float64 only when
@@ -442,11 +523,15 @@ class TorchEngine:
                 assert values is not None, f"a {self.optimizer_name} run's state holds its {kind}"
                 torch_state[key] = self._tensor(values[name], param.dtype).clone()
             torch_state["step"].fill_(state.updates)
+        if isinstance(self.optimizer, torchref.HessianFree):
+            assert state.damping is not None, "a Hessian-free run's state holds its damping"
+            self.optimizer.damping = state.damping
+        self.updates = state.updates
         self.influence = None  # not checkpointed: the resumed state is a constant
         if self.scheduler is not None:  # torch's own rates, replayed from the start as training reached them
-            for group in self.optimizer.param_groups:
+            for group in self.torch_optimizer.param_groups:
                 group["lr"] = group["initial_lr"]
-            scheduler = torch_scheduler(self.optimizer, self.lr_schedule)
+            scheduler = torch_scheduler(self.torch_optimizer, self.lr_schedule)
             assert scheduler is not None  # the schedule is not constant: there was one
             with warnings.catch_warnings():  # the replay steps the scheduler without the optimizer, on purpose
                 warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler")
@@ -457,6 +542,14 @@ class TorchEngine:
             self.hidden = None
         else:
             self.hidden = self._tensor(state.hidden, self.model.W.dtype).clone()  # never share the caller's array
+
+
+def check_hessian_free(gradient: str, segment_length: int, lr_schedule: LRSchedule | None) -> None:
+    """Hessian-free's G v is written on plain BPTT's forward cache, and its step size is lr times CG's d."""
+    if gradient != "bptt" or segment_length:
+        raise ValueError("Hessian-free needs plain BPTT (gradient 'bptt', segment_length 0)")
+    if lr_schedule is not None and lr_schedule.kind != "constant":
+        raise ValueError("Hessian-free takes a constant lr (its damping adapts the step)")
 
 
 def torch_scheduler(

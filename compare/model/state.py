@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-OPTIMIZERS = ("adagrad", "rmsprop", "adam")  # what --optimizer names; Adam alone keeps EngineState.moments
+# what --optimizer names; Adam alone keeps EngineState.moments, Hessian-free (hf) keeps only EngineState.damping
+OPTIMIZERS = ("adagrad", "rmsprop", "adam", "hf")
 
 
 @dataclass
@@ -15,8 +16,9 @@ class EngineState:
 
     params: dict[str, np.ndarray]  # name -> array, see compare.model.init.param_shapes
     # the optimizer's statistic of squared gradients, same names and shapes as params: AdaGrad's sum,
-    # RMSProp's running mean, Adam's second moment
+    # RMSProp's running mean, Adam's second moment; empty for Hessian-free, which keeps none
     accumulators: dict[str, np.ndarray]
     updates: int  # optimizer steps taken (torch's 'step'): Adam's bias correction reads it
     hidden: np.ndarray | None  # (L, P, B, H) state carried into the next chunk; None before any step
     moments: dict[str, np.ndarray] | None = None  # Adam's first moment (None for the other optimizers)
+    damping: float | None = None  # Hessian-free's Levenberg-Marquardt lambda (None for the other optimizers)

@@ -74,6 +74,7 @@ from compare.model.state import OPTIMIZERS
 from manual.lr_schedule import SCHEDULES, LRSchedule
 
 DEFAULT_TIMEOUT_S = 300.0  # seconds a data-parallel rank waits for the others (--dist-timeout)
+HESSIAN_FREE_LR = 1.0  # --optimizer hf's default --lr: Martens' full step, the damping sizes it
 AGREE_EVERY = 10  # one extra manual and autograd forward/backward per 10 steps (docs/training.md: the cost)
 
 # Settings a resume may change. Every other one shapes the model or the trajectory,
@@ -152,7 +153,7 @@ class TrainConfig:
     adagrad_eps: float = 1e-10  # torch.optim.Adagrad's default
     adagrad_eps_placement: str = "outside"  # 'outside': sqrt(G) + eps (PyTorch); 'inside': sqrt(G + eps) (min-char-rnn)
     grad: str = "bptt"  # 'rtrl': forward mode, the influence carried across chunks (docs/forward.md)
-    optimizer: str = "adagrad"  # or 'rmsprop' (char-rnn's), 'adam' (PyTorch's): compare.model.engines.OPTIMIZERS
+    optimizer: str = "adagrad"  # or 'rmsprop' (char-rnn's), 'adam' (PyTorch's), 'hf' (Hessian-free, Martens 2010)
     clip_norm: float = 0.0  # > 0: scale the gradients to this global 2-norm (after --clip); 0: off
     lr_schedule: str = "constant"  # 'step': times lr_decay every lr_decay_every epochs; 'cosine': to 0 over --epochs
     lr_decay: float = 0.97  # char-rnn's learning_rate_decay
@@ -246,6 +247,7 @@ def config_problem(config: TrainConfig) -> str | None:
     if not config.dist_timeout > 0:
         return f"--dist-timeout must be a positive number of seconds, got {config.dist_timeout}"
     problem = run_name_problem(config.run_name) or cell_problem(config.cell) or gradient_problem(config)
+    problem = problem or hessian_free_problem(config)
     if problem:
         return problem
     return device_problem(config) or check_encoding(config.encoding)
@@ -520,7 +522,7 @@ def add_optimization_flags(parser: CommandParser) -> None:
         "--lr",
         type=float,
         help="learning rate of --optimizer (AdaGrad's default 0.05; try 2e-3 for "
-        "RMSProp, as char-rnn, and 1e-3 for Adam)",
+        "RMSProp, as char-rnn, and 1e-3 for Adam; hf's default 1: the multiple of CG's step taken)",
     )
     optim.add_argument(
         "--clip", type=float, help="clip every gradient entry to [-clip, clip] before the update; 0 turns clipping off"
@@ -543,8 +545,11 @@ def add_optimization_flags(parser: CommandParser) -> None:
         "--optimizer",
         choices=OPTIMIZERS,
         help="the update: adagrad (torch.optim.Adagrad's), rmsprop (char-rnn's: decay 0.95, eps 1e-8 outside the "
-        "root; torch.optim.RMSprop(alpha=0.95)) or adam (torch.optim.Adam's: betas 0.9, 0.999, eps 1e-8, bias "
-        "correction); written by hand in manual, taken from torch.optim in torch (docs/training.md#optimizers)",
+        "root; torch.optim.RMSprop(alpha=0.95)), adam (torch.optim.Adam's: betas 0.9, 0.999, eps 1e-8, bias "
+        "correction) or hf (Hessian-free, Martens 2010: 10 conjugate-gradient steps on (G + lambda I) d = -g, G the "
+        "Gauss-Newton matrix, lambda from 1 by Levenberg-Marquardt's rule; about 25 forward-backward passes a "
+        "step); written by hand in manual, taken from torch.optim (hf: on torch.func's G v) in torch "
+        "(docs/training.md#optimizers)",
     )
     optim.add_argument(
         "--clip-norm",
@@ -601,6 +606,20 @@ def gradient_problem(config: TrainConfig) -> str | None:
         return "--grad rtrl carries the gradient forward and keeps no cache to checkpoint: leave out --segment-length"
     if config.grad == "rtrl" and config.cell not in ("rnn", "lstm", "gru"):
         return f"--grad rtrl needs a built-in cell (rnn, lstm, gru), whose step Jacobians it has; got {config.cell}"
+    return None
+
+
+def hessian_free_problem(config: TrainConfig) -> str | None:
+    """What --optimizer hf is written for: G v on plain BPTT's cache of a built-in cell, a constant --lr."""
+    if config.optimizer != "hf":
+        return None
+    if config.grad != "bptt" or config.segment_length:
+        flag = "--grad rtrl" if config.grad != "bptt" else "--segment-length"
+        return f"--optimizer hf takes its Gauss-Newton products on plain BPTT's cache: leave out {flag}"
+    if config.lr_schedule != "constant":
+        return "--optimizer hf takes a constant --lr (its damping sizes the step): leave out --lr-schedule"
+    if config.cell not in ("rnn", "lstm", "gru"):
+        return f"--optimizer hf needs a built-in cell (rnn, lstm, gru), whose G v is written by hand; got {config.cell}"
     return None
 
 
@@ -686,6 +705,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     if "cell" in typed:  # as the checkpoint records it: a file's path made absolute
         typed["cell"] = record_name(typed["cell"])
     config = TrainConfig(**{**settings, **preset, **typed})  # typed flags win over the preset, it over the defaults
+    if config.optimizer == "hf" and "lr" not in {**preset, **typed}:
+        config.lr = HESSIAN_FREE_LR
     if config.resume:
         try:
             config = TrainConfig(**resumed_settings(config.resume, {**preset, **typed}))

@@ -91,6 +91,8 @@ def join_ranks(config: TrainConfig, stop: StopRequest) -> Iterator[DataParallel]
     problem = batch_split_problem(config.batch_size, parallel.world_size)
     if config.loss_reduction == "sum":  # the ranks average their gradients: that is the mean loss's gradient
         problem = "--loss-reduction sum (--preset original) trains in one process: run it without torchrun"
+    if config.optimizer == "hf":  # its products with G and its trial loss see one rank's share of the batch
+        problem = "--optimizer hf trains in one process (its Gauss-Newton products are not averaged over ranks)"
     if problem:
         raise UsageError(problem)
     import torch
