@@ -14,7 +14,8 @@ v -> G v of the same minibatch (``manual.hessian.gauss_newton_vector_product`` o
     q(s) = g . s + 1/2 s . (G s)                                  the change the quadratic model predicts
     theta <- theta + s
     rho = (L(theta + s) - L(theta)) / q(s)                        how well the model predicted it
-    lambda <- 3/2 lambda if rho < 1/4,  2/3 lambda if rho > 3/4   Levenberg-Marquardt (Martens' section 4.1)
+    lambda <- 3/2 lambda if rho < 1/4,  2/3 lambda if rho > 3/4   Levenberg-Marquardt (Martens' section 4.1),
+              never below lambda_min                              (a floor Martens' rule lacks: MIN_DAMPING)
 
 G = J^T H_L J is positive semidefinite, so G + lambda I is positive definite for lambda > 0 and CG's
 steps are well defined. q leaves the damping out, as Martens' does: rho measures the model of the
@@ -47,6 +48,11 @@ CG_ITERATIONS = 10
 # (H_L's entries are p_i (delta_ij - p_j), below 1/4), so G's large eigenvalues are of order one too, and
 # lambda = 1 starts where the damping and the curvature weigh alike; the rule then moves it by 3/2 or 2/3.
 DAMPING = 1.0
+# lambda's floor, where Martens' rule has none: on minibatches of a few hundred characters each step fits
+# its own batch (rho near 1), so lambda falls by 2/3 a step without end and the steps, up to |g| / lambda
+# long, overfit each batch until training diverges (at B 1 by step 15, at B 32 by step 430, docs/training.md
+# #optimizers). Kept at lambda_0 it stays where the damping weighs as much as G's large curvatures.
+MIN_DAMPING = DAMPING
 DAMPING_UP, DAMPING_DOWN = 3 / 2, 2 / 3
 RHO_LOW, RHO_HIGH = 1 / 4, 3 / 4
 
@@ -84,13 +90,13 @@ def conjugate_gradient(
     return d
 
 
-def adjusted_damping(damping: float, rho: float) -> float:
-    """Levenberg-Marquardt: more damping where the model overpredicted the decrease, less where it was good
-    (rho nan: neither comparison holds, lambda stays)."""
+def adjusted_damping(damping: float, rho: float, min_damping: float = MIN_DAMPING) -> float:
+    """Levenberg-Marquardt: more damping where the model overpredicted the decrease, less where it was good,
+    but not below min_damping (rho nan: neither comparison holds, lambda stays)."""
     if rho < RHO_LOW:
         return damping * DAMPING_UP
     if rho > RHO_HIGH:
-        return damping * DAMPING_DOWN
+        return max(damping * DAMPING_DOWN, min_damping)
     return damping
 
 
@@ -98,8 +104,8 @@ class HessianFree:
     """Updates a dict of NumPy parameters in place, one CG solve per step.
 
     params: the dict to update; lr: the multiple of CG's d taken (1: Martens'); damping: lambda_0;
-    cg_iterations: k. ``damping`` holds the current lambda (the state a resume needs); ``ratio`` the
-    last step's rho.
+    min_damping: lambda's floor (0: Martens' rule alone); cg_iterations: k. ``damping`` holds the current
+    lambda (the state a resume needs); ``ratio`` the last step's rho.
     """
 
     def __init__(
@@ -108,10 +114,12 @@ class HessianFree:
         lr: float = 1.0,
         damping: float = DAMPING,
         cg_iterations: int = CG_ITERATIONS,
+        min_damping: float = MIN_DAMPING,
     ) -> None:
         self.params = params
         self.lr = lr
         self.damping = damping
+        self.min_damping = min_damping
         self.cg_iterations = cg_iterations
         self.ratio = float("nan")
 
@@ -134,4 +142,4 @@ class HessianFree:
         change = float(loss_after()) - float(loss)
         # rho = (L(theta + s) - L(theta)) / q(s); nan when q(s) = 0 (g = 0), which leaves lambda as it is
         self.ratio = change / predicted if predicted != 0.0 else float("nan")
-        self.damping = adjusted_damping(self.damping, self.ratio)
+        self.damping = adjusted_damping(self.damping, self.ratio, self.min_damping)

@@ -185,6 +185,8 @@ def test_levenberg_marquardt_raises_lambda_below_a_quarter_and_lowers_it_above_t
     assert module.adjusted_damping(3.0, 0.9) == 2.0  # the model was good: trust it further
     for rho in (0.25, 0.5, 0.75, float("nan")):  # the bounds themselves, and q(s) = 0, leave it
         assert module.adjusted_damping(2.0, rho) == 2.0, rho
+    assert module.adjusted_damping(1.2, 0.9) == module.MIN_DAMPING == 1.0  # not below the floor, lambda_0
+    assert module.adjusted_damping(1.2, 0.9, min_damping=0.0) == 1.2 * 2 / 3  # Martens' rule alone
 
 
 def quadratic(matrix: np.ndarray, linear: np.ndarray, x: np.ndarray) -> float:
@@ -196,7 +198,7 @@ def test_an_exactly_quadratic_loss_has_rho_one_and_lowers_the_damping():
     factor = rng.normal(size=(6, 6))
     matrix, linear = factor @ factor.T + np.eye(6), rng.normal(size=6)  # G positive definite
     params = {"x": rng.normal(size=6)}
-    optimizer = hessian_free.HessianFree(params, damping=0.5)
+    optimizer = hessian_free.HessianFree(params, damping=0.5, min_damping=0.0)
     loss = quadratic(matrix, linear, params["x"])
     grads = {"x": linear + matrix @ params["x"]}
     optimizer.step(grads, loss, lambda v: {"x": matrix @ v["x"]}, lambda: quadratic(matrix, linear, params["x"]))
@@ -204,7 +206,7 @@ def test_an_exactly_quadratic_loss_has_rho_one_and_lowers_the_damping():
     assert abs(optimizer.ratio - 1) < 1e-10
     assert optimizer.damping == 0.5 * 2 / 3
 
-    stuck = hessian_free.HessianFree({"x": np.zeros(6)}, damping=0.5)
+    stuck = hessian_free.HessianFree({"x": np.zeros(6)}, damping=0.5, min_damping=0.0)
     stuck.step({"x": linear.copy()}, 0.0, lambda v: {"x": matrix @ v["x"]}, lambda: 0.0)  # the loss did not move
     assert stuck.ratio == 0.0 and stuck.damping == 0.75
 
@@ -212,7 +214,7 @@ def test_an_exactly_quadratic_loss_has_rho_one_and_lowers_the_damping():
 def test_train_with_hf_in_both_implementations_agrees_and_lowers_the_loss(tmp_path):
     # Batches of 8 x 25 characters: HF fits each minibatch's quadratic model, so on much smaller batches the
     # damping falls while each step overfits its batch (docs/training.md#optimizers)
-    flags = {"impl": "both", "optimizer": "hf", "batch_size": 8, "seq_length": 25, "max_steps": 12, "agree_every": 4}
+    flags = {"impl": "both", "optimizer": "hf", "batch_size": 8, "seq_length": 25, "max_steps": 40, "agree_every": 10}
     argv = [str(arg) for arg in train_argv(tmp_path, "hf", val_frac=0.1, **flags)]
     run = subprocess.run(
         [sys.executable, "-m", "compare.train", *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120
@@ -222,10 +224,11 @@ def test_train_with_hf_in_both_implementations_agrees_and_lowers_the_loss(tmp_pa
     assert worst <= SECOND_ORDER_BOUND, run.stdout  # float64 rounding: the train command's own float64 bound
     assert "verdict: manual and autograd agree" in run.stdout, run.stdout
     val = [float(loss) for loss in re.findall(r"val loss ([0-9.]+) nats/char", run.stdout)]
-    # the two runs after 12 steps, printed to four decimals: they differ by rounding (the lockstep test above)
+    # the two runs after 40 steps, printed to four decimals: they differ by rounding (the lockstep test above)
     assert len(val) == 2 and val[0] == val[1], run.stdout
-    # it learns: an untrained model gives every one of the 27 characters about 1/27, ln 27 = 3.30 nats
-    assert val[0] < np.log(27) - 1, run.stdout
+    # it learns: an untrained model gives every one of the 27 characters about 1/27, ln 27 = 3.30 nats; with
+    # lambda kept at or above 1 the steps are short (at most |g|), so a quarter of a nat in 40 steps
+    assert val[0] < np.log(27) - 0.25, run.stdout
 
 
 @pytest.mark.parametrize(

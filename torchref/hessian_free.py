@@ -18,6 +18,7 @@ Vector = dict[str, torch.Tensor]
 
 CG_ITERATIONS = 10
 DAMPING = 1.0  # lambda_0 (manual.hessian_free says why)
+MIN_DAMPING = DAMPING  # lambda's floor (manual.hessian_free says why)
 DAMPING_UP, DAMPING_DOWN = 3 / 2, 2 / 3
 RHO_LOW, RHO_HIGH = 1 / 4, 3 / 4
 
@@ -56,12 +57,13 @@ def conjugate_gradient(
     return d
 
 
-def adjusted_damping(damping: float, rho: float) -> float:
-    """Levenberg-Marquardt: lambda times 3/2 when rho < 1/4, times 2/3 when rho > 3/4 (nan: unchanged)."""
+def adjusted_damping(damping: float, rho: float, min_damping: float = MIN_DAMPING) -> float:
+    """Levenberg-Marquardt: lambda times 3/2 when rho < 1/4, times 2/3 (not below min_damping) when rho > 3/4
+    (nan: unchanged)."""
     if rho < RHO_LOW:
         return damping * DAMPING_UP
     if rho > RHO_HIGH:
-        return damping * DAMPING_DOWN
+        return max(damping * DAMPING_DOWN, min_damping)
     return damping
 
 
@@ -77,10 +79,12 @@ class HessianFree:
         lr: float = 1.0,
         damping: float = DAMPING,
         cg_iterations: int = CG_ITERATIONS,
+        min_damping: float = MIN_DAMPING,
     ) -> None:
         self.params = params
         self.lr = lr
         self.damping = damping
+        self.min_damping = min_damping
         self.cg_iterations = cg_iterations
         self.ratio = float("nan")
 
@@ -103,4 +107,4 @@ class HessianFree:
         change = float(loss_after()) - float(loss)
         # rho = (L(theta + s) - L(theta)) / q(s); nan when q(s) = 0 (g = 0), which leaves lambda as it is
         self.ratio = change / predicted if predicted != 0.0 else float("nan")
-        self.damping = adjusted_damping(self.damping, self.ratio)
+        self.damping = adjusted_damping(self.damping, self.ratio, self.min_damping)
