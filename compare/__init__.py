@@ -62,6 +62,8 @@ Subpackages (each imports only downward: never a command module):
                 second_order.py: bench --second-order, H v by hand and by autograd beside each one's gradient;
                 demo_load.py: bench --demo, the demo server's short requests under clients that hammer it;
                 forward_cost.py: bench --rtrl, BPTT, RTRL, reverse and forward autograd per step as H grows
+                optimizers.py: bench --optimizers, every optimizer trained by compare.train side by side, loss
+                against steps and wall time
     serving     server.py + page.html: the demo's HTTP server (Starlette on uvicorn): what POST /api/generate
                 takes, checked against the model; how many generations run at once, and how long a request
                 waits for one; the app; connections.py: its listening socket and connection timeouts
