@@ -6,6 +6,7 @@ Commands (``python -m compare.<name> --help`` lists each one's flags):
     gradcheck          the original write-up's Table 1: BPTT against every oracle         docs/gradcheck.md
     gradflow           how far back a loss reaches: ||dL_T/dh_{T-k}|| per cell; --truncation  docs/gradflow.md
     bench              speed, memory; --cells, --peers, --calls, --distributed, --demo, --rtrl  docs/speed.md
+                       --optimizers: every optimizer trained side by side             docs/training.md
     bench_cells        the same as bench --cells: rnn, lstm, gru at equal size            docs/cells.md
     bench_distributed  the same as bench --distributed: 1 and 2 processes                 docs/distributed.md
     demo               a web page that generates text from a checkpoint                   docs/demo.md
