@@ -6,6 +6,7 @@ Commands (``python -m compare.<name> --help`` lists each one's flags):
     gradcheck          the original write-up's Table 1: BPTT against every oracle         docs/gradcheck.md
     gradflow           how far back a loss reaches: ||dL_T/dh_{T-k}|| per cell; --truncation  docs/gradflow.md
     bench              speed, memory; --cells, --peers, --calls, --distributed, --demo, --rtrl  docs/speed.md
+                       --optimizers: every optimizer trained side by side             docs/training.md
     bench_cells        the same as bench --cells: rnn, lstm, gru at equal size            docs/cells.md
     bench_distributed  the same as bench --distributed: 1 and 2 processes                 docs/distributed.md
     demo               a web page that generates text from a checkpoint                   docs/demo.md
@@ -62,6 +63,8 @@ Subpackages (each imports only downward: never a command module):
                 second_order.py: bench --second-order, H v by hand and by autograd beside each one's gradient;
                 demo_load.py: bench --demo, the demo server's short requests under clients that hammer it;
                 forward_cost.py: bench --rtrl, BPTT, RTRL, reverse and forward autograd per step as H grows
+                optimizers.py: bench --optimizers, every optimizer trained by compare.train side by side, loss
+                against steps and wall time
     serving     server.py + page.html: the demo's HTTP server (Starlette on uvicorn): what POST /api/generate
                 takes, checked against the model; how many generations run at once, and how long a request
                 waits for one; the app; connections.py: its listening socket and connection timeouts

@@ -5,6 +5,7 @@
     python -m compare.bench --memory --no-speed --no-scaling  # compare.train on 100 MB, ASCII and multibyte
     python -m compare.bench --demo --checkpoint runs/quickstart  # the demo server under 200 hammering clients
     python -m compare.bench --rtrl                            # BPTT, RTRL, reverse and forward autograd as H grows
+    python -m compare.bench --optimizers --out optimizers.png  # each optimizer trained side by side
 
 Implementations (``--impls``):
 
@@ -300,6 +301,10 @@ def bench_command(argv: list) -> int:
         from compare.benchmarks.forward_cost import main as forward_cost_main
 
         return forward_cost_main([arg for arg in argv if arg != "--rtrl"])
+    if any(arg.split("=")[0] == "--optimizers" for arg in argv):  # each optimizer through compare.train
+        from compare.benchmarks.optimizers import main as optimizers_main
+
+        return optimizers_main(argv)  # its own parser reads --optimizers [LIST]
     if "--cells" in argv:  # rnn, lstm and gru at about equal parameter counts
         from compare.benchmarks.cells import main as cells_main
 

@@ -307,3 +307,51 @@ def test_bench_second_order_refuses_an_unknown_config_in_one_line(capsys):
     assert (
         exit_info.value.code == 2 and err.count("\n") == 1 and "--configs 'seed,huge': choose from seed, large" in err
     )
+
+
+def test_bench_optimizers_trains_each_one_through_compare_train_and_tables_its_losses(tmp_path, monkeypatch, capsys):
+    from compare.bench import main
+    from compare.benchmarks.optimizers import RATES
+
+    monkeypatch.chdir(tmp_path)  # whatever lands in the working directory lands here, and is checked below
+    logdir, figure = tmp_path / "runs", tmp_path / "optimizers.png"
+    args = ["--optimizers", "adagrad,rmsprop", "--steps", "12", "--logdir", str(logdir), "--out", str(figure)]
+    assert main([*args, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("machine: ") and "load average" in out.splitlines()[0]
+    assert "| optimizer | `--lr` | training loss, mean of steps 2 | 4 | 8 | 12 | validation loss at 12 |" in out
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith(("| adagrad", "| rmsprop"))]
+    assert [row[0][2:] for row in rows] == ["adagrad", "rmsprop"]  # one row per optimizer asked for, in its order
+    for row in rows:
+        assert float(row[1]) == RATES[row[0][2:]]
+        losses, timings = [float(cell) for cell in row[2:7]], [float(cell.strip(" |")) for cell in row[7:]]
+        assert all(0 < loss < 10 for loss in losses), row  # finite, in nats per character (ln 65 is 4.17)
+        assert timings[0] > 0 and timings[1] >= 0, row
+    assert sorted(path.name for path in logdir.iterdir()) == ["adagrad", "rmsprop"]  # the runs, kept for TensorBoard
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["optimizers.png", "runs"]
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_optimizers_windows_end_at_a_sixth_a_third_two_thirds_and_all_of_the_steps():
+    from compare.benchmarks.optimizers import windows
+
+    assert windows(3000) == [(251, 500), (751, 1000), (1751, 2000), (2751, 3000)]
+    assert windows(12) == [(2, 2), (4, 4), (8, 8), (12, 12)]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        ("--optimizers sgd", "--optimizers: unknown or empty ['sgd']; choose from"),
+        ("--optimizers --steps 0", "--steps and --threads must be at least 1, got 0 and 1"),
+        ("--optimizers --out /no/such/dir/o.png", "--out /no/such/dir/o.png: no such directory to write it in"),
+        ("--optimizers --threads x", "argument --threads: invalid int value: 'x'"),
+    ],
+)
+def test_bench_optimizers_refuses_bad_flags_in_one_line(flags, message, capsys):
+    from compare.bench import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(flags.split())
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and message in err, err

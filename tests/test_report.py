@@ -180,6 +180,23 @@ def test_a_tiny_report_of_what_each_backward_keeps_and_the_cost_curve(pages):
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
 
 
+def test_a_tiny_report_of_the_optimizers_side_by_side_tables_every_optimizer_and_draws_the_figure(pages):
+    from compare.benchmarks.optimizers import available
+
+    before = read_all(pages)
+    figure = pages["README.md"].parent / "docs" / "optimizers.png"
+    figure.unlink(missing_ok=True)  # drawn afresh, not left over from the checkout
+    assert run_report(pages, "--tiny", "--sections", "optimizers") == 0
+    assert_regenerated(before, read_all(pages), {"optimizers"})
+    block = blocks_of(read_all(pages)["docs/training.md"])["optimizers"]
+    assert "python -m compare.bench --optimizers --out docs/optimizers.png --no-progress --steps 20" in block
+    assert "validation loss at 20 |" in block  # the tiny steps went through
+    rows = [line for line in block.splitlines() if line.startswith("| ") and not line.startswith("| optimizer")]
+    assert [row.split(" | ")[0][2:] for row in rows] == available()  # one row per optimizer
+    assert "![training loss against steps and against wall time" in block
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
+
+
 @pytest.mark.slow
 def test_a_tiny_report_of_the_other_routes_writes_their_tables_and_draws_their_figures(pages):
     before = read_all(pages)

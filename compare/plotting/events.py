@@ -25,10 +25,11 @@ class PlotError(ValueError):
 
 @dataclass
 class Series:
-    """One scalar tag of one event directory: values by step."""
+    """One scalar tag of one event directory: values by step, and when each was logged."""
 
     steps: list[int]
     values: list[float]
+    wall_times: list[float] = field(default_factory=list)  # seconds since the epoch, as TensorBoard keeps them
 
 
 @dataclass
@@ -58,7 +59,9 @@ def read_scalars(directory: Path, tags: Iterable[str]) -> dict[str, Series]:
     present = set(accumulator.Tags()["scalars"])
     return {
         tag: Series(
-            [event.step for event in accumulator.Scalars(tag)], [event.value for event in accumulator.Scalars(tag)]
+            [event.step for event in accumulator.Scalars(tag)],
+            [event.value for event in accumulator.Scalars(tag)],
+            [event.wall_time for event in accumulator.Scalars(tag)],
         )
         for tag in tags
         if tag in present

@@ -1,4 +1,5 @@
-"""The sections that time things: bench (speed and scaling), memory, distributed, hosts, overload.
+"""The sections that time things: bench (speed and scaling), memory, saved, optimizers, distributed, hosts,
+overload.
 
 Each block is what the benchmark prints on stdout, inserted as it is: its tables stay
 tables, and each other line becomes a paragraph of its own (Markdown would run adjacent
@@ -70,6 +71,14 @@ def saved_and_curve(ctx: Context) -> list:
         Block("saved", as_markdown(saved.stdout), [saved.shown]),
         Block(curve.name, f"{curve.body}\n\n{drawn}", curve.commands),
     ]
+
+
+def optimizers(ctx: Context) -> list:
+    """docs/training.md#optimizers: every optimizer trained side by side by compare.train, and its figure."""
+    draw, drawn = ctx.figure("optimizers.png", "training loss against steps and against wall time, per optimizer")
+    side_by_side = bench_block(ctx, "optimizers", ["--optimizers", *draw], ["--steps", 20])
+    threads = None if ctx.threads_given else "1 thread"  # the benchmark's default, whatever the report's
+    return [Block(side_by_side.name, f"{side_by_side.body}\n\n{drawn}", side_by_side.commands, threads)]
 
 
 def distributed(ctx: Context) -> list:

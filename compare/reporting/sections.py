@@ -114,6 +114,12 @@ SECTIONS = {
             ("saved", "saved.curve"),
             "what each backward keeps; checkpointed BPTT's peak memory against time, T up to 10,000",
         ),
+        Section(
+            "optimizers",
+            benches.optimizers,
+            ("optimizers",),
+            "adagrad, rmsprop, adam side by side, 3000 steps each, and optimizers.png",
+        ),
         Section("distributed", benches.distributed, ("distributed",), "1 and 2 processes"),
         Section("hosts", benches.hosts, ("hosts",), "1 and 2 hosts (network namespaces; needs root)"),
         Section(
