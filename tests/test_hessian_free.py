@@ -185,8 +185,9 @@ def test_levenberg_marquardt_raises_lambda_below_a_quarter_and_lowers_it_above_t
     assert module.adjusted_damping(3.0, 0.9) == 2.0  # the model was good: trust it further
     for rho in (0.25, 0.5, 0.75, float("nan")):  # the bounds themselves, and q(s) = 0, leave it
         assert module.adjusted_damping(2.0, rho) == 2.0, rho
-    assert module.adjusted_damping(1.2, 0.9) == module.MIN_DAMPING == 1.0  # not below the floor, lambda_0
-    assert module.adjusted_damping(1.2, 0.9, min_damping=0.0) == 1.2 * 2 / 3  # Martens' rule alone
+    floor = module.MIN_DAMPING
+    assert module.adjusted_damping(1.2 * floor, 0.9) == floor  # 2/3 of it would be below the floor
+    assert module.adjusted_damping(1.2 * floor, 0.9, min_damping=0.0) == 1.2 * floor * 2 / 3  # Martens' rule alone
 
 
 def quadratic(matrix: np.ndarray, linear: np.ndarray, x: np.ndarray) -> float:
@@ -211,24 +212,28 @@ def test_an_exactly_quadratic_loss_has_rho_one_and_lowers_the_damping():
     assert stuck.ratio == 0.0 and stuck.damping == 0.75
 
 
-def test_train_with_hf_in_both_implementations_agrees_and_lowers_the_loss(tmp_path):
-    # Batches of 8 x 25 characters: HF fits each minibatch's quadratic model, so on much smaller batches the
-    # damping falls while each step overfits its batch (docs/training.md#optimizers)
-    flags = {"impl": "both", "optimizer": "hf", "batch_size": 8, "seq_length": 25, "max_steps": 40, "agree_every": 10}
-    argv = [str(arg) for arg in train_argv(tmp_path, "hf", val_frac=0.1, **flags)]
+def val_losses(directory, run_name: str, **flags) -> tuple[list[float], str]:
+    """The validation losses a tiny compare.train run prints (one per implementation), and its stdout."""
+    argv = [str(arg) for arg in train_argv(directory, run_name, val_frac=0.1, batch_size=8, seq_length=25, **flags)]
     run = subprocess.run(
-        [sys.executable, "-m", "compare.train", *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "compare.train", *argv], cwd=directory, capture_output=True, text=True, timeout=120
     )
     assert run.returncode == 0, run.stderr
-    worst = float(re.search(r"implementation error, .*?: ([0-9.e+-]+) at worst", run.stdout).group(1))
-    assert worst <= SECOND_ORDER_BOUND, run.stdout  # float64 rounding: the train command's own float64 bound
-    assert "verdict: manual and autograd agree" in run.stdout, run.stdout
-    val = [float(loss) for loss in re.findall(r"val loss ([0-9.]+) nats/char", run.stdout)]
+    return [float(loss) for loss in re.findall(r"val loss ([0-9.]+) nats/char", run.stdout)], run.stdout
+
+
+def test_train_with_hf_in_both_implementations_agrees_and_lowers_the_loss(tmp_path):
+    # Batches of 8 x 25 characters: HF fits each minibatch's quadratic model (docs/training.md#optimizers)
+    val, stdout = val_losses(tmp_path, "hf", impl="both", optimizer="hf", max_steps=40, agree_every=10)
+    worst = float(re.search(r"implementation error, .*?: ([0-9.e+-]+) at worst", stdout).group(1))
+    assert worst <= SECOND_ORDER_BOUND, stdout  # float64 rounding: the train command's own float64 bound
+    assert "verdict: manual and autograd agree" in stdout, stdout
     # the two runs after 40 steps, printed to four decimals: they differ by rounding (the lockstep test above)
-    assert len(val) == 2 and val[0] == val[1], run.stdout
-    # it learns: an untrained model gives every one of the 27 characters about 1/27, ln 27 = 3.30 nats; with
-    # lambda kept at or above 1 the steps are short (at most |g|), so a quarter of a nat in 40 steps
-    assert val[0] < np.log(27) - 0.25, run.stdout
+    assert len(val) == 2 and val[0] == val[1], stdout
+    # it learns: below the untrained model's loss (one step of 1e-12 leaves the weights as they start) by a
+    # tenth of a nat, many times the printed four decimals
+    untrained, _ = val_losses(tmp_path, "untrained", impl="manual", optimizer="adagrad", lr=1e-12, max_steps=1)
+    assert val[0] < untrained[0] - 0.1, (val, untrained)
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ import torch
 Vector = dict[str, torch.Tensor]
 
 CG_ITERATIONS = 10
-DAMPING = 1.0  # lambda_0 (manual.hessian_free says why)
+DAMPING = 2.0  # lambda_0 (manual.hessian_free says why)
 MIN_DAMPING = DAMPING  # lambda's floor (manual.hessian_free says why)
 DAMPING_UP, DAMPING_DOWN = 3 / 2, 2 / 3
 RHO_LOW, RHO_HIGH = 1 / 4, 3 / 4
