@@ -164,49 +164,48 @@ def test_a_tiny_report_of_the_quick_start_shows_its_output_and_redraws_the_demo(
         assert "![The demo page after Generate](demo.png)" in demo and screenshot.read_bytes() != old_png
 
 
-def test_a_tiny_report_of_what_each_backward_keeps_and_the_cost_curve(pages):
+def tiny_report_drawing(pages, sections: set, figure_names: tuple) -> dict:
+    """A tiny report of ``sections`` into the copies, its figures deleted first so that they must be drawn
+    afresh (not left over from the checkout): the pages after it."""
+    figures = [pages["README.md"].parent / "docs" / name for name in figure_names]
+    for figure in figures:
+        figure.unlink(missing_ok=True)
     before = read_all(pages)
-    figure = pages["README.md"].parent / "docs" / "memory-curve.png"
-    figure.unlink(missing_ok=True)  # drawn afresh, not left over from the checkout
-    assert run_report(pages, "--tiny", "--sections", "saved") == 0
-    assert_regenerated(before, read_all(pages), {"saved"})
-    blocks = blocks_of(read_all(pages)["docs/memory.md"])
+    assert run_report(pages, "--tiny", "--sections", ",".join(sorted(sections))) == 0
+    after = read_all(pages)
+    assert_regenerated(before, after, sections)
+    for figure in figures:
+        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
+    return after
+
+
+def test_a_tiny_report_of_what_each_backward_keeps_and_the_cost_curve(pages):
+    after = tiny_report_drawing(pages, {"saved"}, ("memory-curve.png",))
+    blocks = blocks_of(after["docs/memory.md"])
     assert "| rnn | 1 | 4 | 5 |" in blocks["saved"]  # cell, layers, H, T: the tiny sizes went through
     assert (
         "| rnn | 20 | k = 5 | hand |" in blocks["saved.curve"]
         and "| rnn | 20 | k = 5 | autograd |" in blocks["saved.curve"]
     )
     assert "![peak memory against time per character" in blocks["saved.curve"]
-    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
 
 
 def test_a_tiny_report_of_the_optimizers_side_by_side_tables_every_optimizer_and_draws_the_figure(pages):
     from compare.benchmarks.optimizers import available
 
-    before = read_all(pages)
-    figure = pages["README.md"].parent / "docs" / "optimizers.png"
-    figure.unlink(missing_ok=True)  # drawn afresh, not left over from the checkout
-    assert run_report(pages, "--tiny", "--sections", "optimizers") == 0
-    assert_regenerated(before, read_all(pages), {"optimizers"})
-    block = blocks_of(read_all(pages)["docs/training.md"])["optimizers"]
+    after = tiny_report_drawing(pages, {"optimizers"}, ("optimizers.png",))
+    block = blocks_of(after["docs/training.md"])["optimizers"]
     assert "python -m compare.bench --optimizers --out docs/optimizers.png --no-progress --steps 20" in block
     assert "validation loss at 20 |" in block  # the tiny steps went through
     rows = [line for line in block.splitlines() if line.startswith("| ") and not line.startswith("| optimizer")]
     assert [row.split(" | ")[0][2:] for row in rows] == available()  # one row per optimizer
     assert "![training loss against steps and against wall time" in block
-    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
 
 
 @pytest.mark.slow
 def test_a_tiny_report_of_the_other_routes_writes_their_tables_and_draws_their_figures(pages):
-    before = read_all(pages)
-    figures = [pages["README.md"].parent / "docs" / name for name in ("rtrl-cost.png", "truncation.png")]
-    for figure in figures:
-        figure.unlink(missing_ok=True)  # drawn afresh, not left over from the checkout
     sections = {"routes", "rtrl", "truncation", "second_order"}
-    assert run_report(pages, "--tiny", "--sections", ",".join(sorted(sections))) == 0
-    after = read_all(pages)
-    assert_regenerated(before, after, sections)
+    after = tiny_report_drawing(pages, sections, ("rtrl-cost.png", "truncation.png"))
     forward, second = blocks_of(after["docs/forward.md"]), blocks_of(after["docs/second-order.md"])
     for cell in ("rnn", "lstm", "gru"):
         assert f"python -m compare.gradcheck --routes --hidden-size 2 --seq-length 5 --cell {cell}" in forward["routes"]
@@ -219,8 +218,6 @@ def test_a_tiny_report_of_the_other_routes_writes_their_tables_and_draws_their_f
     assert "| K | rnn init rel. error |" in forward["truncation"] and "(truncation.png)" in forward["truncation"]
     assert "Second order: the routes agree" in second["second_order"]
     assert "H 100, B 1, T 25: the hand-written H v costs" in second["second_order.speed"]
-    for figure in figures:
-        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 0, figure
 
 
 def test_a_benchmark_output_keeps_two_tables_apart_and_each_other_line_its_own_paragraph():
