@@ -97,6 +97,12 @@ def test_a_symlink_to_a_device_or_to_nothing_is_refused(tmp_path):
         load_corpus(settings(dangling))
 
 
+def test_a_bad_data_path_leaves_no_run_directory_behind(tmp_path):
+    result = train_process(tmp_path, "--data", str(tmp_path / "missing.txt"))
+    assert_one_line_usage_error(result, "no such file")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # no empty rnn-1 claimed
+
+
 # Streaming
 
 

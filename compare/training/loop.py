@@ -119,10 +119,12 @@ def train(config: TrainConfig, stop: StopRequest | None = None) -> dict[str, Any
     stop = stop or StopRequest()
     with join_ranks(config, stop) as parallel:
         new_run_from_copy = config.resume is not None and config.run_name is None  # see resumed_settings
+        spec = describe_run(config)  # each setting resolved once; a bad --data fails before a directory is made
         if config.run_name is None:
             name = default_run_name(config) if parallel.is_main else ""  # only rank 0 claims a directory
             config = replace(config, run_name=parallel.agree_on(name))
-        run = build_run(describe_run(config), parallel)  # each setting resolved once
+            spec = replace(spec, config=config)
+        run = build_run(spec, parallel)
         start_step = restore(run) if config.resume else 0
         if parallel.agree_on(str(start_step)) != str(start_step):  # on several machines: each reads its own copy
             raise UsageError(
