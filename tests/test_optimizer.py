@@ -13,6 +13,7 @@ import pytest
 import torch
 from problems import random_params
 
+from compare.model.state import OPTIMIZERS
 from manual import Adagrad, Adam, RMSprop
 from manual.lr_schedule import LRSchedule, ScheduledRate
 
@@ -215,3 +216,15 @@ def test_the_hand_written_schedule_gives_torchs_rates_to_the_bit(kind):
         scheduler.step()
         assert rate.step() == optimizer.param_groups[0]["lr"], f"after update {update}"
     assert ScheduledRate(schedule, 0.05).restart_at(130) == rate.lr  # a resume's replay reaches the same rate
+
+
+def test_the_memory_estimate_counts_each_optimizers_arrays():
+    from compare.model.init import init_params
+    from compare.training.config import TrainConfig, run_memory_needed
+
+    parameters = sum(value.size for value in init_params(30, 16, 0).values())  # P, rnn, V 30, H 16
+    needed = {name: run_memory_needed(TrainConfig(hidden_size=16, optimizer=name), 30) for name in OPTIMIZERS}
+    float32 = 4  # TrainConfig's default dtype
+    assert needed["rmsprop"] == needed["adagrad"]  # one statistic each
+    assert needed["adam"] - needed["adagrad"] == parameters * float32  # and Adam's first moment
+    assert needed["hf"] - needed["adagrad"] == 4 * parameters * float32  # CG's five vectors, no statistic

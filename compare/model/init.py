@@ -101,10 +101,12 @@ def estimated_memory(
     dtype_bytes: int = 8,
     engines: int = 1,
     segment_length: int = 0,
+    optimizer_arrays: int = 1,
 ) -> int:
     """Bytes that ``engines`` models of these sizes hold, at the least: a lower estimate, known before any array is.
 
-    Per engine: the P parameters, their gradients and AdaGrad's sums (3 P numbers), the carried
+    Per engine: the P parameters, their gradients and the optimizer's ``optimizer_arrays`` arrays of P
+    numbers (1 for AdaGrad's sums: compare.model.state.OPTIMIZER_ARRAYS), the carried
     state (L x parts x B x H), and, for a training step of T = ``seq_length`` characters (0: no
     step, as when a checkpoint is loaded to sample), what the forward keeps for the backward: per
     layer and time step the gate pre-activations, the state and the output, (G + parts + 1) B H,
@@ -121,7 +123,7 @@ def estimated_memory(
     if segment_length > 0 and seq_length > 0:
         cached_steps, saved_states = min(segment_length, seq_length), math.ceil(seq_length / segment_length)
     step = cached_steps * batch_size * (num_layers * (gates + parts + 1) * hidden_size + 2 * vocab_size)
-    return engines * dtype_bytes * (3 * parameters + state + saved_states * state + step)
+    return engines * dtype_bytes * ((2 + optimizer_arrays) * parameters + state + saved_states * state + step)
 
 
 def available_memory() -> int | None:

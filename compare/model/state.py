@@ -8,6 +8,9 @@ import numpy as np
 
 # what --optimizer names; Adam alone keeps EngineState.moments, Hessian-free (hf) keeps only EngineState.damping
 OPTIMIZERS = ("adagrad", "rmsprop", "adam", "hf")
+# parameter-sized arrays each optimizer holds beside the parameters and their gradients, at the least: one
+# statistic (AdaGrad, RMSProp), two moments (Adam), or CG's d, r, p, G p and (G + lambda I) p during a step (HF)
+OPTIMIZER_ARRAYS = {"adagrad": 1, "rmsprop": 1, "adam": 2, "hf": 5}
 
 
 @dataclass

@@ -70,7 +70,7 @@ from compare.model.init import (
     size_problem,
 )
 from compare.model.sampling import MAX_SAMPLE_LENGTH
-from compare.model.state import OPTIMIZERS
+from compare.model.state import OPTIMIZER_ARRAYS, OPTIMIZERS
 from manual.lr_schedule import SCHEDULES, LRSchedule
 
 DEFAULT_TIMEOUT_S = 300.0  # seconds a data-parallel rank waits for the others (--dist-timeout)
@@ -291,6 +291,7 @@ def run_memory_needed(config: TrainConfig, vocab_size: int, cell: CellPair | Non
         dtype_bytes=4 if config.dtype == "float32" else 8,
         engines=2 if config.impl == "both" else 1,
         segment_length=config.segment_length,
+        optimizer_arrays=OPTIMIZER_ARRAYS[config.optimizer],
     )
 
 
