@@ -599,43 +599,23 @@ def make_engine(
 
     ``device`` places the torch implementation ('cpu', 'cuda', 'cuda:1'); manual always runs on the CPU.
     ``loss_reduction`` ('mean', 'sum'), ``eps_placement`` ('outside', 'inside'; AdaGrad's) and ``optimizer``
-    ('adagrad', 'rmsprop', 'adam'; ``eps`` is AdaGrad's, the others take their fixed defaults): see the module
+    ('adagrad', 'rmsprop', 'adam', 'hf'; ``eps`` is AdaGrad's, the others take their fixed defaults): see the module
     docstring. ``clip_norm`` > 0 scales the (clipped) gradients down to that global 2-norm, as
     ``torch.nn.utils.clip_grad_norm_``. ``lr_schedule`` (counted in updates) changes the rate after each update,
     by hand (manual.lr_schedule) or by ``torch.optim.lr_scheduler``.
     ``gradient`` ('bptt', 'rtrl') and ``segment_length`` (checkpointed BPTT; 0: plain): see the module docstring.
     """
+    options: dict[str, Any] = {
+        "loss_reduction": loss_reduction,
+        "eps_placement": eps_placement,
+        "gradient": gradient,
+        "segment_length": segment_length,
+        "optimizer": optimizer,
+        "clip_norm": clip_norm,
+        "lr_schedule": lr_schedule,
+    }
     if impl == "manual":
-        return ManualEngine(
-            params,
-            lr,
-            clip,
-            dtype,
-            cell,
-            eps,
-            loss_reduction=loss_reduction,
-            eps_placement=eps_placement,
-            optimizer=optimizer,
-            clip_norm=clip_norm,
-            lr_schedule=lr_schedule,
-            gradient=gradient,
-            segment_length=segment_length,
-        )
+        return ManualEngine(params, lr, clip, dtype, cell, eps, **options)
     if impl == "torch":
-        return TorchEngine(
-            params,
-            lr,
-            clip,
-            dtype,
-            cell,
-            eps,
-            device,
-            loss_reduction=loss_reduction,
-            eps_placement=eps_placement,
-            optimizer=optimizer,
-            clip_norm=clip_norm,
-            lr_schedule=lr_schedule,
-            gradient=gradient,
-            segment_length=segment_length,
-        )
+        return TorchEngine(params, lr, clip, dtype, cell, eps, device, **options)
     raise ValueError(f"unknown implementation {impl!r}; choose from {IMPLEMENTATIONS}")

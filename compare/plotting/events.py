@@ -57,15 +57,16 @@ def read_scalars(directory: Path, tags: Iterable[str]) -> dict[str, Series]:
     accumulator = EventAccumulator(str(directory), size_guidance={"scalars": 0})  # 0: keep every point
     accumulator.Reload()
     present = set(accumulator.Tags()["scalars"])
-    return {
-        tag: Series(
-            [event.step for event in accumulator.Scalars(tag)],
-            [event.value for event in accumulator.Scalars(tag)],
-            [event.wall_time for event in accumulator.Scalars(tag)],
-        )
-        for tag in tags
-        if tag in present
-    }
+    series = {}
+    for tag in tags:
+        if tag in present:
+            events = accumulator.Scalars(tag)
+            series[tag] = Series(
+                [event.step for event in events],
+                [event.value for event in events],
+                [event.wall_time for event in events],
+            )
+    return series
 
 
 def read_run(run_dir: str | Path) -> RunCurves:

@@ -118,7 +118,7 @@ SECTIONS = {
             "optimizers",
             benches.optimizers,
             ("optimizers",),
-            "adagrad, rmsprop, adam side by side, 3000 steps each, and optimizers.png",
+            "adagrad, rmsprop, adam and hf side by side, 3000 steps each, and optimizers.png",
         ),
         Section("distributed", benches.distributed, ("distributed",), "1 and 2 processes"),
         Section("hosts", benches.hosts, ("hosts",), "1 and 2 hosts (network namespaces; needs root)"),
